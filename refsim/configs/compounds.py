@@ -1,0 +1,161 @@
+"""Compound devices: unit cells and the transfer / mixed-precision learning rules
+(spec/compounds.md). Class names, fields and defaults are aihwkit's
+(``aihwkit.simulator.configs.compounds``)."""
+
+from dataclasses import dataclass
+from typing import List
+
+from .base import ConfigBase, choice, flag, integer, nested, nested_list, real, reals
+from .devices import MAX_SEED, PulsedDevice
+from .enums import VectorUnitCellUpdatePolicy
+from .io import IOParameters
+from .update import UpdateParameters
+
+
+def _transfer_update() -> UpdateParameters:
+    return UpdateParameters(desired_bl=1, update_bl_management=False, update_management=False)
+
+
+@dataclass
+class UnitCell(ConfigBase):
+    """Base of the unit cells: a list of devices and a construction seed."""
+
+    spec_area = "compounds"
+
+    unit_cell_devices: List[PulsedDevice] = nested_list("PulsedDevice")
+    construction_seed: int = integer(0, ge=0, le=MAX_SEED)
+
+
+@dataclass
+class VectorUnitCell(UnitCell):
+    """Several devices per cross point; the weight is their weighted sum."""
+
+    update_policy: VectorUnitCellUpdatePolicy = choice(
+        VectorUnitCellUpdatePolicy, VectorUnitCellUpdatePolicy.ALL
+    )
+    first_update_idx: int = integer(0, ge=0)
+    gamma_vec: List[float] = reals(list)
+
+
+@dataclass
+class OneSidedUnitCell(UnitCell):
+    """Two devices that only receive up pulses; the weight is their difference, with refresh."""
+
+    refresh_every: int = integer(0, ge=0)
+    units_in_mbatch: bool = flag(True)
+    refresh_upper_thres: float = real(0.75, ge=0, le=1)
+    refresh_lower_thres: float = real(0.25, ge=0, le=1)
+    refresh_forward: IOParameters = nested(IOParameters, "IOParameters")
+    refresh_update: UpdateParameters = nested(UpdateParameters, "UpdateParameters")
+    copy_inverted: bool = flag(False)
+
+
+@dataclass
+class TransferCompound(UnitCell):
+    """Tiki-taka v1: gradient on a fast device, periodic transfer to slower devices."""
+
+    gamma: float = real(0.0, ge=0)
+    gamma_vec: List[float] = reals(list)
+    transfer_every: float = real(1.0)
+    no_self_transfer: bool = flag(True)
+    transfer_every_vec: List[float] = reals(list)
+    units_in_mbatch: bool = flag(True)
+    n_reads_per_transfer: int = integer(1, ge=1)
+    transfer_columns: bool = flag(True)
+    with_reset_prob: float = real(0.0, ge=0, le=1)
+    random_selection: bool = flag(False)
+    fast_lr: float = real(1.0)
+    transfer_lr: float = real(1.0)
+    transfer_lr_vec: List[float] = reals(list)
+    scale_transfer_lr: bool = flag(True)
+    scale_fast_lr: bool = flag(True)
+    transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
+    transfer_update: UpdateParameters = nested(UpdateParameters, "UpdateParameters")
+
+
+@dataclass
+class BufferedTransferCompound(TransferCompound):
+    """Tiki-taka v2: transfer through a digital buffer with a threshold."""
+
+    thres_scale: float = real(1.0, gt=0)
+    step: float = real(1.0, gt=0)
+    momentum: float = real(0.1, ge=0, le=1)
+    forget_buffer: bool = flag(True)
+    transfer_update: UpdateParameters = nested(_transfer_update, "UpdateParameters")
+
+
+@dataclass
+class ChoppedTransferCompound(TransferCompound):
+    """TTv2 / chopped TTv2: buffered transfer with input/output choppers and auto-scaled lr."""
+
+    in_chop_prob: float = real(0.1, ge=0, le=1)
+    in_chop_random: bool = flag(True)
+    out_chop_prob: float = real(0.0, ge=0, le=1)
+    buffer_granularity: float = real(1.0, gt=0)
+    auto_granularity: float = real(0.0, ge=0)
+    step: float = real(1.0, gt=0)
+    momentum: float = real(0.0, ge=0, le=1)
+    forget_buffer: bool = flag(True)
+    no_buffer: bool = flag(False)
+    units_in_mbatch: bool = flag(False)
+    auto_scale: bool = flag(False)
+    auto_momentum: float = real(0.99, ge=0, le=1)
+    correct_gradient_magnitudes: bool = flag(False)
+    transfer_columns: bool = flag(True)
+    fast_lr: float = real(1.0)
+    transfer_lr: float = real(1.0)
+    scale_transfer_lr: bool = flag(True)
+    scale_fast_lr: bool = flag(False)
+    transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
+    transfer_update: UpdateParameters = nested(_transfer_update, "UpdateParameters")
+
+
+@dataclass
+class DynamicTransferCompound(ChoppedTransferCompound):
+    """AGAD: chopped transfer against a dynamically computed reference."""
+
+    in_chop_prob: float = real(0.1, ge=0, le=1)
+    in_chop_random: bool = flag(False)
+    experimental_correct_accumulation: bool = flag(False)
+    step: float = real(1.0, gt=0)
+    momentum: float = real(0.0, ge=0, le=1)
+    transfer_columns: bool = flag(True)
+    buffer_granularity: float = real(1.0, gt=0)
+    buffer_cap: float = real(0.0, ge=0)
+    forget_buffer: bool = flag(True)
+    fast_lr: float = real(1.0)
+    transfer_lr: float = real(1.0)
+    scale_transfer_lr: bool = flag(True)
+    tail_weightening: float = real(5.0, gt=0)
+    transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
+    transfer_update: UpdateParameters = nested(_transfer_update, "UpdateParameters")
+
+
+def _default_vector_cell() -> VectorUnitCell:
+    return VectorUnitCell()
+
+
+@dataclass
+class DigitalRankUpdateCell(ConfigBase):
+    """Base of the cells whose rank update is computed digitally."""
+
+    spec_area = "compounds"
+
+    device: ConfigBase = nested(_default_vector_cell, "PulsedDevice", "OneSidedUnitCell",
+                                "VectorUnitCell")
+    construction_seed: int = integer(0, ge=0, le=MAX_SEED)
+
+
+@dataclass
+class MixedPrecisionCompound(DigitalRankUpdateCell):
+    """Mixed precision: digital gradient accumulator, thresholded pulsed transfer to the device."""
+
+    transfer_every: int = integer(1, ge=1)
+    n_rows_per_transfer: int = integer(-1)
+    random_row: bool = flag(False)
+    granularity: float = real(0.0, ge=0)
+    transfer_lr: float = real(1.0)
+    n_x_bins: int = integer(0, ge=0)
+    n_d_bins: int = integer(0, ge=0)
+    stoc_round_x: bool = flag(True)
+    stoc_round_d: bool = flag(True)
