@@ -1,0 +1,5 @@
+"""``python -m refsim``: the command line (see :mod:`refsim.cli`)."""
+
+from refsim.cli import main
+
+raise SystemExit(main())

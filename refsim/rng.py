@@ -1,0 +1,306 @@
+"""Counter-based random streams: the reference implementation of spec/rng.md.
+
+Every random number of refsim is a pure function of ``(seed, stream, call, index)``:
+
+* ``seed``   -- an integer in [0, 2**32), the tile's (or the user's) seed;
+* ``stream`` -- the name of the random quantity (e.g. ``"io.out_noise"``), hashed to a 32-bit id;
+* ``call``   -- the call counter of that stream, an integer in [0, 2**64);
+* ``index``  -- the element index within the call, an integer in [0, 2**63).
+
+The words come from Philox4x32-10 (Salmon et al., SC'11) with key ``(seed, stream_id)`` and
+counter ``(block_lo, block_hi, call_lo, call_hi)``; element ``i`` of a draw is made from word
+``i`` alone (a 24-bit uniform, or the AS241 normal quantile of a 32-bit uniform; spec/rng.md
+sections 3-4). This module computes them with array-API integer operations
+only, so numpy, torch, cupy and array-api-strict give bit-identical words and uniforms; unsigned
+32-bit arithmetic is emulated inside int64 (torch has no usable uint32).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import zlib
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import array_api_compat
+
+__all__ = [
+    "STREAMS",
+    "RandomStreams",
+    "normal",
+    "philox4x32",
+    "random_words",
+    "stream_id",
+    "uniform",
+]
+
+#: Philox4x32 round multipliers and key increments (Weyl constants), spec/rng.md section 1.
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+PHILOX_ROUNDS = 10
+
+MASK32 = 0xFFFFFFFF
+MAX_SEED = 2**32 - 1
+MAX_CALL = 2**64 - 1
+MAX_INDEX = 2**62  # element indices stay well inside int64 after block arithmetic
+
+#: The registered stream names (spec/rng.md section 5). Stages add theirs here; a test checks
+#: that their 32-bit ids are distinct.
+STREAMS: Tuple[str, ...] = (
+    "test.a",
+    "test.b",
+)
+
+_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
+
+Shape = Union[int, Sequence[int]]
+
+
+def stream_id(name: str) -> int:
+    """The 32-bit id of a stream: CRC-32 (zlib) of its UTF-8 name (spec/rng.md section 2)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"stream: {name!r} is not a valid stream name (dotted lower-case words, "
+            f"e.g. 'io.out_noise')"
+        )
+    return zlib.crc32(name.encode("utf-8")) & MASK32
+
+
+# -- argument checks ------------------------------------------------------------------------------
+
+
+def _check_int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: {value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _check_shape(shape: Shape) -> Tuple[int, ...]:
+    if isinstance(shape, numbers.Integral) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        dims = tuple(shape)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"shape: expected an int or a tuple of ints, got {shape!r}") from None
+    for d in dims:
+        _check_int(d, "shape", 0, MAX_INDEX)
+    return dims
+
+
+def _namespace(xp: Any) -> Any:
+    """The array-API-compatible namespace of ``xp`` (a namespace module), numpy by default."""
+    if xp is None:
+        import numpy
+
+        xp = numpy
+    return array_api_compat.array_namespace(xp.asarray([0]))
+
+
+def _check_address(seed: Any, stream: str, call: Any) -> Tuple[int, int, int]:
+    return (
+        _check_int(seed, "seed", 0, MAX_SEED),
+        stream_id(stream),
+        _check_int(call, "call", 0, MAX_CALL),
+    )
+
+
+# -- Philox4x32-10 --------------------------------------------------------------------------------
+
+
+def _mulhilo(a: Any, m: int) -> Tuple[Any, Any]:
+    """High and low 32-bit words of ``a * m`` (a: int64 array of uint32 values, m: uint32).
+
+    The 64-bit product does not fit int64, so ``m`` is split into 16-bit halves:
+    ``a*m = (a*m_hi) * 2**16 + a*m_lo`` with both partial products below 2**48.
+    """
+    t_lo = a * (m & 0xFFFF)
+    t_hi = a * (m >> 16)
+    s = t_lo + ((t_hi & 0xFFFF) << 16)
+    return (t_hi >> 16) + (s >> 32), s & MASK32
+
+
+def philox4x32(xp: Any, counter: Sequence[Any], key: Tuple[int, int]) -> Tuple[Any, Any, Any, Any]:
+    """Philox4x32-10 on arrays: four int64 arrays of 32-bit counter words -> four output words."""
+    c0, c1, c2, c3 = counter
+    k0, k1 = key
+    for r in range(PHILOX_ROUNDS):
+        if r:
+            k0 = (k0 + PHILOX_W0) & MASK32
+            k1 = (k1 + PHILOX_W1) & MASK32
+        hi0, lo0 = _mulhilo(c0, PHILOX_M0)
+        hi1, lo1 = _mulhilo(c2, PHILOX_M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return c0, c1, c2, c3
+
+
+def _blocks(xp: Any, seed: int, sid: int, call: int, first: int, count: int,
+            device: Any) -> Tuple[Any, Any, Any, Any]:
+    """The four words of Philox blocks ``first .. first+count-1`` of one call."""
+    block = xp.arange(first, first + count, dtype=xp.int64, device=device)
+    lo = block & MASK32
+    hi = block >> 32
+    c2 = xp.full_like(block, call & MASK32)
+    c3 = xp.full_like(block, call >> 32)
+    return philox4x32(xp, (lo, hi, c2, c3), (seed, sid))
+
+
+def _interleave(xp: Any, parts: Sequence[Any]) -> Any:
+    """[a0, b0, ..., a1, b1, ...] from equally long 1-D arrays a, b, ..."""
+    return xp.reshape(xp.stack(tuple(parts), axis=1), (-1,))
+
+
+# -- public draws ---------------------------------------------------------------------------------
+
+
+def random_words(seed: int, stream: str, call: int, start: int, count: int, *,
+                 xp: Any = None, device: Any = None) -> Any:
+    """Words ``start .. start+count-1`` of a call, as int64 values in [0, 2**32).
+
+    Word ``j`` is lane ``j % 4`` of Philox block ``j // 4`` (spec/rng.md section 2).
+    """
+    xp = _namespace(xp)
+    seed, sid, call = _check_address(seed, stream, call)
+    start = _check_int(start, "start", 0, MAX_INDEX)
+    count = _check_int(count, "count", 0, MAX_INDEX)
+    first = start // 4
+    nblocks = (start + count + 3) // 4 - first
+    words = _interleave(xp, _blocks(xp, seed, sid, call, first, nblocks, device))
+    offset = start - 4 * first
+    return words[offset : offset + count]
+
+
+#: Wichura's AS241 rational approximation of the normal quantile (Appl. Statist. 37, 1988),
+#: coefficients from the highest power down (spec/rng.md section 4).
+AS241_CENTRAL_NUM = (
+    2.5090809287301226727e3, 3.3430575583588128105e4, 6.7265770927008700853e4,
+    4.5921953931549871457e4, 1.3731693765509461125e4, 1.9715909503065514427e3,
+    1.3314166789178437745e2, 3.3871328727963666080e0,
+)
+AS241_CENTRAL_DEN = (
+    5.2264952788528545610e3, 2.8729085735721942674e4, 3.9307895800092710610e4,
+    2.1213794301586595867e4, 5.3941960214247511077e3, 6.8718700749205790830e2,
+    4.2313330701600911252e1, 1.0,
+)
+AS241_TAIL_NUM = (
+    7.74545014278341407640e-4, 2.27238449892691845833e-2, 2.41780725177450611770e-1,
+    1.27045825245236838258e0, 3.64784832476320460504e0, 5.76949722146069140550e0,
+    4.63033784615654529590e0, 1.42343711074968357734e0,
+)
+AS241_TAIL_DEN = (
+    1.05075007164441684324e-9, 5.47593808499534494600e-4, 1.51986665636164571966e-2,
+    1.48103976427480074590e-1, 6.89767334985100004550e-1, 1.67638483018380384940e0,
+    2.05319162663775882187e0, 1.0,
+)
+
+
+def _horner(coeffs: Sequence[float], r: Any) -> Any:
+    acc = coeffs[0] * r + coeffs[1]
+    for c in coeffs[2:]:
+        acc = acc * r + c
+    return acc
+
+
+def uniform_from_words(xp: Any, words: Any) -> Any:
+    """Uniforms on [0, 1) from words: ``(w >> 8) * 2**-24`` (exact in float32 and float64)."""
+    return xp.astype(words >> 8, xp.float64) * (2.0**-24)
+
+
+def normal_from_words(xp: Any, words: Any) -> Any:
+    """Standard normals from words: the AS241 quantile of ``v = (2w + 1) * 2**-33``.
+
+    ``v`` lies in (0, 1) and is symmetric about 1/2, so ``abs(z) <= 6.3380`` and the third
+    branch of AS241 (``r > 5``) is never reached.
+    """
+    v = xp.astype(words * 2 + 1, xp.float64) * (2.0**-33)
+    q = v - 0.5
+    r = 0.180625 - q * q
+    central = _horner(AS241_CENTRAL_NUM, r) * q / _horner(AS241_CENTRAL_DEN, r)
+    r = xp.sqrt(-xp.log(xp.where(q <= 0.0, v, 1.0 - v))) - 1.6
+    tail = _horner(AS241_TAIL_NUM, r) / _horner(AS241_TAIL_DEN, r)
+    tail = xp.where(q < 0.0, -tail, tail)
+    return xp.where(xp.abs(q) <= 0.425, central, tail)
+
+
+def _finish(xp: Any, flat: Any, shape: Tuple[int, ...], dtype: Any) -> Any:
+    out = xp.reshape(flat, shape)
+    if dtype is not None and dtype != xp.float64:
+        out = xp.astype(out, dtype)
+    return out
+
+
+def _element_words(xp: Any, seed: int, stream: str, call: int, shape: Shape, start: int,
+                   device: Any) -> Tuple[Any, Tuple[int, ...]]:
+    shape = _check_shape(shape)
+    words = random_words(seed, stream, call, start, math.prod(shape), xp=xp, device=device)
+    return words, shape
+
+
+def uniform(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0, xp: Any = None,
+            dtype: Any = None, device: Any = None) -> Any:
+    """Uniforms on [0, 1) (spec/rng.md section 3): element ``i`` of the C-ordered ``shape`` is
+    made from word ``start + i`` of the call. Float64 unless ``dtype`` says otherwise (the values
+    are exact in float32 too)."""
+    xp = _namespace(xp)
+    words, shape = _element_words(xp, seed, stream, call, shape, start, device)
+    return _finish(xp, uniform_from_words(xp, words), shape, dtype)
+
+
+def normal(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0, xp: Any = None,
+           dtype: Any = None, device: Any = None) -> Any:
+    """Standard normals (spec/rng.md section 4): element ``i`` of the C-ordered ``shape`` is the
+    AS241 normal quantile of word ``start + i`` of the call, computed in float64 and then cast
+    to ``dtype``."""
+    xp = _namespace(xp)
+    words, shape = _element_words(xp, seed, stream, call, shape, start, device)
+    return _finish(xp, normal_from_words(xp, words), shape, dtype)
+
+
+# -- the per-tile state ---------------------------------------------------------------------------
+
+
+class RandomStreams:
+    """A seed and one call counter per stream: the whole random state of a tile (spec/rng.md
+    section 5). Each draw uses the stream's current counter, then advances it by one."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = _check_int(seed, "seed", 0, MAX_SEED)
+        self.calls: Dict[str, int] = {}
+
+    def next_call(self, stream: str) -> int:
+        """The counter for the next draw of ``stream`` (and advance it)."""
+        stream_id(stream)
+        call = self.calls.get(stream, 0)
+        self.calls[stream] = call + 1
+        return call
+
+    def uniform(self, stream: str, shape: Shape, **kwargs: Any) -> Any:
+        return uniform(self.seed, stream, self.next_call(stream), shape, **kwargs)
+
+    def normal(self, stream: str, shape: Shape, **kwargs: Any) -> Any:
+        return normal(self.seed, stream, self.next_call(stream), shape, **kwargs)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"seed": self.seed, "calls": dict(sorted(self.calls.items()))}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        seed = _check_int(state.get("seed"), "state['seed']", 0, MAX_SEED)
+        calls = state.get("calls")
+        if not isinstance(calls, dict):
+            raise ValueError("state['calls']: expected a dict of stream name -> call counter")
+        checked = {}
+        for name, call in calls.items():
+            stream_id(name)
+            checked[name] = _check_int(call, f"state['calls'][{name!r}]", 0, MAX_CALL)
+        self.seed, self.calls = seed, checked
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RandomStreams) and self.state_dict() == other.state_dict()
+
+    def __repr__(self) -> str:
+        return f"RandomStreams(seed={self.seed}, calls={self.calls})"

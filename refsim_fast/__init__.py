@@ -1,0 +1,26 @@
+"""refsim_fast: optional Cython/OpenMP kernels for refsim's hot stages.
+
+Each module mirrors a reference module of refsim with the same function names and arguments
+(numpy arrays in and out, plus ``num_threads``); results agree with the reference under the
+contract of spec/agreement.md and do not depend on the thread count.
+"""
+
+from . import _rng
+from . import rng
+
+__all__ = ["info", "openmp_enabled", "max_threads", "rng"]
+
+
+def openmp_enabled() -> bool:
+    """True if the extension was compiled with OpenMP (otherwise every kernel runs serially)."""
+    return _rng.openmp_enabled()
+
+
+def max_threads() -> int:
+    """Threads a kernel uses when ``num_threads`` is not given (OMP_NUM_THREADS, else cores)."""
+    return _rng.max_threads()
+
+
+def info() -> dict:
+    """Build facts: OpenMP on or off, and the default thread count."""
+    return {"openmp": openmp_enabled(), "max_threads": max_threads()}

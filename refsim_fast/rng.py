@@ -1,0 +1,63 @@
+"""Fast random streams: the numbers of :mod:`refsim.rng`, computed in C with OpenMP.
+
+Same functions and arguments as the reference (numpy arrays only), plus ``num_threads``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from refsim.rng import MAX_INDEX, Shape, _check_address, _check_int, _check_shape
+
+from . import _rng
+
+__all__ = ["normal", "random_words", "uniform"]
+
+
+def resolve_threads(num_threads: Optional[int]) -> int:
+    """``num_threads`` checked, or OpenMP's default when None."""
+    if num_threads is None:
+        return _rng.max_threads()
+    return _check_int(num_threads, "num_threads", 1, 1024)
+
+
+def _real_dtype(dtype: Any) -> np.dtype:
+    dt = np.dtype(np.float64 if dtype is None else dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def random_words(seed: int, stream: str, call: int, start: int, count: int, *,
+                 num_threads: Optional[int] = None) -> np.ndarray:
+    """Words ``start .. start+count-1`` of a call (uint32); see :func:`refsim.rng.random_words`."""
+    seed, sid, call = _check_address(seed, stream, call)
+    start = _check_int(start, "start", 0, MAX_INDEX)
+    count = _check_int(count, "count", 0, MAX_INDEX)
+    out = np.empty(count, dtype=np.uint32)
+    _rng.fill_words(seed, sid, call, start, out, resolve_threads(num_threads))
+    return out
+
+
+def _draw(kernel: Any, seed: int, stream: str, call: int, shape: Shape, start: int, dtype: Any,
+          num_threads: Optional[int]) -> np.ndarray:
+    seed, sid, call = _check_address(seed, stream, call)
+    dims = _check_shape(shape)
+    start = _check_int(start, "start", 0, MAX_INDEX)
+    out = np.empty(dims, dtype=_real_dtype(dtype))
+    kernel(seed, sid, call, start, out.reshape(-1), resolve_threads(num_threads))
+    return out
+
+
+def uniform(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
+            dtype: Any = None, num_threads: Optional[int] = None) -> np.ndarray:
+    """Uniforms on [0, 1); see :func:`refsim.rng.uniform`."""
+    return _draw(_rng.fill_uniform, seed, stream, call, shape, start, dtype, num_threads)
+
+
+def normal(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
+           dtype: Any = None, num_threads: Optional[int] = None) -> np.ndarray:
+    """Standard normals (Box-Muller); see :func:`refsim.rng.normal`."""
+    return _draw(_rng.fill_normal, seed, stream, call, shape, start, dtype, num_threads)

@@ -1,0 +1,98 @@
+"""Shared test setup: Hypothesis profiles, array namespaces, and the compiled-backend check.
+
+Profiles: ``dev`` (default: quick) and ``ci`` (fixed example budget, no deadline, derandomized;
+selected by HYPOTHESIS_PROFILE=ci or when CI is set).
+"""
+
+import os
+import pathlib
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "dev",
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def pytest_report_header(config):
+    import refsim
+
+    return [
+        f"refsim {refsim.__version__} from {pathlib.Path(refsim.__file__).parent}",
+        f"refsim_fast: {refsim.fast_info()}",
+        f"hypothesis profile: {settings._current_profile}",
+    ]
+
+
+def pytest_configure(config):
+    """The compiled backend must be present: otherwise every agreement test would be skipped and
+    the suite would pass without testing it. Set REFSIM_ALLOW_NO_FAST=1 to test the reference
+    alone (e.g. on a machine without a compiler)."""
+    import refsim
+
+    facts = refsim.fast_info()
+    if not facts["available"] and os.environ.get("REFSIM_ALLOW_NO_FAST") != "1":
+        raise pytest.UsageError(
+            "refsim_fast is not importable ({}); install the package with `pip install .` and run "
+            "pytest from the installed environment, or set REFSIM_ALLOW_NO_FAST=1".format(
+                facts.get("reason")
+            )
+        )
+
+
+def _namespaces():
+    import numpy
+
+    found = [pytest.param(numpy, id="numpy")]
+    for name in ("array_api_strict", "torch", "cupy"):
+        try:
+            module = __import__(name)
+        except ImportError:
+            found.append(pytest.param(None, id=name, marks=pytest.mark.skip(f"{name} missing")))
+            continue
+        found.append(pytest.param(module, id=name))
+    return found
+
+
+NAMESPACES = _namespaces()
+
+
+@pytest.fixture(params=NAMESPACES)
+def xp(request):
+    """Each array namespace refsim supports (numpy, array-api-strict, torch, cupy)."""
+    return request.param
+
+
+@pytest.fixture
+def fast():
+    """The compiled backend (skipped only when REFSIM_ALLOW_NO_FAST=1 and it is missing)."""
+    return pytest.importorskip("refsim_fast")
+
+
+def to_numpy(a):
+    """Any supported array as a numpy array (host copy)."""
+    import numpy
+
+    if hasattr(a, "get"):  # cupy
+        return a.get()
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    if type(a).__module__.startswith("array_api_strict"):
+        return numpy.from_dlpack(a)
+    return numpy.asarray(a)

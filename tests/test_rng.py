@@ -1,0 +1,251 @@
+"""The random-stream stage (spec/rng.md): known answers, agreement across namespaces, backends and
+thread counts, statistics, independence, and bad input."""
+
+import math
+import statistics
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import to_numpy
+from refsim import rng
+
+# Philox4x32-10 known-answer vectors of Random123 (kat_vectors): counter, key -> output.
+KAT = [
+    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF, 0xFFFFFFFF), (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
+]
+
+addresses = st.tuples(
+    st.integers(0, 2**32 - 1),                       # seed
+    st.sampled_from(rng.STREAMS),                    # stream
+    st.integers(0, 2**64 - 1),                       # call
+    st.integers(0, 2**40),                           # start
+    st.integers(0, 300),                             # count
+)
+
+
+@pytest.mark.parametrize("counter, key, expected", KAT)
+def test_philox_known_answers(xp, counter, key, expected):
+    ns = rng._namespace(xp)
+    words = rng.philox4x32(ns, [ns.asarray([c], dtype=ns.int64) for c in counter], key)
+    assert tuple(int(to_numpy(w)[0]) for w in words) == expected
+
+
+@pytest.mark.parametrize("counter, key, expected", KAT)
+def test_philox_known_answers_fast(fast, counter, key, expected):
+    assert fast._rng.philox4x32_10(*counter, *key) == expected
+
+
+def test_word_layout_is_block_lanes():
+    """Word j of a call is lane j % 4 of block j // 4 (spec/rng.md section 2)."""
+    ns = rng._namespace(None)
+    words = to_numpy(rng.random_words(5, "test.a", 9, 0, 12))
+    for block in range(3):
+        counter = [ns.asarray([v], dtype=ns.int64) for v in (block, 0, 9, 0)]
+        lanes = rng.philox4x32(ns, counter, (5, rng.stream_id("test.a")))
+        assert [int(v[0]) for v in lanes] == list(words[4 * block : 4 * block + 4])
+
+
+def test_stream_ids_are_crc32_and_distinct():
+    ids = [rng.stream_id(name) for name in rng.STREAMS]
+    assert len(set(ids)) == len(ids)
+    assert rng.stream_id("io.out_noise") == zlib.crc32(b"io.out_noise")
+
+
+@given(addresses)
+def test_words_and_uniforms_bit_identical_across_namespaces(xp, address):
+    seed, stream, call, start, count = address
+    ref = to_numpy(rng.random_words(seed, stream, call, start, count))
+    got = to_numpy(rng.random_words(seed, stream, call, start, count, xp=xp))
+    assert np.array_equal(ref, got)
+    ref_u = to_numpy(rng.uniform(seed, stream, call, count, start=start))
+    got_u = to_numpy(rng.uniform(seed, stream, call, count, start=start, xp=xp))
+    assert np.array_equal(ref_u, got_u)
+
+
+@given(addresses)
+def test_normals_agree_across_namespaces(xp, address):
+    """spec/agreement.md: float64 normals within 1e-14 (the central branch is exact)."""
+    seed, stream, call, start, count = address
+    ref = to_numpy(rng.normal(seed, stream, call, count, start=start))
+    got = to_numpy(rng.normal(seed, stream, call, count, start=start, xp=xp))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-14)
+    central = np.abs(to_numpy(rng.uniform(seed, stream, call, count, start=start)) - 0.5) < 0.42
+    assert np.array_equal(got[central], ref[central])
+
+
+@given(addresses, st.sampled_from([1, 2, 4]))
+def test_fast_words_uniforms_normals_match_reference(fast, address, threads):
+    seed, stream, call, start, count = address
+    f = fast.rng
+    assert np.array_equal(
+        f.random_words(seed, stream, call, start, count, num_threads=threads),
+        to_numpy(rng.random_words(seed, stream, call, start, count)),
+    )
+    for dtype in (np.float64, np.float32):
+        ref_u = rng.uniform(seed, stream, call, count, start=start, dtype=dtype)
+        got_u = f.uniform(seed, stream, call, count, start=start, dtype=dtype, num_threads=threads)
+        assert got_u.dtype == dtype and np.array_equal(got_u, ref_u)
+    ref = rng.normal(seed, stream, call, count, start=start)
+    got = f.normal(seed, stream, call, count, start=start, num_threads=threads)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-14)
+    got32 = f.normal(seed, stream, call, count, start=start, dtype=np.float32,
+                     num_threads=threads)
+    ref32 = rng.normal(seed, stream, call, count, start=start, dtype=np.float32)
+    ulp = np.spacing(np.abs(ref32).astype(np.float32))
+    assert np.all(np.abs(got32 - ref32) <= ulp)
+
+
+@pytest.mark.parametrize("kind", ["random_words", "uniform", "normal"])
+def test_fast_is_bit_identical_for_any_thread_count(fast, kind):
+    """Large enough for many chunks (8192 elements each), with an unaligned start."""
+    draw = getattr(fast.rng, kind)
+    args = (11, "test.b", 7, 3, 100_003) if kind == "random_words" else (11, "test.b", 7, 100_003)
+    kwargs = {} if kind == "random_words" else {"start": 3}
+    outs = [draw(*args, **kwargs, num_threads=t) for t in (1, 2, 3, 4)]
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])
+
+
+def test_draws_are_addressed_by_start_index():
+    """Drawing [0, n) at once equals drawing pieces with the matching ``start``."""
+    whole = rng.normal(3, "test.a", 2, 50)
+    parts = np.concatenate([rng.normal(3, "test.a", 2, 7, start=s) for s in range(0, 49, 7)])
+    assert np.array_equal(whole[:49], parts)
+    grid = rng.uniform(3, "test.a", 2, (5, 10))
+    assert np.array_equal(grid.reshape(-1), rng.uniform(3, "test.a", 2, 50))
+
+
+def test_uniform_values_are_exact_24_bit_and_in_range():
+    u = rng.uniform(1, "test.a", 0, 100_000)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert np.array_equal(u * 2**24, np.floor(u * 2**24))
+    assert np.array_equal(rng.uniform(1, "test.a", 0, 10, dtype=np.float32).astype(np.float64),
+                          u[:10])
+
+
+def test_normal_extremes_and_symmetry():
+    """Words 0 and 2**32-1 give the extreme normals, mirror images of each other."""
+    ns = rng._namespace(None)
+    z = to_numpy(rng.normal_from_words(ns, ns.asarray([0, 2**32 - 1, 2**31 - 1, 2**31],
+                                                      dtype=ns.int64)))
+    assert z[0] == -z[1] and z[2] == -z[3]
+    exact = statistics.NormalDist().inv_cdf(2.0**-33)
+    assert abs(z[0] - exact) < 1e-9 and abs(z[2]) < 1e-9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_statistics_of_a_million_draws(backend, fast):
+    from scipy import stats
+
+    n = 2_000_000
+    module = rng if backend == "reference" else fast.rng
+    u = module.uniform(2024, "test.a", 1, n)
+    z = module.normal(2024, "test.b", 1, n)
+    tol = 5 / math.sqrt(n)
+    # moments
+    assert abs(u.mean() - 0.5) < tol and abs(u.var() - 1 / 12) < tol
+    assert abs(z.mean()) < 5 * tol and abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert abs(stats.skew(z)) < 5 * math.sqrt(6 / n)
+    assert abs(stats.kurtosis(z)) < 5 * math.sqrt(24 / n)
+    # distribution
+    assert stats.kstest(u, "uniform").pvalue > 1e-4
+    assert stats.kstest(z, "norm").pvalue > 1e-4
+    # tail frequencies: P(|z| > 3) = 0.0027
+    expected = 2 * stats.norm.sf(3) * n
+    assert abs((np.abs(z) > 3).sum() - expected) < 5 * math.sqrt(expected)
+
+
+def _pair_chi2(a, b, bins=16):
+    counts, _, _ = np.histogram2d(a, b, bins=bins, range=[[0, 1], [0, 1]])
+    expected = a.size / bins**2
+    return ((counts - expected) ** 2 / expected).sum()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        dict(seed=8, stream="test.a", call=0),   # another seed
+        dict(seed=7, stream="test.b", call=0),   # another stream
+        dict(seed=7, stream="test.a", call=1),   # the next call
+        dict(seed=7, stream="test.a", call=2**32),  # a call differing only in the high word
+    ],
+)
+def test_streams_seeds_and_calls_are_independent(fast, other):
+    from scipy import stats
+
+    n = 1_000_000
+    a = fast.rng.uniform(7, "test.a", 0, n)
+    b = fast.rng.uniform(other["seed"], other["stream"], other["call"], n)
+    assert not np.array_equal(a[:100], b[:100])
+    assert abs(np.corrcoef(a, b)[0, 1]) < 5 / math.sqrt(n)
+    # joint distribution of (a_i, b_i) is uniform on the unit square
+    assert stats.chi2.sf(_pair_chi2(a, b), 16**2 - 1) > 1e-4
+    # lagged pairs inside one stream too
+    assert stats.chi2.sf(_pair_chi2(a[:-1], a[1:]), 16**2 - 1) > 1e-4
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(seed=2**32), ValueError, "seed"),
+        (dict(seed=1.5), TypeError, "seed"),
+        (dict(seed=True), TypeError, "seed"),
+        (dict(stream="No Such"), ValueError, "stream"),
+        (dict(stream=3), ValueError, "stream"),
+        (dict(call=-1), ValueError, "call"),
+        (dict(call=2**64), ValueError, "call"),
+        (dict(shape=(2, -1)), ValueError, "shape"),
+        (dict(shape="x"), TypeError, "shape"),
+        (dict(start=-2), ValueError, "start"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_bad_arguments_name_the_argument(kwargs, exc, word, backend, fast):
+    module = rng if backend == "reference" else fast.rng
+    args = dict(seed=1, stream="test.a", call=0, shape=(3,))
+    args.update(kwargs)
+    start = args.pop("start", 0)
+    with pytest.raises(exc, match=word):
+        module.uniform(args["seed"], args["stream"], args["call"], args["shape"], start=start)
+
+
+def test_fast_rejects_bad_dtype_and_threads(fast):
+    with pytest.raises(TypeError, match="dtype"):
+        fast.rng.normal(1, "test.a", 0, 3, dtype=np.int32)
+    with pytest.raises(ValueError, match="num_threads"):
+        fast.rng.normal(1, "test.a", 0, 3, num_threads=0)
+
+
+def test_random_streams_state_round_trip():
+    streams = rng.RandomStreams(42)
+    first = [streams.normal("test.a", 4), streams.uniform("test.b", 2), streams.normal("test.a", 4)]
+    state = streams.state_dict()
+    assert state == {"seed": 42, "calls": {"test.a": 2, "test.b": 1}}
+    resumed = rng.RandomStreams(0)
+    resumed.load_state_dict(state)
+    later = rng.RandomStreams(42)
+    for name, n in [("test.a", 2), ("test.b", 1)]:
+        for _ in range(n):
+            later.next_call(name)
+    assert np.array_equal(resumed.normal("test.a", 5), later.normal("test.a", 5))
+    assert not np.array_equal(first[0], first[2])
+    with pytest.raises(ValueError, match="calls"):
+        resumed.load_state_dict({"seed": 1, "calls": {"test.a": -1}})
+
+
+def test_fast_reports_openmp(fast):
+    facts = fast.info()
+    assert facts["openmp"] is True, "refsim_fast was built without OpenMP"
+    assert facts["max_threads"] >= 1
