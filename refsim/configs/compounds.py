@@ -8,8 +8,23 @@ from typing import List
 from .base import ConfigBase, choice, flag, integer, nested, nested_list, real, reals
 from .devices import MAX_SEED, PulsedDevice
 from .enums import VectorUnitCellUpdatePolicy
+from .errors import ConfigError
 from .io import IOParameters
 from .update import UpdateParameters
+
+
+def _require(ok: bool, path: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{path}: {message}")
+
+
+def _check_per_device(cell: "UnitCell", prefix: str, *names: str) -> None:
+    """Optional per-device vectors must have one entry per device of the cell."""
+    k = len(cell.unit_cell_devices)
+    for name in names:
+        values = getattr(cell, name)
+        _require(not values or len(values) == k, prefix + name,
+                 f"must have one entry per device ({len(values)} given, {k} devices)")
 
 
 def _transfer_update() -> UpdateParameters:
@@ -35,6 +50,9 @@ class VectorUnitCell(UnitCell):
     )
     first_update_idx: int = integer(0, ge=0)
     gamma_vec: List[float] = reals(list)
+
+    def _check_consistency(self, prefix: str) -> None:
+        _check_per_device(self, prefix, "gamma_vec")
 
 
 @dataclass
@@ -72,6 +90,13 @@ class TransferCompound(UnitCell):
     transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
     transfer_update: UpdateParameters = nested(UpdateParameters, "UpdateParameters")
 
+    def _check_consistency(self, prefix: str) -> None:
+        _check_per_device(self, prefix, "gamma_vec", "transfer_every_vec", "transfer_lr_vec")
+        _require(not self.gamma_vec or self.gamma_vec[-1] != 0.0, prefix + "gamma_vec",
+                 "the last device's weight must not be 0")
+        _require(self.with_reset_prob == 0.0 or self.transfer_columns,
+                 prefix + "with_reset_prob", "resets need column transfers (transfer_columns)")
+
 
 @dataclass
 class BufferedTransferCompound(TransferCompound):
@@ -82,6 +107,11 @@ class BufferedTransferCompound(TransferCompound):
     momentum: float = real(0.1, ge=0, le=1)
     forget_buffer: bool = flag(True)
     transfer_update: UpdateParameters = nested(_transfer_update, "UpdateParameters")
+
+    def _check_consistency(self, prefix: str) -> None:
+        super()._check_consistency(prefix)
+        _require(self.with_reset_prob == 0.0, prefix + "with_reset_prob",
+                 "is not used by BufferedTransferCompound and must be 0")
 
 
 @dataclass
@@ -109,6 +139,18 @@ class ChoppedTransferCompound(TransferCompound):
     transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
     transfer_update: UpdateParameters = nested(_transfer_update, "UpdateParameters")
 
+    def _check_consistency(self, prefix: str) -> None:
+        super()._check_consistency(prefix)
+        k = len(self.unit_cell_devices)
+        _require(k in (0, 2), prefix + "unit_cell_devices",
+                 f"{type(self).__name__} takes exactly 2 devices ({k} given)")
+        _require(self.n_reads_per_transfer == 1, prefix + "n_reads_per_transfer",
+                 f"must be 1 for {type(self).__name__}")
+        _require(not self.random_selection, prefix + "random_selection",
+                 f"must be False for {type(self).__name__}")
+        _require(self.with_reset_prob == 0.0, prefix + "with_reset_prob",
+                 f"must be 0 for {type(self).__name__}")
+
 
 @dataclass
 class DynamicTransferCompound(ChoppedTransferCompound):
@@ -129,6 +171,15 @@ class DynamicTransferCompound(ChoppedTransferCompound):
     tail_weightening: float = real(5.0, gt=0)
     transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
     transfer_update: UpdateParameters = nested(_transfer_update, "UpdateParameters")
+
+    def _check_consistency(self, prefix: str) -> None:
+        super()._check_consistency(prefix)
+        _require(self.in_chop_prob > 0.0, prefix + "in_chop_prob",
+                 "must be > 0 for DynamicTransferCompound (it sets the chopper period)")
+        _require(0.0 < self.auto_momentum < 1.0, prefix + "auto_momentum",
+                 "must be strictly between 0 and 1 for DynamicTransferCompound")
+        _require(self.out_chop_prob == 0.0, prefix + "out_chop_prob",
+                 "is not used by DynamicTransferCompound and must be 0")
 
 
 def _default_vector_cell() -> VectorUnitCell:
@@ -159,3 +210,8 @@ class MixedPrecisionCompound(DigitalRankUpdateCell):
     n_d_bins: int = integer(0, ge=0)
     stoc_round_x: bool = flag(True)
     stoc_round_d: bool = flag(True)
+
+    def _check_consistency(self, prefix: str) -> None:
+        for name in ("n_x_bins", "n_d_bins"):
+            _require(getattr(self, name) != 1, prefix + name,
+                     "1 bin has no nonzero level; use 0 (no quantization) or >= 2")

@@ -9,7 +9,8 @@ from typing import Optional
 from .base import ConfigBase, choice, flag, nested
 from .compounds import DigitalRankUpdateCell, UnitCell
 from .devices import ConstantStepDevice, FloatingPointDevice, IdealDevice, PulsedDevice
-from .enums import PulseType, RPUDataType
+from .enums import BoundManagementType, NoiseManagementType, PulseType, RPUDataType
+from .errors import ConfigError
 from .inference import GlobalDriftCompensation, PCMLikeNoiseModel
 from .io import IOParameters
 from .update import UpdateParameters
@@ -61,6 +62,20 @@ class IOManagedRPUConfig(RPUConfigBase):
     forward: IOParameters = nested(IOParameters, "IOParameters")
     backward: IOParameters = nested(IOParameters, "IOParameters")
     update: UpdateParameters = nested(UpdateParameters, "UpdateParameters")
+
+    def _check_consistency(self, prefix: str) -> None:
+        ir = self.pre_post.input_range
+        fwd = self.forward
+        if ir.enable and ir.manage_output_clipping and (
+            fwd.is_perfect
+            or fwd.noise_management != NoiseManagementType.NONE
+            or fwd.bound_management != BoundManagementType.NONE
+        ):
+            raise ConfigError(
+                f"{prefix}pre_post.input_range.manage_output_clipping: needs an analog forward "
+                f"pass (is_perfect False) with noise_management and bound_management 'None'; "
+                f"set those or manage_output_clipping=False"
+            )
 
 
 @dataclass

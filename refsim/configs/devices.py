@@ -137,6 +137,11 @@ class SoftBoundsPmaxDevice(SoftBoundsDevice):
                 f"{prefix}range_max: must be greater than range_min "
                 f"({self.range_max!r} <= {self.range_min!r})"
             )
+        if self.range_min > 0.0:
+            raise ConfigError(
+                f"{prefix}range_min: must be <= 0 (the bounds must contain 0), got "
+                f"{self.range_min!r}"
+            )
 
 
 @dataclass

@@ -8,6 +8,18 @@ from typing import List
 
 from .base import ConfigBase, choice, flag, integer, nested, real, reals
 from .enums import WeightClipType, WeightModifierType, WeightRemapType
+from .errors import ConfigError
+
+#: Fields of aihwkit's CUDA-only PCMNoise modifier: accepted for porting, but must keep their
+#: defaults (spec/modifiers.md).
+PCM_NOISE_FIELDS = {
+    "pcm_zero_thres": 0.0,
+    "pcm_t_inference": 0.0,
+    "pcm_prob_at_reset": 0.0,
+    "pcm_prob_at_gmax": 0.0,
+    "pcm_prob_at_random": 0.0,
+    "pcm_t0": 20.0,
+}
 
 
 @dataclass
@@ -77,6 +89,19 @@ class WeightModifierParameter(ConfigBase):
     pcm_prob_at_random: float = real(0.0, ge=0, le=1)
     pcm_t0: float = real(20.0, gt=0)
 
+    def _check_consistency(self, prefix: str) -> None:
+        if self.type == WeightModifierType.PCM_NOISE:
+            raise ConfigError(f"{prefix}type: 'PCMNoise' is not implemented (as in aihwkit's "
+                              f"CPU simulator)")
+        for name, default in PCM_NOISE_FIELDS.items():
+            if getattr(self, name) != default:
+                raise ConfigError(f"{prefix}{name}: belongs to the 'PCMNoise' modifier, which is "
+                                  f"not implemented; leave it at {default!r}")
+        if self.per_batch_sample and self.type not in (WeightModifierType.NONE,
+                                                       WeightModifierType.COPY):
+            raise ConfigError(f"{prefix}per_batch_sample: per-sample weight noise is not "
+                              f"supported; refsim draws one modified weight per optimizer step")
+
 
 @dataclass
 class WeightRemapParameter(ConfigBase):
@@ -88,6 +113,11 @@ class WeightRemapParameter(ConfigBase):
     max_scale_range: float = real(0.0, ge=0)
     max_scale_ref: float = real(0.0, ge=0)
     type: WeightRemapType = choice(WeightRemapType, WeightRemapType.NONE)
+
+    def _check_consistency(self, prefix: str) -> None:
+        if self.max_scale_range > 0.0 and self.remapped_wmax != 1.0:
+            raise ConfigError(f"{prefix}remapped_wmax: must be 1 when max_scale_range > 0 "
+                              f"(got {self.remapped_wmax!r})")
 
 
 @dataclass
