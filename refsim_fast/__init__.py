@@ -5,7 +5,13 @@ Each module mirrors a reference module of refsim with the same function names an
 contract of spec/agreement.md and do not depend on the thread count.
 """
 
-from . import _rng
+try:
+    from . import _rng
+except ImportError as err:  # the source tree, or a failed build
+    raise ImportError(
+        "refsim_fast's compiled extension is missing: this is probably the source directory "
+        "(run from outside it after `pip install .`), or the build failed"
+    ) from err
 from . import rng
 
 __all__ = ["info", "openmp_enabled", "max_threads", "rng"]

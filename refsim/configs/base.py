@@ -106,7 +106,7 @@ class Domain:
                 return value
             if isinstance(value, str):
                 for member in self.enum:
-                    if member.value == value or member.name == value:
+                    if member.value == value:
                         return member
             raise ConfigError(
                 f"{path}: {_show(value)} is not a valid {self.enum.__name__} "
