@@ -29,10 +29,13 @@ __all__ = [
     "STREAMS",
     "RandomStreams",
     "normal",
+    "normal_at",
     "philox4x32",
     "random_words",
+    "random_words_at",
     "stream_id",
     "uniform",
+    "uniform_at",
 ]
 
 #: Philox4x32 round multipliers and key increments (Weyl constants), spec/rng.md section 1.
@@ -52,6 +55,11 @@ MAX_INDEX = 2**62  # element indices stay well inside int64 after block arithmet
 STREAMS: Tuple[str, ...] = (
     "test.a",
     "test.b",
+    # the IO stage (spec/io.md §S8): call counters, per-call noise, fixed periphery variation
+    *(f"io.{d}" for d in ("forward", "backward")),
+    *(f"io.{d}.{q}" for d in ("forward", "backward")
+      for q in ("inp_sto_round", "inp_noise", "w_noise", "out_noise", "out_sto_round",
+                "v_offset", "out_nonlinearity", "w_read_asymmetry", "out_noise_std")),
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
@@ -173,6 +181,43 @@ def random_words(seed: int, stream: str, call: int, start: int, count: int, *,
     words = _interleave(xp, _blocks(xp, seed, sid, call, first, nblocks, device))
     offset = start - 4 * first
     return words[offset : offset + count]
+
+
+def random_words_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = None) -> Any:
+    """Words at arbitrary indices: ``index`` is an integer array (any shape) of word indices.
+
+    The same numbers as :func:`random_words` at those positions; used where a stage draws for a
+    subset of rows (spec/rng.md section 2).
+    """
+    xp = _namespace(xp)
+    seed, sid, call = _check_address(seed, stream, call)
+    if not xp.isdtype(index.dtype, "integral"):
+        raise TypeError("index: expected an integer array")
+    index = xp.astype(index, xp.int64)
+    if index.size and int(xp.min(index)) < 0:
+        raise ValueError("index: word indices must be >= 0")
+    block = index >> 2
+    lane = index & 3
+    c2 = xp.full_like(block, call & MASK32)
+    c3 = xp.full_like(block, call >> 32)
+    w0, w1, w2, w3 = philox4x32(xp, (block & MASK32, block >> 32, c2, c3), (seed, sid))
+    return xp.where(lane == 0, w0, xp.where(lane == 1, w1, xp.where(lane == 2, w2, w3)))
+
+
+def uniform_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = None,
+               dtype: Any = None) -> Any:
+    """Uniforms at word indices ``index`` (see :func:`random_words_at`)."""
+    xp = _namespace(xp)
+    out = uniform_from_words(xp, random_words_at(seed, stream, call, index, xp=xp))
+    return out if dtype is None or dtype == xp.float64 else xp.astype(out, dtype)
+
+
+def normal_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = None,
+              dtype: Any = None) -> Any:
+    """Standard normals at word indices ``index`` (see :func:`random_words_at`)."""
+    xp = _namespace(xp)
+    out = normal_from_words(xp, random_words_at(seed, stream, call, index, xp=xp))
+    return out if dtype is None or dtype == xp.float64 else xp.astype(out, dtype)
 
 
 #: Wichura's AS241 rational approximation of the normal quantile (Appl. Statist. 37, 1988),

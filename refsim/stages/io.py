@@ -1,0 +1,414 @@
+"""The analog matrix-vector product: forward and backward pass of one tile (spec/io.md, "Stage
+semantics").
+
+Every function is pure and written against the array API: arrays and parameters in, arrays out,
+random numbers drawn from explicitly addressed streams (:class:`Draws`). A mini-batch row is the
+unit of semantics: each row has its own noise management, bound management and noise; rows are
+processed together wherever that gives the same result.
+
+The pipeline of one pass (spec/io.md §S3-§S7):
+``noise_management`` -> ``prepare_input`` (scale, DAC, clip, input noise) -> ``analog_product``
+(MVM, IR drop, voltage offsets / series resistance, weight noise) -> ``finalize_output``
+(nonlinearity, output noise, ADC, clip), repeated by bound management for the rows that clip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Tuple
+
+from refsim import rng
+from refsim.configs import (
+    AnalogMVType,
+    BoundManagementType,
+    ConfigError,
+    IOParameters,
+    NoiseManagementType,
+    WeightNoiseType,
+)
+
+#: Constants of aihwkit's C++ core that no config field sets (spec/io.md §S1).
+NM_ASSUMED_WMAX = 0.6
+NM_DECAY = 1e-3
+
+#: The random quantities of one direction; stream name = f"io.{direction}.{quantity}".
+PER_CALL_QUANTITIES = ("inp_sto_round", "inp_noise", "w_noise", "out_noise", "out_sto_round")
+PERIPHERY_QUANTITIES = ("v_offset", "out_nonlinearity", "w_read_asymmetry", "out_noise_std")
+DIRECTIONS = ("forward", "backward")
+
+POS_NEG = (AnalogMVType.POS_NEG_SEPARATE, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM)
+
+
+# -- parameters derived once per config (spec/io.md §S1) -----------------------------------------
+
+
+def resolution_step(res: float, bound: float) -> float:
+    """Quantization step of a DAC/ADC: ``res'·2·bound`` with ``res' = 1/res`` for ``res > 1``;
+    0 (quantization off) when ``res <= 0`` or ``bound <= 0``."""
+    if res <= 0.0 or bound <= 0.0:
+        return 0.0
+    return (1.0 / res if res > 1.0 else res) * 2.0 * bound
+
+
+def check_supported(io: IOParameters, path: str) -> None:
+    """Raise ConfigError for settings the IO stage does not implement (spec/io.md §S1)."""
+    if io.is_perfect or io.mv_type == AnalogMVType.IDEAL:
+        return
+    if io.mv_type in (AnalogMVType.SPLIT_MODE, AnalogMVType.BIT_WISE):
+        raise ConfigError(
+            f"{path}.mv_type: {io.mv_type.value!r} needs the time-stepped IR-drop model, which "
+            f"refsim does not implement yet; use 'OnePass', 'PosNegSeparate' or "
+            f"'PosNegSeparateDigitalSum'"
+        )
+    if io.bound_management == BoundManagementType.SHIFT:
+        raise ConfigError(
+            f"{path}.bound_management: 'Shift' is implemented by none of aihwkit's simulators "
+            f"and has no defined semantics; use 'None', 'Iterative' or 'IterativeWorstCase'"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Periphery:
+    """Fixed per-output variation of one direction, drawn once at tile creation (spec/io.md §S2).
+
+    ``v_offset``, ``nonlinearity`` and ``noise_std`` have one entry per output line of the
+    direction; ``read_asymmetry`` is shaped like the weights as the direction reads them (out, in).
+    None means the effect is off.
+    """
+
+    v_offset: Any = None
+    nonlinearity: Any = None
+    noise_std: Any = None
+    read_asymmetry: Any = None
+
+
+def draw_periphery(xp: Any, io: IOParameters, out_size: int, in_size: int, seed: int,
+                   direction: str, dtype: Any, device: Any = None) -> Periphery:
+    """The fixed periphery variation of one direction (spec/io.md §S2): each quantity is call 0 of
+    its stream ``io.<direction>.<quantity>`` under the tile's construction seed."""
+
+    def normal(quantity: str, shape: Tuple[int, ...]) -> Any:
+        return rng.normal(seed, f"io.{direction}.{quantity}", 0, shape, xp=xp, dtype=dtype,
+                          device=device)
+
+    if io.is_perfect or io.mv_type == AnalogMVType.IDEAL:
+        return Periphery()
+    bound = io.out_bound if io.out_bound > 0 else 1.0
+    v_offset = nonlinearity = noise_std = read_asymmetry = None
+    if io.v_offset_std > 0 or io.r_series > 0:
+        v_offset = xp.clip(io.v_offset_std * normal("v_offset", (out_size,)), min=0.0)
+    if io.out_nonlinearity > 0 or io.r_series > 0:
+        spread = 1.0 + io.out_nonlinearity_std * normal("out_nonlinearity", (out_size,))
+        nonlinearity = xp.abs(io.out_nonlinearity / bound * spread)
+    if io.out_noise_std > 0:
+        noise_std = xp.abs(io.out_noise * (1.0 + io.out_noise_std * normal("out_noise_std",
+                                                                          (out_size,))))
+    if io.w_read_asymmetry_dtod > 0 and io.mv_type in POS_NEG:
+        read_asymmetry = io.w_read_asymmetry_dtod * normal("w_read_asymmetry", (out_size, in_size))
+    return Periphery(v_offset, nonlinearity, noise_std, read_asymmetry)
+
+
+# -- random draws of one call (spec/io.md §S8) --------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Draws:
+    """Addresses the per-call random numbers of one forward or backward call.
+
+    The number for (quantity q, bound-management pass p, batch row b, half h of a pos/neg pass,
+    element k of width L) is number ``((p·B + b)·H + h)·L + k`` of call ``call`` of stream
+    ``io.<direction>.<q>`` under ``seed``; ``B`` is the batch size and ``H`` is 2 for the pos/neg
+    modes, 1 otherwise. A row that is not computed in a pass draws nothing.
+    """
+
+    seed: int
+    call: int
+    direction: str
+    batch: int
+    halves: int = 1
+
+    def _index(self, xp: Any, pass_index: int, rows: Any, half: int, width: int) -> Any:
+        base = (pass_index * self.batch + rows) * self.halves + half
+        cols = xp.arange(width, dtype=xp.int64, device=_device(rows))
+        return xp.reshape(base, (-1, 1)) * width + xp.reshape(cols, (1, -1))
+
+    def normal(self, xp: Any, quantity: str, pass_index: int, rows: Any, width: int,
+               dtype: Any, half: int = 0) -> Any:
+        index = self._index(xp, pass_index, rows, half, width)
+        return rng.normal_at(self.seed, f"io.{self.direction}.{quantity}", self.call, index,
+                             xp=xp, dtype=dtype)
+
+    def uniform(self, xp: Any, quantity: str, pass_index: int, rows: Any, width: int,
+                dtype: Any, half: int = 0) -> Any:
+        index = self._index(xp, pass_index, rows, half, width)
+        return rng.uniform_at(self.seed, f"io.{self.direction}.{quantity}", self.call, index,
+                              xp=xp, dtype=dtype)
+
+
+def stream_names() -> Tuple[str, ...]:
+    """Every stream name the IO stage draws from."""
+    return tuple(f"io.{d}.{q}" for d in DIRECTIONS for q in PER_CALL_QUANTITIES +
+                 PERIPHERY_QUANTITIES)
+
+
+def _device(a: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
+# -- the stage functions ------------------------------------------------------------------------
+
+
+def noise_management(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagementType,
+                     running: Optional[float] = None) -> Tuple[Any, Optional[float]]:
+    """Per-row input scale α (spec/io.md §S3) and the new AverageAbsMax running value.
+
+    ``x`` is (B, n). Returns α of shape (B,) in the dtype of ``x``.
+    """
+    theta = io.nm_thres
+    abs_max = xp.max(xp.abs(x), axis=1)
+    if nm_type == NoiseManagementType.NONE:
+        return xp.ones_like(abs_max), running
+    if nm_type == NoiseManagementType.CONSTANT:
+        return xp.full_like(abs_max, theta if theta > 0 else 1.0), running
+    if nm_type == NoiseManagementType.AVERAGE_ABS_MAX:
+        values = []
+        for a in (float(v) for v in _to_list(xp, abs_max)):
+            running = a if running is None else (1.0 - NM_DECAY) * running + NM_DECAY * a
+            values.append(running)
+        alpha = xp.asarray(values, dtype=x.dtype, device=_device(x))
+        return alpha, running
+    if nm_type == NoiseManagementType.MAX:
+        alpha = xp.max(x, axis=1)
+    else:  # AbsMax and AbsMaxNPSum start from the abs-max
+        alpha = abs_max
+    if theta > 0:
+        alpha = xp.clip(alpha, max=theta)
+    if nm_type == NoiseManagementType.ABS_MAX_NP_SUM:
+        alpha = np_sum_scale(xp, x, alpha, io)
+    return alpha, running
+
+
+def np_sum_scale(xp: Any, x: Any, alpha: Any, io: IOParameters) -> Any:
+    """The AbsMaxNPSum rule (spec/io.md §S3): ``max(a, q)`` with
+    ``q = max(P, −N)·0.6/out_bound``, capped at ``a·max_bm_res/step_in`` when the DAC quantizes."""
+    positive = xp.sum(xp.clip(x, min=0.0), axis=1)
+    negative = xp.sum(xp.clip(x, max=0.0), axis=1)
+    bound = io.out_bound if io.out_bound > 0 else 1.0
+    q = xp.maximum(positive, -negative) * (NM_ASSUMED_WMAX / bound)
+    step_in = resolution_step(io.inp_res, io.inp_bound)
+    if step_in > 0:
+        q = xp.minimum(q, alpha * (io.max_bm_res / step_in))
+    return xp.maximum(alpha, q)
+
+
+def quantize(xp: Any, v: Any, step: float, uniforms: Any = None) -> Any:
+    """``rint(v/step)·step`` (half to even), or ``rint(v/step + u − ½)·step`` with uniforms
+    ``u`` (stochastic rounding); unchanged when ``step <= 0`` (spec/io.md §S4)."""
+    if step <= 0:
+        return v
+    scaled = v / step
+    if uniforms is not None:
+        scaled = scaled + (uniforms - 0.5)
+    return xp.round(scaled) * step
+
+
+def prepare_input(xp: Any, x: Any, scale: Any, io: IOParameters, draws: Draws, pass_index: int,
+                  rows: Any) -> Any:
+    """The DAC stage (spec/io.md §S4): ``v = x·s`` per row, quantize, clip to ±inp_bound, add
+    input noise. ``x`` is (R, n) for the rows ``rows``; ``scale`` is (R,)."""
+    n = x.shape[1]
+    v = x * xp.reshape(scale, (-1, 1))
+    step = resolution_step(io.inp_res, io.inp_bound)
+    if step > 0:
+        u = draws.uniform(xp, "inp_sto_round", pass_index, rows, n, x.dtype) \
+            if io.inp_sto_round else None
+        v = quantize(xp, v, step, u)
+    if io.inp_bound > 0:
+        v = xp.clip(v, min=-io.inp_bound, max=io.inp_bound)
+    if io.inp_noise > 0:
+        v = v + io.inp_noise * draws.normal(xp, "inp_noise", pass_index, rows, n, x.dtype)
+    return v
+
+
+def ir_drop(xp: Any, xt: Any, weights: Any, io: IOParameters) -> Any:
+    """The IR-drop correction of one pass (spec/io.md §S5): returns the amount to subtract,
+    ``ir_drop·π_i·Σ_j W_ij·x_j·(1 − ((j+1)/n)²)`` with
+    ``a_i = (n/ir_drop_g_ratio)·Σ_j abs(W_ij)·abs(x_j)``, ``π = 0.05a³ − 0.2a² + 0.5a``."""
+    n = xt.shape[1]
+    position = 1.0 - ((xp.arange(n, dtype=xt.dtype, device=_device(xt)) + 1.0) / n) ** 2
+    a = (n / io.ir_drop_g_ratio) * (xp.abs(xt) @ xp.matrix_transpose(xp.abs(weights)))
+    pi = ((0.05 * a - 0.2) * a + 0.5) * a
+    return io.ir_drop * pi * ((xt * position) @ xp.matrix_transpose(weights))
+
+
+def analog_product(xp: Any, xt: Any, weights: Any, io: IOParameters, periphery: Periphery,
+                   draws: Draws, pass_index: int, rows: Any, half: int = 0) -> Any:
+    """One analog pass through the array (spec/io.md §S5): MVM, IR drop, voltage offsets and
+    series resistance, output-referred weight noise. ``xt`` is (R, n), ``weights`` (m, n)."""
+    y = xt @ xp.matrix_transpose(weights)
+    if io.ir_drop > 0:
+        y = y - ir_drop(xp, xt, weights, io)
+    if periphery.v_offset is not None:
+        y = voltage_offsets(xp, y, xt, io, periphery.v_offset)
+    if io.w_noise > 0 and io.w_noise_type != WeightNoiseType.NONE:
+        if io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+            spread = xp.sqrt(xp.sum(xt * xt, axis=1, keepdims=True))
+        else:  # PCMRead
+            spread = xp.sqrt((xt * xt) @ xp.matrix_transpose(xp.abs(weights)))
+        m = weights.shape[0]
+        noise = draws.normal(xp, "w_noise", pass_index, rows, m, xt.dtype, half)
+        y = y + io.w_noise * spread * noise
+    return y
+
+
+def voltage_offsets(xp: Any, y: Any, xt: Any, io: IOParameters, v: Any) -> Any:
+    """Per-output voltage offsets ``v_i`` and series resistance (spec/io.md §S5)."""
+    rho = io.r_series
+    if io.v_offset_w_min == 0.0:
+        y = (1.0 - v) * y
+        return y / (1.0 + rho * xp.abs(y)) if rho > 0 else y
+    ref = -io.v_offset_w_min * xp.sum(xt, axis=1, keepdims=True)
+    if rho <= 0:
+        return (1.0 - v) * y - 2.0 * v * ref
+    coded = y + ref
+    return ((1.0 - v) * coded / (1.0 + rho * xp.abs(coded))
+            - (1.0 + v) * ref / (1.0 + rho * xp.abs(ref)))
+
+
+def finalize_output(xp: Any, y: Any, io: IOParameters, periphery: Periphery, draws: Draws,
+                    pass_index: int, rows: Any, half: int = 0) -> Tuple[Any, Any]:
+    """The ADC stage (spec/io.md §S6): nonlinearity, output noise, quantization, clipping.
+
+    Returns the digital outputs (R, m) and, per row, whether the bound test passed.
+    """
+    m = y.shape[1]
+    if periphery.nonlinearity is not None:
+        y = _slope_factor(xp, io, periphery) * y / (1.0 + xp.abs(periphery.nonlinearity * y))
+    sigma = periphery.noise_std if periphery.noise_std is not None else io.out_noise
+    if io.out_noise > 0:
+        y = y + sigma * draws.normal(xp, "out_noise", pass_index, rows, m, y.dtype, half)
+    step = resolution_step(io.out_res, io.out_bound)
+    if step > 0:
+        u = draws.uniform(xp, "out_sto_round", pass_index, rows, m, y.dtype, half) \
+            if io.out_sto_round else None
+        y = quantize(xp, y, step, u)
+    if io.out_bound > 0:
+        over = xp.any(y > io.out_bound, axis=1)
+        if io.bm_test_negative_bound:
+            over = over | xp.any(y < -io.out_bound, axis=1)
+        y = xp.clip(y, min=-io.out_bound, max=io.out_bound)
+        return y, xp.logical_not(over)
+    return y, xp.ones((y.shape[0],), dtype=xp.bool, device=_device(y))
+
+
+def _slope_factor(xp: Any, io: IOParameters, periphery: Periphery) -> float:
+    if io.slope_calibration <= 0:
+        return 1.0
+    bound = io.out_bound if io.out_bound > 0 else 1.0
+    mean_nl = float(xp.mean(xp.abs(periphery.nonlinearity)))
+    return (1.0 + (mean_nl + io.r_series) * io.slope_calibration * bound) ** 2
+
+
+def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, periphery: Periphery,
+              draws: Draws, pass_index: int, rows: Any) -> Tuple[Any, Any]:
+    """One bound-management pass for the rows ``rows`` (spec/io.md §S7): prepare, the analog
+    product(s) of ``mv_type``, finalize. Returns outputs (R, m) and the per-row bound test."""
+    xt = prepare_input(xp, x, scale, io, draws, pass_index, rows)
+    if io.mv_type not in POS_NEG:
+        y = analog_product(xp, xt, weights, io, periphery, draws, pass_index, rows)
+        return finalize_output(xp, y, io, periphery, draws, pass_index, rows)
+    negative = xp.clip(xt, max=0.0) * (1.0 - io.inp_asymmetry)
+    positive = xp.clip(xt, min=0.0)
+    w_neg = weights if periphery.read_asymmetry is None else \
+        weights * (1.0 - periphery.read_asymmetry)
+    y_neg = analog_product(xp, negative, w_neg, io, periphery, draws, pass_index, rows, 0)
+    y_neg = y_neg * (1.0 - io.out_asymmetry)
+    y_pos = analog_product(xp, positive, weights, io, periphery, draws, pass_index, rows, 1)
+    if io.mv_type == AnalogMVType.POS_NEG_SEPARATE:
+        return finalize_output(xp, y_neg + y_pos, io, periphery, draws, pass_index, rows)
+    out_neg, ok_neg = finalize_output(xp, y_neg, io, periphery, draws, pass_index, rows, 0)
+    out_pos, ok_pos = finalize_output(xp, y_pos, io, periphery, draws, pass_index, rows, 1)
+    return out_neg + out_pos, ok_neg & ok_pos
+
+
+def _to_list(xp: Any, a: Any) -> list:
+    import numpy as np
+
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().tolist()
+    if hasattr(a, "get"):
+        return a.get().tolist()
+    return np.from_dlpack(a).tolist() if not isinstance(a, np.ndarray) else a.tolist()
+
+
+# -- the driver: noise and bound management over a batch (spec/io.md §S3, §S7) -------------------
+
+
+def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, draws: Draws, *,
+        backward: bool = False, nm_running: Optional[float] = None,
+        impl: Any = None) -> Tuple[Any, Optional[float]]:
+    """The analog product of a batch: ``y = f(W x)`` per row (forward; ``weights`` is (m, n) and
+    ``x`` (B, n)), or ``z = f(Wᵀ d)`` (backward; pass the transposed weights). Returns the outputs
+    (B, m) and the new AverageAbsMax running value.
+
+    ``impl`` supplies ``analog_mv`` with this module's signature (default: this module); the tile
+    passes ``refsim_fast.io`` for the fast backend.
+    """
+    impl = impl or _THIS
+    batch, m = x.shape[0], weights.shape[0]
+    if io.is_perfect or io.mv_type == AnalogMVType.IDEAL:
+        return (x @ xp.matrix_transpose(weights)) * io.out_scale, nm_running
+    nm_type = io.noise_management
+    bm_type = BoundManagementType.NONE if backward else io.bound_management
+    managed = nm_type != NoiseManagementType.NONE
+    bounded = bm_type != BoundManagementType.NONE
+    alpha, nm_running = noise_management(xp, x, io, nm_type, nm_running)
+    y = xp.zeros((batch, m), dtype=x.dtype, device=_device(x))
+    if managed and (backward or io.inp_noise <= 0):
+        active = alpha > 0  # the other rows are exactly zero, and draw nothing
+    else:
+        active = xp.ones((batch,), dtype=xp.bool, device=_device(x))
+    step_in = resolution_step(io.inp_res, io.inp_bound)
+    red, pass_index = 1.0, 0
+    while bool(xp.any(active)):
+        rows = xp.nonzero(active)[0]
+        a = xp.take(alpha, rows, axis=0)
+        plain = red if bounded else 1.0
+        factor = xp.where(a > 0, a * red, xp.full_like(a, plain)) if managed else \
+            xp.full_like(a, plain)
+        out, ok = impl.analog_mv(xp, xp.take(x, rows, axis=0), 1.0 / factor, weights, io,
+                                 periphery, draws, pass_index, rows)
+        y = scatter_rows(xp, y, active, out * xp.reshape(factor * io.out_scale, (-1, 1)))
+        if not bounded:
+            break
+        if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
+            if pass_index == 1:
+                break
+            if managed:  # second and last pass: the worst-case (AbsMaxNPSum) scale
+                alpha, _ = noise_management(xp, x, io, NoiseManagementType.ABS_MAX_NP_SUM)
+            else:
+                red = 2.0
+        elif int(red) > io.max_bm_factor or (step_in > 0 and red > io.max_bm_res / step_in):
+            break
+        else:
+            red *= 2.0
+        active = scatter_rows(xp, xp.zeros_like(active), active, xp.logical_not(ok))
+        pass_index += 1
+    return y, nm_running
+
+
+def scatter_rows(xp: Any, target: Any, mask: Any, values: Any) -> Any:
+    """``target`` with the rows where ``mask`` is set replaced, in order, by the rows of
+    ``values`` (the array API has no in-place scatter)."""
+    position = xp.cumulative_sum(xp.astype(mask, xp.int64)) - 1
+    gathered = xp.take(values, xp.where(mask, position, xp.zeros_like(position)), axis=0) \
+        if values.shape[0] else xp.zeros_like(target)
+    return xp.where(xp.reshape(mask, (-1,) + (1,) * (target.ndim - 1)), gathered, target)
+
+
+import sys as _sys  # noqa: E402
+
+_THIS = _sys.modules[__name__]

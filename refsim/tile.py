@@ -1,0 +1,201 @@
+"""AnalogTile: one crossbar array, its state and the orchestration of the stages.
+
+A tile holds weights ``(out_size, in_size)`` in one array namespace (numpy, torch, cupy,
+array-api-strict) and on one device, the fixed periphery variation drawn at creation, and its random
+state (seed + call counters, spec/rng.md §5). ``forward``/``backward`` run the IO stage
+(refsim/stages/io.py) with the reference kernels or, for numpy arrays, the compiled ones
+(``backend="auto" | "reference" | "fast"``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Dict, Optional
+
+import array_api_compat
+
+from refsim import rng
+from refsim.configs import (
+    ConfigBase,
+    FloatingPointRPUConfig,
+    InferenceRPUConfig,
+    IOManagedRPUConfig,
+    IOParameters,
+    SingleRPUConfig,
+    construction_seed_of,
+)
+from refsim.stages import io as io_stage
+
+BACKENDS = ("auto", "reference", "fast")
+_PERFECT = IOParameters(is_perfect=True)
+
+
+def _fast_module() -> Any:
+    try:
+        import refsim_fast.io as fast_io
+    except ImportError:
+        return None
+    return fast_io
+
+
+def _is_numpy_cpu(xp: Any) -> bool:
+    return xp.__name__.endswith("numpy")
+
+
+class AnalogTile:
+    """One analog tile (spec/io.md for forward/backward).
+
+    Args:
+        out_size, in_size: the weight shape ``(out_size, in_size)``.
+        rpu_config: an RPU config (default ``SingleRPUConfig()``); validated and copied.
+        seed: the tile's seed (0 … 2³²−1): per-call noise, and device/periphery variation unless
+            the config sets a construction seed.
+        dtype: float32 or float64 of the stored weights (default float64).
+        xp: the array namespace (a module such as ``numpy`` or ``torch``; default numpy).
+        device: the device of the arrays (namespace default when None).
+        backend: ``"auto"`` (fast for numpy arrays when refsim_fast is installed), ``"reference"``
+            or ``"fast"``.
+    """
+
+    def __init__(self, out_size: int, in_size: int, rpu_config: Optional[ConfigBase] = None, *,
+                 seed: int = 0, dtype: Any = None, xp: Any = None, device: Any = None,
+                 backend: str = "auto") -> None:
+        for name, value in (("out_size", out_size), ("in_size", in_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        self.out_size, self.in_size = int(out_size), int(in_size)
+        rpu_config = SingleRPUConfig() if rpu_config is None else rpu_config
+        if not isinstance(rpu_config, (IOManagedRPUConfig, FloatingPointRPUConfig)):
+            raise TypeError(f"rpu_config: expected an RPU config, got {type(rpu_config).__name__}")
+        self.rpu_config = type(rpu_config).from_dict(rpu_config.validate().to_dict())
+        self.streams = rng.RandomStreams(seed)
+        self.xp = rng._namespace(xp)
+        self.device = device
+        self.dtype = self.xp.float64 if dtype is None else dtype
+        if self.dtype not in (self.xp.float32, self.xp.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        if backend == "fast" and (_fast_module() is None or not _is_numpy_cpu(self.xp)):
+            raise ValueError("backend: 'fast' needs refsim_fast installed and numpy arrays")
+        self.backend = backend
+        for direction in ("forward", "backward"):
+            io_stage.check_supported(self._io(direction), direction)
+        self.construction_seed = construction_seed_of(self.rpu_config) or self.streams.seed
+        self.periphery = {
+            "forward": io_stage.draw_periphery(
+                self.xp, self._io("forward"), self.out_size, self.in_size, self.construction_seed,
+                "forward", self.xp.float64, device),
+            "backward": io_stage.draw_periphery(
+                self.xp, self._io("backward"), self.in_size, self.out_size,
+                self.construction_seed, "backward", self.xp.float64, device),
+        }
+        self.nm_running: Optional[float] = None
+        self.weights = self.xp.zeros((self.out_size, self.in_size), dtype=self.dtype,
+                                     device=device)
+
+    # -- configuration ----------------------------------------------------------------------------
+    def _io(self, direction: str) -> IOParameters:
+        if isinstance(self.rpu_config, FloatingPointRPUConfig):
+            return _PERFECT
+        return getattr(self.rpu_config, direction)
+
+    def _impl(self, xp: Any) -> Any:
+        if self.backend == "reference":
+            return None
+        fast = _fast_module()
+        if fast is None or not _is_numpy_cpu(xp):
+            return None
+        return fast
+
+    # -- weights ----------------------------------------------------------------------------------
+    def set_weights(self, weights: Any) -> None:
+        """Store ``weights`` ``(out_size, in_size)`` (copied, in the tile's dtype)."""
+        w = self._check_array(weights, "weights", (self.out_size, self.in_size), exact=True)
+        self.weights = self.xp.astype(w, self.dtype, copy=True)
+
+    def get_weights(self) -> Any:
+        """A copy of the weights."""
+        return self.xp.asarray(self.weights, copy=True)
+
+    # -- the analog passes ------------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        """``y = f(W x)`` for ``x`` of shape ``(in_size,)`` or ``(batch, in_size)``."""
+        return self._pass(x, "forward", "x", self.in_size, self.weights)
+
+    def backward(self, d: Any) -> Any:
+        """``z = f(Wᵀ d)`` for ``d`` of shape ``(out_size,)`` or ``(batch, out_size)``."""
+        return self._pass(d, "backward", "d", self.out_size,
+                          self.xp.matrix_transpose(self.weights))
+
+    def _pass(self, x: Any, direction: str, name: str, size: int, weights: Any) -> Any:
+        x = self._check_array(x, name, (size,))
+        xp = self.xp
+        vector = x.ndim == 1
+        rows = xp.reshape(x, (1, size)) if vector else x
+        io = self._io(direction)
+        w = weights if weights.dtype == rows.dtype else xp.astype(weights, rows.dtype)
+        periphery = _cast_periphery(xp, self.periphery[direction], rows.dtype)
+        halves = 2 if io.mv_type in io_stage.POS_NEG else 1
+        draws = io_stage.Draws(self.streams.seed, self.streams.next_call(f"io.{direction}"),
+                               direction, rows.shape[0], halves)
+        y, self.nm_running = io_stage.mvm(xp, rows, w, io, periphery, draws,
+                                          backward=direction == "backward",
+                                          nm_running=self.nm_running, impl=self._impl(xp))
+        return xp.reshape(y, (-1,)) if vector else y
+
+    # -- input checks -----------------------------------------------------------------------------
+    def _check_array(self, a: Any, name: str, shape: tuple, exact: bool = False) -> Any:
+        try:
+            xp = array_api_compat.array_namespace(a)
+        except TypeError:
+            raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from None
+        if xp.__name__ != self.xp.__name__:
+            raise TypeError(f"{name}: array of {xp.__name__}, but the tile holds arrays of "
+                            f"{self.xp.__name__} (convert it first)")
+        if self.device is not None and array_api_compat.device(a) != self.device:
+            raise ValueError(f"{name}: on device {array_api_compat.device(a)}, the tile is on "
+                             f"{self.device}")
+        if a.dtype not in (xp.float32, xp.float64):
+            raise TypeError(f"{name}: expected a float32 or float64 array, got {a.dtype}")
+        if exact:
+            ok = tuple(a.shape) == shape
+        else:
+            ok = (a.ndim == 1 and a.shape[0] == shape[0]) or (a.ndim == 2 and a.shape[1] == shape[0])
+        if not ok:
+            want = f"{shape}" if exact else f"({shape[0]},) or (batch, {shape[0]})"
+            raise ValueError(f"{name}: expected shape {want}, got {tuple(a.shape)}")
+        if not bool(xp.all(xp.isfinite(a))):
+            raise ValueError(f"{name}: contains NaN or infinity (spec/io.md §S9: non-finite "
+                             f"inputs are rejected)")
+        return a
+
+    # -- state --------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Weights, random state and noise-management state (arrays stay in the namespace)."""
+        return {"weights": self.get_weights(), "rng": self.streams.state_dict(),
+                "nm_running": self.nm_running}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.set_weights(state["weights"])
+        self.streams.load_state_dict(state["rng"])
+        running = state.get("nm_running")
+        if running is not None and not (isinstance(running, float) and math.isfinite(running)):
+            raise ValueError("state['nm_running']: expected a finite float or None")
+        self.nm_running = running
+
+    def __repr__(self) -> str:
+        return (f"AnalogTile({self.out_size}, {self.in_size}, {type(self.rpu_config).__name__}, "
+                f"seed={self.streams.seed}, backend={self.backend!r})")
+
+
+def _cast_periphery(xp: Any, periphery: io_stage.Periphery, dtype: Any) -> io_stage.Periphery:
+    def cast(a: Any) -> Any:
+        return None if a is None else xp.astype(a, dtype)
+
+    return io_stage.Periphery(cast(periphery.v_offset), cast(periphery.nonlinearity),
+                              cast(periphery.noise_std), cast(periphery.read_asymmetry))
+
+
+__all__ = ["AnalogTile", "BACKENDS", "InferenceRPUConfig"]
