@@ -33,6 +33,7 @@ __all__ = [
     "philox4x32",
     "random_words",
     "random_words_at",
+    "random_words_rows",
     "stream_id",
     "uniform",
     "uniform_at",
@@ -202,6 +203,38 @@ def random_words_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = 
     c3 = xp.full_like(block, call >> 32)
     w0, w1, w2, w3 = philox4x32(xp, (block & MASK32, block >> 32, c2, c3), (seed, sid))
     return xp.where(lane == 0, w0, xp.where(lane == 1, w1, xp.where(lane == 2, w2, w3)))
+
+
+def random_words_rows(seed: int, stream: str, call: int, starts: Any, width: int, *,
+                      xp: Any = None) -> Any:
+    """Words of equal-length runs: row ``r`` of the (R, width) result holds words
+    ``starts[r] .. starts[r] + width - 1``. The same numbers as :func:`random_words_at`, but each
+    Philox block is computed once (the IO stage draws whole rows this way)."""
+    xp = _namespace(xp)
+    seed, sid, call = _check_address(seed, stream, call)
+    width = _check_int(width, "width", 0, MAX_INDEX)
+    starts = xp.astype(starts, xp.int64)
+    rows = starts.shape[0]
+    if starts.size and int(xp.min(starts)) < 0:
+        raise ValueError("starts: word indices must be >= 0")
+    nblocks = (width + 3) // 4 + 1  # enough for any alignment of a run
+    first = xp.reshape(starts >> 2, (-1, 1))
+    block = first + xp.reshape(xp.arange(nblocks, dtype=xp.int64, device=_device_of(starts)),
+                               (1, -1))
+    block = xp.reshape(block, (-1,))
+    c2 = xp.full_like(block, call & MASK32)
+    c3 = xp.full_like(block, call >> 32)
+    words = _interleave(xp, philox4x32(xp, (block & MASK32, block >> 32, c2, c3), (seed, sid)))
+    offset = xp.reshape(starts & 3, (-1, 1))
+    row_base = xp.reshape(xp.arange(rows, dtype=xp.int64, device=_device_of(starts)) * (4 * nblocks),
+                          (-1, 1))
+    pick = row_base + offset + xp.reshape(xp.arange(width, dtype=xp.int64,
+                                                    device=_device_of(starts)), (1, -1))
+    return xp.reshape(xp.take(words, xp.reshape(pick, (-1,)), axis=0), (rows, width))
+
+
+def _device_of(a: Any) -> Any:
+    return array_api_compat.device(a)
 
 
 def uniform_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = None,

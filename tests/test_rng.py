@@ -249,3 +249,38 @@ def test_fast_reports_openmp(fast):
     facts = fast.info()
     assert facts["openmp"] is True, "refsim_fast was built without OpenMP"
     assert facts["max_threads"] >= 1
+
+
+@given(st.lists(st.integers(0, 2**45), min_size=0, max_size=6), st.integers(0, 40),
+       st.integers(0, 2**64 - 1))
+def test_draws_at_indices_and_rows_match_contiguous_draws(xp, starts, width, call):
+    """random_words_at / random_words_rows give the numbers of the same word indices."""
+    ns = rng._namespace(xp)
+    s = ns.asarray(starts, dtype=ns.int64)
+    rows = to_numpy(rng.random_words_rows(4, "test.b", call, s, width, xp=xp))
+    assert rows.shape == (len(starts), width)
+    for r, start in enumerate(starts):
+        expected = to_numpy(rng.random_words(4, "test.b", call, start, width))
+        assert np.array_equal(rows[r], expected)
+    if starts and width:
+        index = ns.reshape(s, (-1, 1)) + ns.reshape(ns.arange(width, dtype=ns.int64), (1, -1))
+        assert np.array_equal(to_numpy(rng.random_words_at(4, "test.b", call, index, xp=xp)),
+                              rows)
+        z = to_numpy(rng.normal_at(4, "test.b", call, index, xp=xp))
+        ref = np.stack([rng.normal(4, "test.b", call, width, start=st_) for st_ in starts])
+        np.testing.assert_allclose(z, ref, rtol=0, atol=1e-14)
+
+
+def test_draws_at_reject_bad_indices():
+    with pytest.raises(ValueError, match="index"):
+        rng.random_words_at(1, "test.a", 0, np.asarray([-1]))
+    with pytest.raises(TypeError, match="index"):
+        rng.random_words_at(1, "test.a", 0, np.asarray([1.5]))
+    with pytest.raises(ValueError, match="starts"):
+        rng.random_words_rows(1, "test.a", 0, np.asarray([-4]), 3)
+
+
+def test_io_streams_are_registered():
+    from refsim.stages import io
+
+    assert set(io.stream_names()) <= set(rng.STREAMS)

@@ -128,22 +128,22 @@ class Draws:
     batch: int
     halves: int = 1
 
-    def _index(self, xp: Any, pass_index: int, rows: Any, half: int, width: int) -> Any:
-        base = (pass_index * self.batch + rows) * self.halves + half
-        cols = xp.arange(width, dtype=xp.int64, device=_device(rows))
-        return xp.reshape(base, (-1, 1)) * width + xp.reshape(cols, (1, -1))
+    def _words(self, xp: Any, quantity: str, pass_index: int, rows: Any, half: int,
+               width: int) -> Any:
+        """(R, width) words: row r starts at number ((p·B + rows[r])·H + half)·width."""
+        starts = ((pass_index * self.batch + rows) * self.halves + half) * width
+        return rng.random_words_rows(self.seed, f"io.{self.direction}.{quantity}", self.call,
+                                     starts, width, xp=xp)
 
     def normal(self, xp: Any, quantity: str, pass_index: int, rows: Any, width: int,
                dtype: Any, half: int = 0) -> Any:
-        index = self._index(xp, pass_index, rows, half, width)
-        return rng.normal_at(self.seed, f"io.{self.direction}.{quantity}", self.call, index,
-                             xp=xp, dtype=dtype)
+        words = self._words(xp, quantity, pass_index, rows, half, width)
+        return xp.astype(rng.normal_from_words(xp, words), dtype)
 
     def uniform(self, xp: Any, quantity: str, pass_index: int, rows: Any, width: int,
                 dtype: Any, half: int = 0) -> Any:
-        index = self._index(xp, pass_index, rows, half, width)
-        return rng.uniform_at(self.seed, f"io.{self.direction}.{quantity}", self.call, index,
-                              xp=xp, dtype=dtype)
+        words = self._words(xp, quantity, pass_index, rows, half, width)
+        return xp.astype(rng.uniform_from_words(xp, words), dtype)
 
 
 def stream_names() -> Tuple[str, ...]:

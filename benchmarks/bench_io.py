@@ -1,0 +1,109 @@
+"""Benchmark of the IO stage (spec/io.md): the analog forward and backward pass.
+
+Workloads (float32, as aihwkit): default InferenceRPUConfig forward and SingleRPUConfig backward,
+weights uniform in ±0.5, inputs uniform in ±1; tiles 256² and 512², batches 1, 64, 256; 1 and 2
+threads. Columns: refsim fast backend, refsim reference (numpy), aihwkit (when its environment
+exists; a separate process), and the floor: a bare float32 numpy GEMM of the same shape. Thread
+counts are set per process through OMP_NUM_THREADS / OPENBLAS_NUM_THREADS.
+
+    python benchmarks/bench_io.py [--repeat R] [--aihwkit PYTHON] [--sizes 256 512] [--batches 1 64 256]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+DEFAULT_AIHWKIT = pathlib.Path.home() / ".venvs" / "aihwkit" / "bin" / "python"
+
+
+def _worker(spec: dict) -> list:
+    """Time refsim (fast, reference) and the GEMM floor in this process."""
+    import numpy as np
+
+    sys.path.insert(0, str(HERE))
+    from _timing import median_seconds
+    from refsim import configs, rng
+    from refsim.tile import AnalogTile
+
+    out = []
+    for case in spec["cases"]:
+        size, batch, kind = case["size"], case["batch"], case["kind"]
+        weights = (rng.uniform(1, "test.a", 0, (size, size)) - 0.5).astype(np.float32)
+        inputs = (rng.uniform(1, "test.b", 0, (batch, size)) * 2 - 1).astype(np.float32)
+        config = configs.InferenceRPUConfig() if kind == "forward" else configs.SingleRPUConfig()
+        row = dict(case)
+        for backend in ("fast", "reference"):
+            try:
+                tile = AnalogTile(size, size, config, seed=1, dtype=np.float32, backend=backend)
+            except ValueError as err:
+                row[backend] = None
+                row[backend + "_error"] = str(err)
+                continue
+            tile.set_weights(weights)
+            call = tile.forward if kind == "forward" else tile.backward
+            repeat = spec["repeat"] if backend == "fast" else max(3, spec["repeat"] // 2)
+            row[backend] = median_seconds(lambda: call(inputs), repeat)
+        wt = np.ascontiguousarray(weights.T)
+        row["gemm"] = median_seconds(lambda: inputs @ wt, spec["repeat"] * 3)
+        out.append(row)
+    return out
+
+
+def _run(threads: int, spec: dict, python: str, script: str) -> list:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    proc = subprocess.run([python, script, json.dumps(spec)], env=env, capture_output=True,
+                          text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        print(json.dumps(_worker(json.loads(sys.argv[2]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--aihwkit", default=str(DEFAULT_AIHWKIT),
+                        help="python of an environment with aihwkit (skipped if missing)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from _timing import print_table
+
+    cases = [dict(kind=k, size=s, batch=b) for k in ("forward", "backward")
+             for s in args.sizes for b in args.batches]
+    spec = dict(cases=cases, repeat=args.repeat)
+    have_aihwkit = pathlib.Path(args.aihwkit).exists()
+    rows = []
+    for threads in args.threads:
+        ours = _run(threads, spec, sys.executable, f"{__file__}")  # re-enters as --worker
+        theirs = _run(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py")) \
+            if have_aihwkit else [None] * len(ours)
+        for mine, other in zip(ours, theirs):
+            aih = other["seconds"] if other else None
+            fast, ref, gemm = mine["fast"], mine["reference"], mine["gemm"]
+
+            def ms(v):
+                return "—" if v is None else f"{v * 1e3:.3f}"
+
+            def ratio(a, b):
+                return "—" if a is None or b is None else f"{a / b:.2f}"
+
+            rows.append([mine["kind"], f"{mine['size']}²", mine["batch"], threads, ms(fast),
+                         ms(ref), ms(aih), ms(gemm), ratio(aih, fast), ratio(fast, gemm),
+                         ratio(ref, aih)])
+    print(f"# bench_io: medians in ms; aihwkit {'from ' + args.aihwkit if have_aihwkit else 'absent'}")
+    print_table(["pass", "tile", "batch", "threads", "fast", "reference", "aihwkit", "GEMM",
+                 "aihwkit/fast", "fast/GEMM", "reference/aihwkit"], rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
+        sys.argv = [sys.argv[0], "--worker", sys.argv[1]]
+    main()
