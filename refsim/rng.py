@@ -195,7 +195,7 @@ def random_words_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = 
     if not xp.isdtype(index.dtype, "integral"):
         raise TypeError("index: expected an integer array")
     index = xp.astype(index, xp.int64)
-    if index.size and int(xp.min(index)) < 0:
+    if math.prod(index.shape) and int(xp.min(index)) < 0:
         raise ValueError("index: word indices must be >= 0")
     block = index >> 2
     lane = index & 3
@@ -215,7 +215,7 @@ def random_words_rows(seed: int, stream: str, call: int, starts: Any, width: int
     width = _check_int(width, "width", 0, MAX_INDEX)
     starts = xp.astype(starts, xp.int64)
     rows = starts.shape[0]
-    if starts.size and int(xp.min(starts)) < 0:
+    if rows and int(xp.min(starts)) < 0:
         raise ValueError("starts: word indices must be >= 0")
     nblocks = (width + 3) // 4 + 1  # enough for any alignment of a run
     first = xp.reshape(starts >> 2, (-1, 1))
