@@ -108,7 +108,11 @@ def _namespace(xp: Any) -> Any:
         import numpy
 
         xp = numpy
-    return array_api_compat.array_namespace(xp.asarray([0]))
+    try:
+        return array_api_compat.array_namespace(xp.asarray([0]))
+    except (AttributeError, TypeError):
+        raise TypeError(f"xp: expected an array namespace such as numpy or torch, got {xp!r}") \
+            from None
 
 
 def _check_address(seed: Any, stream: str, call: Any) -> Tuple[int, int, int]:

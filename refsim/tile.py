@@ -81,21 +81,24 @@ class AnalogTile:
             raise ValueError("backend: 'fast' needs refsim_fast installed and numpy arrays")
         self.backend = backend
         for direction in ("forward", "backward"):
-            io_stage.check_supported(self._io(direction), direction)
+            io_stage.check_supported(self._io(direction), direction, direction == "backward")
         self.construction_seed = construction_seed_of(self.rpu_config) or self.streams.seed
-        self.periphery = {
-            "forward": io_stage.draw_periphery(
-                self.xp, self._io("forward"), self.out_size, self.in_size, self.construction_seed,
-                "forward", self.xp.float64, device),
-            "backward": io_stage.draw_periphery(
-                self.xp, self._io("backward"), self.in_size, self.out_size,
-                self.construction_seed, "backward", self.xp.float64, device),
-        }
+        self.periphery = self._draw_periphery()
         self.nm_running: Optional[float] = None
         self.weights = self.xp.zeros((self.out_size, self.in_size), dtype=self.dtype,
                                      device=device)
 
     # -- configuration ----------------------------------------------------------------------------
+    def _draw_periphery(self) -> Dict[str, io_stage.Periphery]:
+        """The fixed periphery variation of both directions (spec/io.md §S2)."""
+        sizes = {"forward": (self.out_size, self.in_size), "backward": (self.in_size, self.out_size)}
+        return {
+            direction: io_stage.draw_periphery(self.xp, self._io(direction), out, inp,
+                                               self.construction_seed, direction,
+                                               self.xp.float64, self.device)
+            for direction, (out, inp) in sizes.items()
+        }
+
     def _io(self, direction: str) -> IOParameters:
         if isinstance(self.rpu_config, FloatingPointRPUConfig):
             return _PERFECT
@@ -173,17 +176,32 @@ class AnalogTile:
 
     # -- state --------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """Weights, random state and noise-management state (arrays stay in the namespace)."""
-        return {"weights": self.get_weights(), "rng": self.streams.state_dict(),
+        """Everything a resumed run needs: the config, the seeds, the weights, the random state and
+        the noise-management state (arrays stay in the tile's namespace)."""
+        return {"rpu_config": self.rpu_config.to_dict(), "construction_seed": self.construction_seed,
+                "weights": self.get_weights(), "rng": self.streams.state_dict(),
                 "nm_running": self.nm_running}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.set_weights(state["weights"])
-        self.streams.load_state_dict(state["rng"])
+        """Restore a :meth:`state_dict` of a tile with the same config and sizes. The fixed
+        periphery variation is redrawn from the saved construction seed, so the restored tile
+        continues exactly as the saved one would."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state: expected a dict, got {type(state).__name__}")
+        if state.get("rpu_config") != self.rpu_config.to_dict():
+            raise ValueError("state['rpu_config']: the state belongs to a tile with another config")
         running = state.get("nm_running")
         if running is not None and not (isinstance(running, float) and math.isfinite(running)):
             raise ValueError("state['nm_running']: expected a finite float or None")
+        seed = state.get("construction_seed")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= rng.MAX_SEED:
+            raise ValueError("state['construction_seed']: expected an integer seed")
+        self.set_weights(state["weights"])
+        self.streams.load_state_dict(state["rng"])
         self.nm_running = running
+        if seed != self.construction_seed:
+            self.construction_seed = seed
+            self.periphery = self._draw_periphery()
 
     def __repr__(self) -> str:
         return (f"AnalogTile({self.out_size}, {self.in_size}, {type(self.rpu_config).__name__}, "

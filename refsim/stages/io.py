@@ -51,8 +51,9 @@ def resolution_step(res: float, bound: float) -> float:
     return (1.0 / res if res > 1.0 else res) * 2.0 * bound
 
 
-def check_supported(io: IOParameters, path: str) -> None:
-    """Raise ConfigError for settings the IO stage does not implement (spec/io.md §S1)."""
+def check_supported(io: IOParameters, path: str, backward: bool = False) -> None:
+    """Raise ConfigError for settings the IO stage does not implement (spec/io.md §S1). The
+    backward pass never uses bound management, so its ``bound_management`` is not checked."""
     if io.is_perfect or io.mv_type == AnalogMVType.IDEAL:
         return
     if io.mv_type in (AnalogMVType.SPLIT_MODE, AnalogMVType.BIT_WISE):
@@ -61,7 +62,7 @@ def check_supported(io: IOParameters, path: str) -> None:
             f"refsim does not implement yet; use 'OnePass', 'PosNegSeparate' or "
             f"'PosNegSeparateDigitalSum'"
         )
-    if io.bound_management == BoundManagementType.SHIFT:
+    if io.bound_management == BoundManagementType.SHIFT and not backward:
         raise ConfigError(
             f"{path}.bound_management: 'Shift' is implemented by none of aihwkit's simulators "
             f"and has no defined semantics; use 'None', 'Iterative' or 'IterativeWorstCase'"
@@ -387,9 +388,10 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
         if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
             if pass_index == 1:
                 break
-            if managed:  # second and last pass: the worst-case (AbsMaxNPSum) scale
+            if managed and nm_type != NoiseManagementType.ABS_MAX_NP_SUM:
+                # second and last pass: the worst-case (AbsMaxNPSum) scale
                 alpha, _ = noise_management(xp, x, io, NoiseManagementType.ABS_MAX_NP_SUM)
-            else:
+            else:  # already the worst-case scale, or no scale at all: halve the inputs
                 red = 2.0
         elif int(red) > io.max_bm_factor or (step_in > 0 and red > io.max_bm_res / step_in):
             break
