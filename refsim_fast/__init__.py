@@ -5,6 +5,13 @@ Each module mirrors a reference module of refsim with the same function names an
 contract of spec/agreement.md and do not depend on the thread count.
 """
 
+import os
+
+# Idle OpenMP threads of libgomp spin by default and steal the cores that BLAS needs between two
+# parallel kernels (measured: the 2-thread forward pass twice as slow); let them sleep instead.
+# Set OMP_WAIT_POLICY yourself to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     from . import _rng
 except ImportError as err:  # the source tree, or a failed build

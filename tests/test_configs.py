@@ -367,8 +367,10 @@ def invalid_value(dom: Domain):
             out.append(st.just([]))
     else:
         out = [st.sampled_from([3, "IOParameters", C.SimpleDriftParameter, [object()]])]
-        if dom.kind == "config":
-            out.append(st.just(C.WeightClipParameter()))
+        if dom.kind == "config":  # a config of a class the field does not accept
+            accepted = tuple(_accepted_classes(dom))
+            out.append(st.sampled_from([c() for c in (C.WeightClipParameter, C.RuntimeParameter)
+                                        if not issubclass(c, accepted)]))
     if not dom.optional:
         out.append(st.none())
     return st.one_of(out)

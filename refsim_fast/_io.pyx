@@ -1,0 +1,653 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Fast kernels of the IO stage (spec/io.md): the DAC (``prepare``) and, after the matrix
+products, the element-wise analog terms, the pos/neg combination and the ADC (``finalize``) of one
+bound-management pass, as OpenMP loops over batch rows (``prange``, static schedule).
+
+Each row's result depends only on that row's inputs and on its own random numbers, addressed
+exactly as ``refsim.stages.io.Draws`` does (number ``((p·B + row)·H + half)·L + k`` of call
+``call`` of stream ``io.<direction>.<quantity>``), so the output does not depend on the thread
+count. Every element-wise operation is the reference's, in the reference's order and in the
+working type ``real_t`` (float32 or float64): Python-float constants are cast to ``real_t`` first
+(NumPy's rule for Python scalars), random numbers are computed in double and cast like
+``xp.astype``. The matrix products and the row sums (``Σ_j x̃_j``, ``Σ_j x̃_j²``) are computed by
+the Python wrapper (refsim_fast/io.py) with NumPy, as the reference does.
+
+The random numbers of a row are made in vectorizable passes: Philox blocks with the rounds
+outside the block loop, the central branch of AS241 for all elements (an AVX-compiled copy where
+the CPU has AVX; AVX has no FMA, so every operation stays the separately rounded one), then the
+tail branch element by element with ``refsim_normal``. Numbers equal ``_philox.h``'s and
+``refsim.rng``'s bit for bit (tests/test_io_fast_kernels.py).
+
+Argument checking happens in the wrapper: the arrays reaching these functions are C-contiguous,
+of one real type, and of consistent shapes.
+"""
+
+import numpy as np
+
+from cython.parallel cimport prange, threadid
+from libc.math cimport fabs, fabsf
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+    #include "_philox.h"
+
+    /* clang contracts a*b+c into an FMA by default on targets that have one; the reference's
+       operations are separately rounded (GCC in ISO C mode, -std=c11, does not contract). */
+    #if defined(__clang__)
+    #pragma STDC FP_CONTRACT OFF
+    #endif
+
+    #define REFSIM_IO_RB 64  /* Philox blocks computed together (vectorizable lanes) */
+
+    /* out[k] = word start+k of the call, k < n (word j = lane j%4 of block j/4). The blocks are
+       computed REFSIM_IO_RB at a time with the rounds outside the block loop, which the compiler
+       vectorizes; the words are those of refsim_block. */
+    static void refsim_io_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                                int64_t n, uint32_t *restrict out) {
+        uint32_t c0[REFSIM_IO_RB], c1[REFSIM_IO_RB], c2[REFSIM_IO_RB], c3[REFSIM_IO_RB];
+        uint32_t tmp[4 * REFSIM_IO_RB];
+        if (n <= 0) return;
+        uint64_t end = start + (uint64_t)n;
+        uint64_t first = start >> 2, last = (end + 3) >> 2;
+        for (uint64_t b0 = first; b0 < last; b0 += REFSIM_IO_RB) {
+            int nb = (last - b0 < REFSIM_IO_RB) ? (int)(last - b0) : REFSIM_IO_RB;
+            for (int i = 0; i < nb; ++i) {
+                uint64_t b = b0 + (uint64_t)i;
+                c0[i] = (uint32_t)b;
+                c1[i] = (uint32_t)(b >> 32);
+                c2[i] = (uint32_t)call;
+                c3[i] = (uint32_t)(call >> 32);
+            }
+            uint32_t k0 = seed, k1 = sid;
+            for (int r = 0; r < 10; ++r) {
+                if (r) {
+                    k0 += REFSIM_PHILOX_W0;
+                    k1 += REFSIM_PHILOX_W1;
+                }
+                for (int i = 0; i < nb; ++i) {
+                    uint64_t p0 = (uint64_t)REFSIM_PHILOX_M0 * c0[i];
+                    uint64_t p1 = (uint64_t)REFSIM_PHILOX_M1 * c2[i];
+                    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[i] ^ k0;
+                    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[i] ^ k1;
+                    c1[i] = (uint32_t)p1;
+                    c3[i] = (uint32_t)p0;
+                    c0[i] = n0;
+                    c2[i] = n2;
+                }
+            }
+            for (int i = 0; i < nb; ++i) {
+                tmp[4 * i] = c0[i];
+                tmp[4 * i + 1] = c1[i];
+                tmp[4 * i + 2] = c2[i];
+                tmp[4 * i + 3] = c3[i];
+            }
+            uint64_t lo = 4 * b0 < start ? start : 4 * b0;
+            uint64_t hi = 4 * (b0 + (uint64_t)nb) > end ? end : 4 * (b0 + (uint64_t)nb);
+            memcpy(out + (lo - start), tmp + (lo - 4 * b0), (size_t)(hi - lo) * sizeof(uint32_t));
+        }
+    }
+
+    /* Exact (2w+1)·2^-33 from an int32 conversion (vectorizable; same value as refsim_normal's). */
+    static inline double refsim_io_v(uint32_t w) {
+        return ((double)(int32_t)(w ^ 0x80000000u) + 2147483648.0) * (1.0 / 4294967296.0)
+               + (1.0 / 8589934592.0);
+    }
+
+    /* The central branch of AS241 (abs(q) <= 0.425) for every element, in a branch-free loop
+       with exactly the operations of refsim_normal (vectorizable). */
+    #define REFSIM_IO_CENTRAL_BODY                                                              \
+        for (int64_t k = 0; k < n; ++k) {                                                       \
+            double q = refsim_io_v(w[k]) - 0.5;                                                 \
+            double r = 0.180625 - q * q;                                                        \
+            double num = ((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r      \
+                              + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r     \
+                            + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r       \
+                          + 1.3314166789178437745e2) * r + 3.3871328727963666080e0;             \
+            double den = ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r      \
+                              + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r     \
+                            + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r       \
+                          + 4.2313330701600911252e1) * r + 1.0;                                 \
+            out[k] = num * q / den;                                                             \
+        }
+    static void refsim_io_central(const uint32_t *restrict w, int64_t n, double *restrict out) {
+        REFSIM_IO_CENTRAL_BODY
+    }
+    /* The same loop compiled for AVX (4 doubles a vector) where the CPU has it: AVX has no fused
+       multiply-add, so every operation is still the separately rounded IEEE one. */
+    #if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX__)
+    #define REFSIM_IO_AVX 1
+    __attribute__((target("avx")))
+    static void refsim_io_central_avx(const uint32_t *restrict w, int64_t n,
+                                      double *restrict out) {
+        REFSIM_IO_CENTRAL_BODY
+    }
+    #else
+    #define REFSIM_IO_AVX 0
+    #endif
+
+    static int refsim_io_has_avx = -1;
+
+    /* out[k] = refsim_normal(w[k]): the central branch for all elements, then the tail branch
+       (abs(q) > 0.425, 15 %) element by element with refsim_normal itself. The tail test is
+       the integer form of abs(v − ½) > 0.425: w outside [0x13333333, 0xECCCCCCC]. */
+    static void refsim_io_normals(const uint32_t *restrict w, int64_t n, double *restrict out) {
+    #if REFSIM_IO_AVX
+        if (refsim_io_has_avx) refsim_io_central_avx(w, n, out);
+        else refsim_io_central(w, n, out);
+    #else
+        refsim_io_central(w, n, out);
+    #endif
+        for (int64_t k = 0; k < n; ++k) {
+            if ((uint32_t)(w[k] - 0x13333333u) > (0xECCCCCCCu - 0x13333333u))
+                out[k] = refsim_normal(w[k]);
+        }
+    }
+
+    /* Called once at import (not thread-safe itself). */
+    static void refsim_io_init(void) {
+    #if REFSIM_IO_AVX
+        __builtin_cpu_init();
+        refsim_io_has_avx = __builtin_cpu_supports("avx") ? 1 : 0;
+    #else
+        refsim_io_has_avx = 0;
+    #endif
+    }
+
+    /* out[k] = refsim_uniform(w[k]) = (w >> 8)·2^-24 (vectorizable). */
+    static void refsim_io_uniforms(const uint32_t *restrict w, int64_t n, double *restrict out) {
+        for (int64_t k = 0; k < n; ++k) out[k] = (double)(int32_t)(w[k] >> 8) * (1.0 / 16777216.0);
+    }
+
+    /* rint in the default rounding mode (half to even, as numpy.round), branch-free so that
+       loops over it vectorize: for abs(x) < 2^p the addition abs(x) + 2^p itself rounds to an
+       integer; larger magnitudes (and inf, nan) are integers already and pass unchanged. The
+       sign, also of a zero result, is x's. The selection uses integer masks (a floating-point
+       comparison would keep the compiler from if-converting the loop). */
+    static inline double refsim_io_rint_d(double x) {
+        uint64_t u, ru, au, mask;
+        double a, r;
+        memcpy(&u, &x, 8);
+        au = u & 0x7fffffffffffffffull;
+        memcpy(&a, &au, 8);
+        r = (a + 4503599627370496.0) - 4503599627370496.0;
+        memcpy(&ru, &r, 8);
+        mask = -(uint64_t)((uint32_t)(au >> 32) < 0x43300000u);  /* abs(x) < 2^52 */
+        ru = ((ru & mask) | (au & ~mask)) | (u & 0x8000000000000000ull);
+        memcpy(&r, &ru, 8);
+        return r;
+    }
+    static inline float refsim_io_rint_f(float x) {
+        uint32_t u, ru, au, mask;
+        float a, r;
+        memcpy(&u, &x, 4);
+        au = u & 0x7fffffffu;
+        memcpy(&a, &au, 4);
+        r = (a + 8388608.0f) - 8388608.0f;
+        memcpy(&ru, &r, 4);
+        mask = -(uint32_t)(au < 0x4B000000u);  /* abs(x) < 2^23 */
+        ru = ((ru & mask) | (au & ~mask)) | (u & 0x80000000u);
+        memcpy(&r, &ru, 4);
+        return r;
+    }
+    """
+    void refsim_io_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n,
+                         uint32_t* out) noexcept nogil
+    void refsim_io_normals(const uint32_t* w, int64_t n, double* out) noexcept nogil
+    void refsim_io_uniforms(const uint32_t* w, int64_t n, double* out) noexcept nogil
+    void refsim_io_init() noexcept nogil
+    int refsim_io_has_avx
+    double refsim_io_rint_d(double x) noexcept nogil
+    float refsim_io_rint_f(float x) noexcept nogil
+
+refsim_io_init()
+
+
+def uses_avx():
+    """True if the normal transform runs its AVX-compiled loop on this CPU."""
+    return bool(refsim_io_has_avx)
+
+
+ctypedef fused real_t:
+    float
+    double
+
+# Modes of the analog product (mv_type).
+cdef enum:
+    ONE_PASS = 0
+    POS_NEG_SEPARATE = 1
+    POS_NEG_DIGITAL_SUM = 2
+
+# Voltage-offset / series-resistance variants (refsim.stages.io.voltage_offsets).
+cdef enum:
+    VOFF_NONE = 0
+    VOFF_NO_REF = 1        # v_offset_w_min == 0
+    VOFF_REF = 2           # reference current, no series resistance
+    VOFF_REF_SERIES = 3    # reference current and series resistance
+
+
+cdef struct Address:
+    uint32_t seed
+    uint64_t call
+    int64_t batch
+    int64_t halves
+    int64_t pass_index
+
+
+cdef struct DacArgs:
+    int pos_neg
+    double step
+    int sto_round
+    double bound
+    double noise
+    double neg_factor          # 1 - inp_asymmetry
+    uint32_t sid_sto_round
+    uint32_t sid_noise
+
+
+cdef struct AdcArgs:
+    int mode
+    # analog product (per half)
+    int ir
+    double ir_drop
+    double ir_scale            # n / ir_drop_g_ratio
+    int voff
+    double neg_w_min           # -v_offset_w_min
+    double rho                 # r_series
+    int w_noise_on
+    double w_noise
+    uint32_t sid_w_noise
+    double neg_out_factor      # 1 - out_asymmetry
+    # ADC
+    int nonlinearity
+    double slope               # the slope-calibration factor F
+    double out_noise
+    int noise_std              # per-output sigma given
+    uint32_t sid_out_noise
+    double step
+    int sto_round
+    uint32_t sid_sto_round
+    double bound
+    int bm_neg
+
+
+cdef struct Product:
+    # one analog product x̃ Wᵀ of R rows and its extra terms (NULL when the effect is off)
+    const void* y              # (R, m)
+    const void* ir_a           # (R, m) abs(x̃) abs(W)ᵀ
+    const void* ir_g           # (R, m) (x̃·position) Wᵀ
+    const void* row_sum        # (R,) Σ_j x̃_j
+    const void* spread         # (R, 1) or (R, m): the weight-noise spread
+    int64_t spread_cols        # 1 or m
+
+
+cdef inline real_t _abs(real_t v) noexcept nogil:
+    if real_t is float:
+        return fabsf(v)
+    else:
+        return fabs(v)
+
+
+cdef inline real_t _rint(real_t v) noexcept nogil:
+    if real_t is float:
+        return refsim_io_rint_f(v)
+    else:
+        return refsim_io_rint_d(v)
+
+
+cdef inline int64_t _start(const Address* ad, int64_t row, int64_t half,
+                           int64_t width) noexcept nogil:
+    """First number of a row's run: ((p·B + row)·H + half)·width."""
+    return ((ad.pass_index * ad.batch + row) * ad.halves + half) * width
+
+
+cdef void _normals(const Address* ad, uint32_t sid, int64_t start, int64_t n, uint32_t* words,
+                   double* out) noexcept nogil:
+    refsim_io_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
+    refsim_io_normals(words, n, out)
+
+
+cdef void _uniforms(const Address* ad, uint32_t sid, int64_t start, int64_t n, uint32_t* words,
+                    double* out) noexcept nogil:
+    refsim_io_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
+    refsim_io_uniforms(words, n, out)
+
+
+# -- the DAC ---------------------------------------------------------------------------------------
+
+
+cdef void _prepare_row(const real_t* x, real_t s, int64_t row, int64_t n, real_t* out,
+                       real_t* neg, const DacArgs* a, const Address* ad, uint32_t* words,
+                       double* ubuf, double* nbuf) noexcept nogil:
+    """prepare_input for one row into ``out``; with ``a.pos_neg``, analog_mv's split follows:
+    ``neg`` = clip(x̃, max=0)·(1 − inp_asymmetry) and ``out`` = clip(x̃, min=0)."""
+    cdef int64_t k
+    cdef real_t v
+    cdef double dstep = a.step
+    cdef double dbound = a.bound
+    cdef double dnoise = a.noise
+    cdef int sto = a.sto_round
+    cdef real_t step = <real_t>dstep
+    cdef real_t half = <real_t>0.5
+    cdef real_t lo = <real_t>(-dbound)
+    cdef real_t hi = <real_t>dbound
+    cdef real_t noise = <real_t>dnoise
+    cdef real_t nf = <real_t>a.neg_factor
+    cdef real_t zero = 0
+    cdef int64_t start = _start(ad, row, 0, n)
+    for k in range(n):
+        out[k] = x[k] * s
+    if dstep > 0:  # quantize: rint(v/step [+ u − ½])·step
+        if sto:
+            _uniforms(ad, a.sid_sto_round, start, n, words, ubuf)
+            for k in range(n):
+                out[k] = _rint(out[k] / step + (<real_t>ubuf[k] - half)) * step
+        else:
+            for k in range(n):
+                out[k] = _rint(out[k] / step) * step
+    if dbound > 0:  # numpy clip: max(v, lo), then min(., hi)
+        for k in range(n):
+            v = out[k]
+            v = v if v > lo else lo
+            out[k] = v if v < hi else hi
+    if dnoise > 0:
+        _normals(ad, a.sid_noise, start, n, words, nbuf)
+        for k in range(n):
+            out[k] = out[k] + noise * <real_t>nbuf[k]
+    if a.pos_neg:
+        for k in range(n):
+            v = out[k]
+            neg[k] = (v if v < zero else zero) * nf  # clip(max=0), then the asymmetry
+            out[k] = v if v > zero else zero          # clip(min=0)
+
+
+def prepare(const real_t[:, ::1] x, const real_t[::1] scale, const int64_t[::1] rows,
+            real_t[:, ::1] out, real_t[:, ::1] neg, real_t[:, ::1] pos, DacArgs args,
+            Address address, int num_threads):
+    """The DAC of refsim.stages.io.prepare_input for the rows ``rows``: writes x̃ (R, n) to
+    ``out``, or, when ``args.pos_neg``, its negative part times (1 − inp_asymmetry) to ``neg`` and
+    its positive part to ``pos`` (``out`` may then be empty; ``neg``, ``pos`` otherwise)."""
+    cdef int64_t R = x.shape[0]
+    cdef int64_t n = x.shape[1]
+    cdef int64_t r
+    if R == 0 or n == 0:
+        return
+    cdef const real_t* px = &x[0, 0]
+    cdef const real_t* ps = &scale[0]
+    cdef const int64_t* prow = &rows[0]
+    cdef real_t* po = NULL
+    cdef real_t* pn = NULL
+    cdef real_t* pp = NULL
+    if args.pos_neg:
+        pn = &neg[0, 0]
+        pp = &pos[0, 0]
+    else:
+        po = &out[0, 0]
+    # per-thread scratch: words, uniforms, normals of one row
+    cdef int nt = max(1, num_threads)
+    cdef uint32_t[:, ::1] words_all = np.empty((nt, n + 8), dtype=np.uint32)
+    cdef double[:, ::1] dbl_all = np.empty((nt, 2 * n), dtype=np.float64)
+    cdef uint32_t* pw = &words_all[0, 0]
+    cdef double* pd = &dbl_all[0, 0]
+    cdef int tid
+    for r in prange(R, nogil=True, schedule="static", num_threads=nt):
+        tid = threadid()
+        _prepare_row(px + r * n, ps[r], prow[r], n,
+                     (pp if args.pos_neg else po) + r * n,
+                     pn + r * n if args.pos_neg else NULL,
+                     &args, &address, pw + tid * (n + 8), pd + tid * 2 * n,
+                     pd + tid * 2 * n + n)
+
+
+# -- the analog product's element-wise terms and the ADC ------------------------------------------
+
+
+cdef void _analog_row(const Product* P, real_t* y, int64_t r, int64_t row, int64_t m,
+                      int64_t half, const real_t* v_offset, const AdcArgs* a, const Address* ad,
+                      uint32_t* words, double* nbuf) noexcept nogil:
+    """y[0:m] = row r of analog_product's output after the GEMM x̃ Wᵀ: IR drop, voltage
+    offsets / series resistance, weight noise, in the reference's order (one loop per effect)."""
+    cdef int64_t i
+    cdef real_t t, av, pi, ref, coded, v
+    cdef const real_t* Y = (<const real_t*>P.y) + r * m
+    cdef const real_t* A
+    cdef const real_t* G
+    cdef const real_t* S
+    cdef real_t one = 1
+    cdef real_t two = 2
+    cdef real_t ir_drop = <real_t>a.ir_drop
+    cdef real_t ir_scale = <real_t>a.ir_scale
+    cdef real_t c05 = <real_t>0.05
+    cdef real_t c02 = <real_t>0.2
+    cdef real_t c5 = <real_t>0.5
+    cdef double drho = a.rho
+    cdef real_t rho = <real_t>drho
+    cdef real_t w_noise = <real_t>a.w_noise
+    cdef int voff = a.voff
+    cdef int64_t scol = P.spread_cols
+    for i in range(m):
+        y[i] = Y[i]
+    if a.ir:  # y − ir_drop·π·G with a = (n/g)·A, π = ((0.05a − 0.2)a + 0.5)a
+        A = (<const real_t*>P.ir_a) + r * m
+        G = (<const real_t*>P.ir_g) + r * m
+        for i in range(m):
+            av = ir_scale * A[i]
+            pi = ((c05 * av - c02) * av + c5) * av
+            y[i] = y[i] - ir_drop * pi * G[i]
+    if voff == VOFF_NO_REF:
+        for i in range(m):
+            y[i] = (one - v_offset[i]) * y[i]
+        if drho > 0:
+            for i in range(m):
+                y[i] = y[i] / (one + rho * _abs(y[i]))
+    elif voff == VOFF_REF:
+        ref = <real_t>a.neg_w_min * (<const real_t*>P.row_sum)[r]
+        for i in range(m):
+            v = v_offset[i]
+            y[i] = (one - v) * y[i] - two * v * ref
+    elif voff == VOFF_REF_SERIES:
+        ref = <real_t>a.neg_w_min * (<const real_t*>P.row_sum)[r]
+        for i in range(m):
+            v = v_offset[i]
+            coded = y[i] + ref
+            y[i] = ((one - v) * coded / (one + rho * _abs(coded))
+                    - (one + v) * ref / (one + rho * _abs(ref)))
+    if a.w_noise_on:
+        S = (<const real_t*>P.spread) + r * scol
+        _normals(ad, a.sid_w_noise, _start(ad, row, half, m), m, words, nbuf)
+        if scol == 1:
+            t = w_noise * S[0]
+            for i in range(m):
+                y[i] = y[i] + t * <real_t>nbuf[i]
+        else:
+            for i in range(m):
+                y[i] = y[i] + w_noise * S[i] * <real_t>nbuf[i]
+
+
+cdef int _adc_row(real_t* y, int64_t row, int64_t m, int64_t half, const real_t* nonlin,
+                  const real_t* noise_std, const AdcArgs* a, const Address* ad, uint32_t* words,
+                  double* nbuf, double* ubuf) noexcept nogil:
+    """finalize_output on y[0:m] in place; returns 1 if the bound test passed."""
+    cdef int64_t i
+    cdef real_t t
+    cdef real_t one = 1
+    cdef real_t half_ = <real_t>0.5
+    cdef double dnoise = a.out_noise
+    cdef double dstep = a.step
+    cdef double dbound = a.bound
+    cdef real_t slope = <real_t>a.slope
+    cdef real_t sigma = <real_t>dnoise
+    cdef real_t step = <real_t>dstep
+    cdef real_t hi = <real_t>dbound
+    cdef real_t lo = <real_t>(-dbound)
+    cdef int bm_neg = a.bm_neg
+    cdef int over = 0
+    cdef int64_t start = _start(ad, row, half, m)
+    if a.nonlinearity:  # F·y / (1 + abs(ν·y))
+        for i in range(m):
+            y[i] = slope * y[i] / (one + _abs(nonlin[i] * y[i]))
+    if dnoise > 0:
+        _normals(ad, a.sid_out_noise, start, m, words, nbuf)
+        if a.noise_std:
+            for i in range(m):
+                y[i] = y[i] + noise_std[i] * <real_t>nbuf[i]
+        else:
+            for i in range(m):
+                y[i] = y[i] + sigma * <real_t>nbuf[i]
+    if dstep > 0:  # rint(y/step [+ u − ½])·step
+        if a.sto_round:
+            _uniforms(ad, a.sid_sto_round, start, m, words, ubuf)
+            for i in range(m):
+                y[i] = _rint(y[i] / step + (<real_t>ubuf[i] - half_)) * step
+        else:
+            for i in range(m):
+                y[i] = _rint(y[i] / step) * step
+    if dbound > 0:  # bound test, then numpy clip: max(y, lo), then min(., hi)
+        if bm_neg:
+            for i in range(m):
+                t = y[i]
+                over = over | (t > hi) | (t < lo)
+        else:
+            for i in range(m):
+                over = over | (y[i] > hi)
+        for i in range(m):
+            t = y[i]
+            t = t if t > lo else lo
+            y[i] = t if t < hi else hi
+    return not over
+
+
+cdef void _finalize_row(const Product* P0, const Product* P1, int64_t r, int64_t row, int64_t m,
+                        real_t* out, uint8_t* ok, real_t* tmp, const real_t* v_offset,
+                        const real_t* nonlin, const real_t* noise_std, const AdcArgs* a,
+                        const Address* ad, uint32_t* words, double* nbuf,
+                        double* ubuf) noexcept nogil:
+    cdef int64_t i
+    cdef real_t nf = <real_t>a.neg_out_factor
+    cdef int good
+    if a.mode == ONE_PASS:
+        _analog_row(P0, out, r, row, m, 0, v_offset, a, ad, words, nbuf)
+        ok[0] = _adc_row(out, row, m, 0, nonlin, noise_std, a, ad, words, nbuf, ubuf)
+        return
+    # pos/neg: P0 is the negative pass (half 0), P1 the positive one (half 1)
+    _analog_row(P0, out, r, row, m, 0, v_offset, a, ad, words, nbuf)
+    for i in range(m):
+        out[i] = out[i] * nf
+    _analog_row(P1, tmp, r, row, m, 1, v_offset, a, ad, words, nbuf)
+    if a.mode == POS_NEG_SEPARATE:
+        for i in range(m):
+            out[i] = out[i] + tmp[i]
+        ok[0] = _adc_row(out, row, m, 0, nonlin, noise_std, a, ad, words, nbuf, ubuf)
+        return
+    good = _adc_row(out, row, m, 0, nonlin, noise_std, a, ad, words, nbuf, ubuf)
+    good = _adc_row(tmp, row, m, 1, nonlin, noise_std, a, ad, words, nbuf, ubuf) & good
+    for i in range(m):
+        out[i] = out[i] + tmp[i]
+    ok[0] = good
+
+
+cdef Product _product(real_t[:, ::1] y, real_t[:, ::1] ir_a, real_t[:, ::1] ir_g,
+                      real_t[::1] row_sum, real_t[:, ::1] spread):
+    cdef Product p
+    p.y = NULL
+    p.ir_a = NULL
+    p.ir_g = NULL
+    p.row_sum = NULL
+    p.spread = NULL
+    p.spread_cols = 1
+    if y.shape[0] * y.shape[1] > 0:
+        p.y = &y[0, 0]
+    if ir_a.shape[0] * ir_a.shape[1] > 0:
+        p.ir_a = &ir_a[0, 0]
+        p.ir_g = &ir_g[0, 0]
+    if row_sum.shape[0] > 0:
+        p.row_sum = &row_sum[0]
+    if spread.shape[0] * spread.shape[1] > 0:
+        p.spread = &spread[0, 0]
+        p.spread_cols = spread.shape[1]
+    return p
+
+
+cdef const real_t* _ptr(real_t[::1] a) noexcept:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+def finalize(real_t[:, ::1] y0, real_t[:, ::1] ir_a0, real_t[:, ::1] ir_g0,
+             real_t[::1] row_sum0, real_t[:, ::1] spread0,
+             real_t[:, ::1] y1, real_t[:, ::1] ir_a1, real_t[:, ::1] ir_g1,
+             real_t[::1] row_sum1, real_t[:, ::1] spread1,
+             real_t[::1] v_offset, real_t[::1] nonlinearity, real_t[::1] noise_std,
+             const int64_t[::1] rows, real_t[:, ::1] out, uint8_t[::1] ok,
+             AdcArgs args, Address address, int num_threads):
+    """The element-wise rest of analog_mv after the matrix products: for each row, the analog
+    terms of analog_product for the product(s) (``*0``: the one pass, or the negative pass of the
+    pos/neg modes; ``*1``: the positive pass), their combination per ``args.mode``, and
+    finalize_output. Writes the outputs (R, m) to ``out`` and the bound test to ``ok``. Arrays of
+    effects that are off are empty."""
+    cdef int64_t R = out.shape[0]
+    cdef int64_t m = out.shape[1]
+    cdef int64_t r
+    cdef Product p0 = _product(y0, ir_a0, ir_g0, row_sum0, spread0)
+    cdef Product p1 = _product(y1, ir_a1, ir_g1, row_sum1, spread1)
+    cdef const real_t* pv = _ptr(v_offset)
+    cdef const real_t* pnl = _ptr(nonlinearity)
+    cdef const real_t* pstd = _ptr(noise_std)
+    cdef const int64_t* prow = &rows[0] if R > 0 else NULL
+    cdef real_t* po = &out[0, 0] if R * m > 0 else NULL
+    cdef uint8_t* pok = &ok[0] if R > 0 else NULL
+    if R == 0:
+        return
+    if m == 0:
+        ok[:] = 1
+        return
+    # per-thread scratch: words, normals, uniforms and the second pass of one row
+    cdef int nt = max(1, num_threads)
+    cdef uint32_t[:, ::1] words_all = np.empty((nt, m + 8), dtype=np.uint32)
+    cdef double[:, ::1] dbl_all = np.empty((nt, 2 * m), dtype=np.float64)
+    cdef real_t[:, ::1] tmp_all = np.empty(
+        (nt, m), dtype=np.float32 if real_t is float else np.float64)
+    cdef uint32_t* pw = &words_all[0, 0]
+    cdef double* pd = &dbl_all[0, 0]
+    cdef real_t* pt = &tmp_all[0, 0]
+    cdef int tid
+    for r in prange(R, nogil=True, schedule="static", num_threads=nt):
+        tid = threadid()
+        _finalize_row(&p0, &p1, r, prow[r], m, po + r * m, pok + r, pt + tid * m, pv, pnl, pstd,
+                      &args, &address, pw + tid * (m + 8), pd + tid * 2 * m,
+                      pd + tid * 2 * m + m)
+
+
+def normals_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, double[::1] out):
+    """out[k] = normal start+k of a call, through this module's vectorized path (for tests)."""
+    cdef int64_t n = out.shape[0]
+    cdef uint32_t[::1] words = np.empty(n + 8, dtype=np.uint32)
+    if n > 0:
+        refsim_io_words(seed, sid, call, start, n, &words[0])
+        refsim_io_normals(&words[0], n, &out[0])
+
+
+def normals_of_words(const uint32_t[::1] words, double[::1] out):
+    """out[k] = the normal of word words[k], through this module's vectorized path (for tests)."""
+    if words.shape[0] != out.shape[0]:
+        raise ValueError("words, out: expected equal lengths")
+    if words.shape[0] > 0:
+        refsim_io_normals(&words[0], words.shape[0], &out[0])
+
+
+def uniforms_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, double[::1] out):
+    """out[k] = uniform start+k of a call, through this module's vectorized path (for tests)."""
+    cdef int64_t n = out.shape[0]
+    cdef uint32_t[::1] words = np.empty(n + 8, dtype=np.uint32)
+    if n > 0:
+        refsim_io_words(seed, sid, call, start, n, &words[0])
+        refsim_io_uniforms(&words[0], n, &out[0])
+
+
+def rint(real_t[::1] a):
+    """In place: a[k] = round-half-to-even of a[k] by this module's rint (for tests)."""
+    cdef int64_t k
+    for k in range(a.shape[0]):
+        a[k] = _rint(a[k])

@@ -1,0 +1,238 @@
+"""Fast IO stage: :func:`analog_mv` of :mod:`refsim.stages.io` with compiled kernels (numpy only).
+
+``refsim.stages.io.mvm(..., impl=refsim_fast.io)`` calls :func:`analog_mv` here for every
+bound-management pass (the tile does this for numpy arrays unless ``backend="reference"``). The
+DAC (``prepare_input``) and everything after the matrix products (the IR-drop, voltage-offset /
+series-resistance and weight-noise terms of ``analog_product``, the pos/neg combination, and
+``finalize_output``: nonlinearity, output noise, ADC, bound test, clip) run in ``_io``'s OpenMP
+loops over rows; the matrix products and the row sums are the reference's NumPy expressions on
+identically laid-out arrays, so they are the same numbers. Random numbers are the reference's
+(spec/rng.md, addressed as ``refsim.stages.io.Draws``), element-wise arithmetic is done in the same
+order and dtype, and results agree with the reference under spec/agreement.md for any thread
+count (in practice bit for bit).
+
+Differences from the reference, all at the boundary: only numpy arrays are accepted, and the
+weights, ``scale`` and the periphery arrays are cast to the dtype of ``x`` (the reference would
+promote a float32 pass to float64 when given float64 weights or periphery; the tile never does).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from refsim import rng as _rng_ref
+from refsim.configs import AnalogMVType, IOParameters, WeightNoiseType
+from refsim.stages import io as _ref
+
+from . import _io
+from .rng import resolve_threads
+
+__all__ = ["analog_mv", "num_threads"]
+
+#: Threads of the kernels when ``analog_mv`` gets no ``num_threads`` (OpenMP's default: the
+#: OMP_NUM_THREADS variable, else the core count). Set this attribute to change it for calls made
+#: through ``refsim.stages.io.mvm`` / the tile. Results do not depend on it.
+num_threads: int = resolve_threads(None)
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+#: Stream ids of the per-call quantities, per direction.
+_SIDS = {d: {q: _rng_ref.stream_id(f"io.{d}.{q}") for q in _ref.PER_CALL_QUANTITIES}
+         for d in _ref.DIRECTIONS}
+#: Empty arrays passed for effects that are off (never written).
+_EMPTY = {dt: (np.empty((0,), dtype=dt), np.empty((0, 0), dtype=dt)) for dt in (_F32, _F64)}
+#: The kernels specialized per dtype (skips Cython's fused-type dispatch).
+_PREPARE = {_F32: _io.prepare["float"], _F64: _io.prepare["double"]}
+_FINALIZE = {_F32: _io.finalize["float"], _F64: _io.finalize["double"]}
+
+#: Below this many input + output elements a pass runs on one thread.
+_SERIAL_WORK = 16384
+
+_POS_NEG_MODE = {AnalogMVType.POS_NEG_SEPARATE: 1, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM: 2}
+
+
+def _settings(io: IOParameters, direction: str) -> Tuple[dict, dict]:
+    """The scalar arguments of the DAC and ADC kernels for one config and direction; the
+    Python-float expressions are the reference's (cast to the working type in the kernels)."""
+    sids = _SIDS[direction]
+    pos_neg = io.mv_type in _ref.POS_NEG
+    dac = dict(pos_neg=int(pos_neg), step=_ref.resolution_step(io.inp_res, io.inp_bound),
+               sto_round=int(bool(io.inp_sto_round)), bound=float(io.inp_bound),
+               noise=float(io.inp_noise), neg_factor=1.0 - io.inp_asymmetry,
+               sid_sto_round=sids["inp_sto_round"], sid_noise=sids["inp_noise"])
+    w_noise_on = io.w_noise > 0 and io.w_noise_type != WeightNoiseType.NONE
+    adc = dict(
+        mode=_POS_NEG_MODE.get(io.mv_type, 0),  # every other mv_type: one pass (as the reference)
+        ir=int(io.ir_drop > 0), ir_drop=float(io.ir_drop), ir_scale=0.0,
+        voff=0, neg_w_min=-io.v_offset_w_min, rho=float(io.r_series),
+        w_noise_on=int(w_noise_on), w_noise=float(io.w_noise), sid_w_noise=sids["w_noise"],
+        neg_out_factor=1.0 - io.out_asymmetry,
+        nonlinearity=0, slope=1.0,
+        out_noise=float(io.out_noise), noise_std=0, sid_out_noise=sids["out_noise"],
+        step=_ref.resolution_step(io.out_res, io.out_bound),
+        sto_round=int(bool(io.out_sto_round)), sid_sto_round=sids["out_sto_round"],
+        bound=float(io.out_bound), bm_neg=int(bool(io.bm_test_negative_bound)),
+    )
+    return dac, adc
+
+
+def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
+    if type(value) is not int and (isinstance(value, bool) or
+                                   not isinstance(value, numbers.Integral)):
+        raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+def _address(draws: Any, pass_index: Any, rows: np.ndarray, width: int) -> dict:
+    """The draws' address, checked: every number the pass draws has a valid index."""
+    if not isinstance(draws, _ref.Draws):
+        raise TypeError(f"draws: expected refsim.stages.io.Draws, got {type(draws).__name__}")
+    if draws.direction not in _SIDS:
+        raise ValueError(f"draws.direction: expected one of {_ref.DIRECTIONS}, got "
+                         f"{draws.direction!r}")
+    seed = _int_in(draws.seed, "draws.seed", 0, _rng_ref.MAX_SEED)
+    call = _int_in(draws.call, "draws.call", 0, _rng_ref.MAX_CALL)
+    batch = _int_in(draws.batch, "draws.batch", 0, _rng_ref.MAX_INDEX)
+    halves = _int_in(draws.halves, "draws.halves", 0, _rng_ref.MAX_INDEX)
+    pass_index = _int_in(pass_index, "pass_index", 0, _rng_ref.MAX_INDEX)
+    if rows.size:
+        if int(rows.min()) < 0:
+            raise ValueError("rows: expected non-negative batch-row indices")
+        last = ((pass_index * batch + int(rows.max())) * halves + halves) * width
+        if last > _rng_ref.MAX_INDEX:
+            raise ValueError(f"rows: random-number index {last} exceeds {_rng_ref.MAX_INDEX}")
+    return dict(seed=seed, call=call, batch=batch, halves=halves, pass_index=pass_index)
+
+
+def _vector(a: Any, name: str, size: int, dt: np.dtype) -> np.ndarray:
+    if a is None:
+        return _EMPTY[dt][0]
+    a = np.asarray(a)
+    if a.shape != (size,):
+        raise ValueError(f"periphery.{name}: expected shape ({size},), got {a.shape}")
+    return np.ascontiguousarray(a, dtype=dt)
+
+
+def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, periphery: Any,
+              draws: Any, pass_index: int, rows: Any, *,
+              num_threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """One bound-management pass for the rows ``rows`` (spec/io.md §S7), as
+    :func:`refsim.stages.io.analog_mv`: returns the outputs (R, m) in the dtype of ``x`` and the
+    per-row bound test (R,) bool. ``x`` is (R, n) float32/float64, ``scale`` (R,), ``weights``
+    (m, n), ``rows`` (R,) the batch-row indices (they address the random numbers). ``xp`` is
+    ignored (numpy arrays only); ``num_threads`` (at most that many threads; small passes run on
+    one) defaults to the module attribute :data:`num_threads`."""
+    threads = resolve_threads(globals()["num_threads"] if num_threads is None else num_threads)
+    if not isinstance(x, np.ndarray) or not isinstance(weights, np.ndarray):
+        raise TypeError("x, weights: the fast backend takes numpy arrays only")
+    if x.dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"x: expected a float32 or float64 array, got {x.dtype}")
+    if weights.dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"weights: expected a float32 or float64 array, got {weights.dtype}")
+    dt = _F32 if x.dtype.type is np.float32 else _F64  # native byte order
+    if x.ndim != 2 or weights.ndim != 2:
+        raise ValueError(f"x, weights: expected 2-D arrays, got shapes {x.shape}, {weights.shape}")
+    R, n = x.shape
+    m = weights.shape[0]
+    if weights.shape[1] != n:
+        raise ValueError(f"weights: expected shape (m, {n}), got {weights.shape}")
+    scale = np.asarray(scale)
+    if scale.shape != (R,) or scale.dtype.kind != "f":
+        raise ValueError(f"scale: expected a real array of shape ({R},), got {scale.dtype} "
+                         f"{scale.shape}")
+    rows = np.asarray(rows)
+    if rows.shape != (R,) or rows.dtype.kind not in "iu":
+        raise ValueError(f"rows: expected an integer array of shape ({R},), got {rows.dtype} "
+                         f"{rows.shape}")
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    address = _address(draws, pass_index, rows, max(n, m))
+    if R * (n + m) < _SERIAL_WORK:  # too little work to wake a team (same numbers either way)
+        threads = 1
+    threads = min(threads, max(R, 1))
+    if periphery is None:
+        periphery = _ref.Periphery()
+    e1, e2 = _EMPTY[dt]
+
+    x = np.ascontiguousarray(x, dtype=dt)
+    scale = np.ascontiguousarray(scale, dtype=dt)
+    if weights.dtype != dt:
+        weights = weights.astype(dt)
+    v_offset = _vector(periphery.v_offset, "v_offset", m, dt)
+    nonlinearity = _vector(periphery.nonlinearity, "nonlinearity", m, dt)
+    noise_std = _vector(periphery.noise_std, "noise_std", m, dt)
+    read_asymmetry = periphery.read_asymmetry
+    if read_asymmetry is not None:
+        read_asymmetry = np.asarray(read_asymmetry)
+        if read_asymmetry.shape != (m, n):
+            raise ValueError(f"periphery.read_asymmetry: expected shape ({m}, {n}), got "
+                             f"{read_asymmetry.shape}")
+        read_asymmetry = read_asymmetry.astype(dt, copy=False)
+    dac, adc = _settings(io, draws.direction)
+    pos_neg = bool(dac["pos_neg"])
+
+    # -- the DAC (prepare_input, and the pos/neg split of analog_mv) ------------------------------
+    if pos_neg:
+        xt, neg, pos = e2, np.empty((R, n), dtype=dt), np.empty((R, n), dtype=dt)
+    else:
+        xt, neg, pos = np.empty((R, n), dtype=dt), e2, e2
+    _PREPARE[dt](x, scale, rows, xt, neg, pos, dac, address, threads)
+
+    # -- the matrix products and row sums of analog_product / ir_drop / voltage_offsets ------------
+    w_noise_type = io.w_noise_type if adc["w_noise_on"] else None
+    row_sums = periphery.v_offset is not None and io.v_offset_w_min != 0.0
+    abs_w = {}
+
+    def products(inp: np.ndarray, w: np.ndarray, key: str) -> tuple:
+        y = inp @ w.T
+        ir_a = ir_g = spread = e2
+        row_sum = e1
+        if io.ir_drop > 0:
+            position = 1.0 - ((np.arange(n, dtype=dt) + 1.0) / n) ** 2
+            if key not in abs_w:
+                abs_w[key] = np.abs(w)
+            ir_a = np.abs(inp) @ abs_w[key].T
+            ir_g = (inp * position) @ w.T
+        if row_sums:
+            row_sum = np.sum(inp, axis=1)
+        if w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+            spread = np.sqrt(np.sum(inp * inp, axis=1, keepdims=True))
+        elif w_noise_type is not None:  # PCMRead
+            if key not in abs_w:
+                abs_w[key] = np.abs(w)
+            spread = np.sqrt((inp * inp) @ abs_w[key].T)
+        return tuple(np.ascontiguousarray(a) for a in (y, ir_a, ir_g, row_sum, spread))
+
+    if pos_neg:
+        if read_asymmetry is None:
+            part0 = products(neg, weights, "w")
+        else:
+            part0 = products(neg, weights * (1.0 - read_asymmetry), "neg")
+        part1 = products(pos, weights, "w")
+    else:
+        part0 = products(xt, weights, "w")
+        part1 = (e2, e2, e2, e1, e2)
+
+    # -- element-wise analog terms, pos/neg combination and the ADC ------------------------------
+    call_adc = adc
+    if periphery.v_offset is not None or periphery.nonlinearity is not None or \
+            periphery.noise_std is not None or io.ir_drop > 0:
+        call_adc = dict(adc)
+        if io.ir_drop > 0:
+            call_adc["ir_scale"] = n / io.ir_drop_g_ratio
+        if periphery.v_offset is not None:
+            call_adc["voff"] = 1 if io.v_offset_w_min == 0.0 else (2 if io.r_series <= 0 else 3)
+        if periphery.nonlinearity is not None:
+            call_adc["nonlinearity"] = 1
+            if m:  # (the reference's mean of an empty array would warn)
+                call_adc["slope"] = float(_ref._slope_factor(
+                    np, io, _ref.Periphery(nonlinearity=nonlinearity)))
+        call_adc["noise_std"] = int(periphery.noise_std is not None)
+    out = np.empty((R, m), dtype=dt)
+    ok = np.empty((R,), dtype=np.bool_)
+    _FINALIZE[dt](*part0, *part1, v_offset, nonlinearity, noise_std, rows, out,
+                  ok.view(np.uint8), call_adc, address, threads)
+    return out, ok
