@@ -2,9 +2,7 @@
 JSON line of median timings. Called by the benchmarks as a separate process; never imported."""
 
 import json
-import statistics
 import sys
-import time
 import warnings
 
 warnings.filterwarnings("ignore")
@@ -13,15 +11,7 @@ import torch  # noqa: E402
 from aihwkit.simulator.configs import InferenceRPUConfig, SingleRPUConfig  # noqa: E402
 from aihwkit.simulator.tiles import AnalogTile, InferenceTile  # noqa: E402
 
-
-def median(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import median_seconds as median  # noqa: E402  (this script's folder is on sys.path)
 
 
 def main():

@@ -15,7 +15,8 @@ cdef extern from "_openmp.h":
     int REFSIM_OPENMP
     int omp_get_max_threads() nogil
 
-ctypedef fused real_t:
+ctypedef fused out_t:
+    uint32_t
     float
     double
 
@@ -41,7 +42,7 @@ def philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k
     return (out[0], out[1], out[2], out[3])
 
 
-cdef void _chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, real_t* out,
+cdef void _chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t* out,
                  int64_t lo, int64_t hi, Transform kind) noexcept nogil:
     """out[lo:hi] for words start+lo .. start+hi-1, one Philox block per four words."""
     cdef uint32_t w[4]
@@ -51,56 +52,39 @@ cdef void _chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, rea
         j = start + <uint64_t>i
         if i == lo or (j & 3) == 0:
             refsim_block(seed, sid, call, j >> 2, w)
-        if kind == NORMAL:
-            out[i] = <real_t>refsim_normal(w[j & 3])
+        if out_t is uint32_t:
+            out[i] = w[j & 3]
+        elif kind == NORMAL:
+            out[i] = <out_t>refsim_normal(w[j & 3])
         else:
-            out[i] = <real_t>refsim_uniform(w[j & 3])
+            out[i] = <out_t>refsim_uniform(w[j & 3])
 
 
-cdef void _words_chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-                       uint32_t* out, int64_t lo, int64_t hi) noexcept nogil:
-    cdef uint32_t w[4]
-    cdef uint64_t j
-    cdef int64_t i
-    for i in range(lo, hi):
-        j = start + <uint64_t>i
-        if i == lo or (j & 3) == 0:
-            refsim_block(seed, sid, call, j >> 2, w)
-        out[i] = w[j & 3]
-
-
-def fill_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-               uint32_t[::1] out, int num_threads):
-    """out[i] = word start+i of the call."""
-    cdef int64_t n = out.shape[0]
-    cdef int64_t c
-    if n == 0:
-        return
-    cdef uint32_t* p = &out[0]
-    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static",
-                    num_threads=num_threads):
-        _words_chunk(seed, sid, call, start, p, c * CHUNK, min(c * CHUNK + CHUNK, n))
-
-
-cdef void _fill(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, real_t[::1] out,
+cdef void _fill(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t[::1] out,
                 int num_threads, Transform kind):
     cdef int64_t n = out.shape[0]
     cdef int64_t c
     if n == 0:
         return
-    cdef real_t* p = &out[0]
+    cdef out_t* p = &out[0]
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static",
                     num_threads=num_threads):
         _chunk(seed, sid, call, start, p, c * CHUNK, min(c * CHUNK + CHUNK, n), kind)
 
 
+def fill_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+               uint32_t[::1] out, int num_threads):
+    """out[i] = word start+i of the call."""
+    _fill(seed, sid, call, start, out, num_threads, WORDS)
+
+
 def fill_uniform(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-                 real_t[::1] out, int num_threads):
+                 out_t[::1] out, int num_threads):
     """out[i] = uniform start+i of the call."""
     _fill(seed, sid, call, start, out, num_threads, UNIFORM)
 
 
 def fill_normal(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-                real_t[::1] out, int num_threads):
+                out_t[::1] out, int num_threads):
     """out[i] = normal start+i of the call (float64 quantile, cast to the output type)."""
     _fill(seed, sid, call, start, out, num_threads, NORMAL)
