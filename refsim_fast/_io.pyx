@@ -41,127 +41,6 @@ cdef extern from *:
     #pragma STDC FP_CONTRACT OFF
     #endif
 
-    #define REFSIM_IO_RB 64  /* Philox blocks computed together (vectorizable lanes) */
-
-    /* out[k] = word start+k of the call, k < n (word j = lane j%4 of block j/4). The blocks are
-       computed REFSIM_IO_RB at a time with the rounds outside the block loop, which the compiler
-       vectorizes; the words are those of refsim_block. */
-    static void refsim_io_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-                                int64_t n, uint32_t *restrict out) {
-        uint32_t c0[REFSIM_IO_RB], c1[REFSIM_IO_RB], c2[REFSIM_IO_RB], c3[REFSIM_IO_RB];
-        uint32_t tmp[4 * REFSIM_IO_RB];
-        if (n <= 0) return;
-        uint64_t end = start + (uint64_t)n;
-        uint64_t first = start >> 2, last = (end + 3) >> 2;
-        for (uint64_t b0 = first; b0 < last; b0 += REFSIM_IO_RB) {
-            int nb = (last - b0 < REFSIM_IO_RB) ? (int)(last - b0) : REFSIM_IO_RB;
-            for (int i = 0; i < nb; ++i) {
-                uint64_t b = b0 + (uint64_t)i;
-                c0[i] = (uint32_t)b;
-                c1[i] = (uint32_t)(b >> 32);
-                c2[i] = (uint32_t)call;
-                c3[i] = (uint32_t)(call >> 32);
-            }
-            uint32_t k0 = seed, k1 = sid;
-            for (int r = 0; r < 10; ++r) {
-                if (r) {
-                    k0 += REFSIM_PHILOX_W0;
-                    k1 += REFSIM_PHILOX_W1;
-                }
-                for (int i = 0; i < nb; ++i) {
-                    uint64_t p0 = (uint64_t)REFSIM_PHILOX_M0 * c0[i];
-                    uint64_t p1 = (uint64_t)REFSIM_PHILOX_M1 * c2[i];
-                    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[i] ^ k0;
-                    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[i] ^ k1;
-                    c1[i] = (uint32_t)p1;
-                    c3[i] = (uint32_t)p0;
-                    c0[i] = n0;
-                    c2[i] = n2;
-                }
-            }
-            for (int i = 0; i < nb; ++i) {
-                tmp[4 * i] = c0[i];
-                tmp[4 * i + 1] = c1[i];
-                tmp[4 * i + 2] = c2[i];
-                tmp[4 * i + 3] = c3[i];
-            }
-            uint64_t lo = 4 * b0 < start ? start : 4 * b0;
-            uint64_t hi = 4 * (b0 + (uint64_t)nb) > end ? end : 4 * (b0 + (uint64_t)nb);
-            memcpy(out + (lo - start), tmp + (lo - 4 * b0), (size_t)(hi - lo) * sizeof(uint32_t));
-        }
-    }
-
-    /* Exact (2w+1)·2^-33 from an int32 conversion (vectorizable; same value as refsim_normal's). */
-    static inline double refsim_io_v(uint32_t w) {
-        return ((double)(int32_t)(w ^ 0x80000000u) + 2147483648.0) * (1.0 / 4294967296.0)
-               + (1.0 / 8589934592.0);
-    }
-
-    /* The central branch of AS241 (abs(q) <= 0.425) for every element, in a branch-free loop
-       with exactly the operations of refsim_normal (vectorizable). */
-    #define REFSIM_IO_CENTRAL_BODY                                                              \
-        for (int64_t k = 0; k < n; ++k) {                                                       \
-            double q = refsim_io_v(w[k]) - 0.5;                                                 \
-            double r = 0.180625 - q * q;                                                        \
-            double num = ((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r      \
-                              + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r     \
-                            + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r       \
-                          + 1.3314166789178437745e2) * r + 3.3871328727963666080e0;             \
-            double den = ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r      \
-                              + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r     \
-                            + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r       \
-                          + 4.2313330701600911252e1) * r + 1.0;                                 \
-            out[k] = num * q / den;                                                             \
-        }
-    static void refsim_io_central(const uint32_t *restrict w, int64_t n, double *restrict out) {
-        REFSIM_IO_CENTRAL_BODY
-    }
-    /* The same loop compiled for AVX (4 doubles a vector) where the CPU has it: AVX has no fused
-       multiply-add, so every operation is still the separately rounded IEEE one. */
-    #if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX__)
-    #define REFSIM_IO_AVX 1
-    __attribute__((target("avx")))
-    static void refsim_io_central_avx(const uint32_t *restrict w, int64_t n,
-                                      double *restrict out) {
-        REFSIM_IO_CENTRAL_BODY
-    }
-    #else
-    #define REFSIM_IO_AVX 0
-    #endif
-
-    static int refsim_io_has_avx = -1;
-
-    /* out[k] = refsim_normal(w[k]): the central branch for all elements, then the tail branch
-       (abs(q) > 0.425, 15 %) element by element with refsim_normal itself. The tail test is
-       the integer form of abs(v − ½) > 0.425: w outside [0x13333333, 0xECCCCCCC]. */
-    static void refsim_io_normals(const uint32_t *restrict w, int64_t n, double *restrict out) {
-    #if REFSIM_IO_AVX
-        if (refsim_io_has_avx) refsim_io_central_avx(w, n, out);
-        else refsim_io_central(w, n, out);
-    #else
-        refsim_io_central(w, n, out);
-    #endif
-        for (int64_t k = 0; k < n; ++k) {
-            if ((uint32_t)(w[k] - 0x13333333u) > (0xECCCCCCCu - 0x13333333u))
-                out[k] = refsim_normal(w[k]);
-        }
-    }
-
-    /* Called once at import (not thread-safe itself). */
-    static void refsim_io_init(void) {
-    #if REFSIM_IO_AVX
-        __builtin_cpu_init();
-        refsim_io_has_avx = __builtin_cpu_supports("avx") ? 1 : 0;
-    #else
-        refsim_io_has_avx = 0;
-    #endif
-    }
-
-    /* out[k] = refsim_uniform(w[k]) = (w >> 8)·2^-24 (vectorizable). */
-    static void refsim_io_uniforms(const uint32_t *restrict w, int64_t n, double *restrict out) {
-        for (int64_t k = 0; k < n; ++k) out[k] = (double)(int32_t)(w[k] >> 8) * (1.0 / 16777216.0);
-    }
-
     /* rint in the default rounding mode (half to even, as numpy.round), branch-free so that
        loops over it vectorize: for abs(x) < 2^p the addition abs(x) + 2^p itself rounds to an
        integer; larger magnitudes (and inf, nan) are integers already and pass unchanged. The
@@ -194,21 +73,18 @@ cdef extern from *:
         return r;
     }
     """
-    void refsim_io_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n,
-                         uint32_t* out) noexcept nogil
-    void refsim_io_normals(const uint32_t* w, int64_t n, double* out) noexcept nogil
-    void refsim_io_uniforms(const uint32_t* w, int64_t n, double* out) noexcept nogil
-    void refsim_io_init() noexcept nogil
-    int refsim_io_has_avx
     double refsim_io_rint_d(double x) noexcept nogil
     float refsim_io_rint_f(float x) noexcept nogil
 
-refsim_io_init()
+from refsim_fast._philox cimport (refsim_has_avx, refsim_normals, refsim_streams_init,
+                                  refsim_uniforms, refsim_words)
+
+refsim_streams_init()
 
 
 def uses_avx():
     """True if the normal transform runs its AVX-compiled loop on this CPU."""
-    return bool(refsim_io_has_avx)
+    return bool(refsim_has_avx)
 
 
 ctypedef fused real_t:
@@ -306,14 +182,14 @@ cdef inline int64_t _start(const Address* ad, int64_t row, int64_t half,
 
 cdef void _normals(const Address* ad, uint32_t sid, int64_t start, int64_t n, uint32_t* words,
                    double* out) noexcept nogil:
-    refsim_io_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
-    refsim_io_normals(words, n, out)
+    refsim_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
+    refsim_normals(words, n, out)
 
 
 cdef void _uniforms(const Address* ad, uint32_t sid, int64_t start, int64_t n, uint32_t* words,
                     double* out) noexcept nogil:
-    refsim_io_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
-    refsim_io_uniforms(words, n, out)
+    refsim_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
+    refsim_uniforms(words, n, out)
 
 
 # -- the DAC ---------------------------------------------------------------------------------------
@@ -625,8 +501,8 @@ def normals_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, doub
     cdef int64_t n = out.shape[0]
     cdef uint32_t[::1] words = np.empty(n + 8, dtype=np.uint32)
     if n > 0:
-        refsim_io_words(seed, sid, call, start, n, &words[0])
-        refsim_io_normals(&words[0], n, &out[0])
+        refsim_words(seed, sid, call, start, n, &words[0])
+        refsim_normals(&words[0], n, &out[0])
 
 
 def normals_of_words(const uint32_t[::1] words, double[::1] out):
@@ -634,7 +510,7 @@ def normals_of_words(const uint32_t[::1] words, double[::1] out):
     if words.shape[0] != out.shape[0]:
         raise ValueError("words, out: expected equal lengths")
     if words.shape[0] > 0:
-        refsim_io_normals(&words[0], words.shape[0], &out[0])
+        refsim_normals(&words[0], words.shape[0], &out[0])
 
 
 def uniforms_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, double[::1] out):
@@ -642,8 +518,8 @@ def uniforms_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, dou
     cdef int64_t n = out.shape[0]
     cdef uint32_t[::1] words = np.empty(n + 8, dtype=np.uint32)
     if n > 0:
-        refsim_io_words(seed, sid, call, start, n, &words[0])
-        refsim_io_uniforms(&words[0], n, &out[0])
+        refsim_words(seed, sid, call, start, n, &words[0])
+        refsim_uniforms(&words[0], n, &out[0])
 
 
 def rint(real_t[::1] a):

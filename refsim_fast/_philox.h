@@ -8,6 +8,13 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
+
+/* The arithmetic must round exactly like the reference: no fused multiply-add contraction
+ * (GCC does not contract in ISO C mode; clang does by default where FMA exists). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #define REFSIM_PHILOX_M0 0xD2511F53u
 #define REFSIM_PHILOX_M1 0xCD9E8D57u
@@ -46,37 +53,154 @@ static inline void refsim_block(uint32_t seed, uint32_t sid, uint64_t call, uint
 
 /* Uniform on [0, 1) from one word (spec/rng.md section 3): (w >> 8) * 2^-24. */
 static inline double refsim_uniform(uint32_t w) {
-    return (double)(w >> 8) * (1.0 / 16777216.0);
+    return (double)(int32_t)(w >> 8) * (1.0 / 16777216.0);
 }
 
-/* Standard normal from one word (spec/rng.md section 4): Wichura's AS241 quantile of
- * v = (2w + 1) * 2^-33. Same operations in the same order as refsim.rng.normal_from_words. */
-static inline double refsim_normal(uint32_t w) {
-    double v = (double)(2 * (uint64_t)w + 1) * (1.0 / 8589934592.0);
-    double q = v - 0.5;
-    double r, num, den;
-    if (fabs(q) <= 0.425) {
-        r = 0.180625 - q * q;
-        num = ((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
-                   + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
-                 + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
-               + 1.3314166789178437745e2) * r + 3.3871328727963666080e0;
-        den = ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r
-                   + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r
-                 + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r
-               + 4.2313330701600911252e1) * r + 1.0;
-        return num * q / den;
-    }
-    r = sqrt(-log(q <= 0.0 ? v : 1.0 - v)) - 1.6;
-    num = ((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
-               + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
-             + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
-           + 4.63033784615654529590e0) * r + 1.42343711074968357734e0;
-    den = ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
-               + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
-             + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
-           + 2.05319162663775882187e0) * r + 1.0;
+/* v = (2w + 1) * 2^-33, exactly, through an int32 conversion (which vectorizes). */
+static inline double refsim_v(uint32_t w) {
+    return ((double)(int32_t)(w ^ 0x80000000u) + 2147483648.0) * (1.0 / 4294967296.0)
+           + (1.0 / 8589934592.0);
+}
+
+/* The central branch of Wichura's AS241 (abs(q) <= 0.425), q = v - 1/2. */
+static inline double refsim_as241_central(double q) {
+    double r = 0.180625 - q * q;
+    double num = ((((((2.5090809287301226727e3 * r + 3.3430575583588128105e4) * r
+                      + 6.7265770927008700853e4) * r + 4.5921953931549871457e4) * r
+                    + 1.3731693765509461125e4) * r + 1.9715909503065514427e3) * r
+                  + 1.3314166789178437745e2) * r + 3.3871328727963666080e0;
+    double den = ((((((5.2264952788528545610e3 * r + 2.8729085735721942674e4) * r
+                      + 3.9307895800092710610e4) * r + 2.1213794301586595867e4) * r
+                    + 5.3941960214247511077e3) * r + 6.8718700749205790830e2) * r
+                  + 4.2313330701600911252e1) * r + 1.0;
+    return num * q / den;
+}
+
+/* The tail branch of AS241 (abs(q) > 0.425; r <= 5 always holds for our v). */
+static inline double refsim_as241_tail(double v, double q) {
+    double r = sqrt(-log(q <= 0.0 ? v : 1.0 - v)) - 1.6;
+    double num = ((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r
+                      + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r
+                    + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r
+                  + 4.63033784615654529590e0) * r + 1.42343711074968357734e0;
+    double den = ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r
+                      + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r
+                    + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r
+                  + 2.05319162663775882187e0) * r + 1.0;
     return q < 0.0 ? -(num / den) : num / den;
+}
+
+/* Is word w in the tail branch? The integer form of abs(v - 1/2) > 0.425. */
+static inline int refsim_in_tail(uint32_t w) {
+    return (uint32_t)(w - 0x13333333u) > (0xECCCCCCCu - 0x13333333u);
+}
+
+/* Standard normal from one word (spec/rng.md section 4): the AS241 quantile of v(w). Same
+ * operations in the same order as refsim.rng.normal_from_words. */
+static inline double refsim_normal(uint32_t w) {
+    double v = refsim_v(w);
+    double q = v - 0.5;
+    return refsim_in_tail(w) ? refsim_as241_tail(v, q) : refsim_as241_central(q);
+}
+
+/* ---- runs of numbers (vectorizable loops) -------------------------------------------------- */
+
+#define REFSIM_RUN_BLOCKS 64  /* Philox blocks computed together, rounds outside the block loop */
+
+/* out[k] = word start+k of the call, k < n: refsim_block's words, computed REFSIM_RUN_BLOCKS
+ * blocks at a time so that the compiler vectorizes the rounds. */
+static void refsim_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n,
+                         uint32_t *restrict out) {
+    uint32_t c0[REFSIM_RUN_BLOCKS], c1[REFSIM_RUN_BLOCKS], c2[REFSIM_RUN_BLOCKS],
+        c3[REFSIM_RUN_BLOCKS], tmp[4 * REFSIM_RUN_BLOCKS];
+    if (n <= 0) return;
+    uint64_t end = start + (uint64_t)n;
+    uint64_t first = start >> 2, last = (end + 3) >> 2;
+    for (uint64_t b0 = first; b0 < last; b0 += REFSIM_RUN_BLOCKS) {
+        int nb = (last - b0 < REFSIM_RUN_BLOCKS) ? (int)(last - b0) : REFSIM_RUN_BLOCKS;
+        for (int i = 0; i < nb; ++i) {
+            uint64_t b = b0 + (uint64_t)i;
+            c0[i] = (uint32_t)b;
+            c1[i] = (uint32_t)(b >> 32);
+            c2[i] = (uint32_t)call;
+            c3[i] = (uint32_t)(call >> 32);
+        }
+        uint32_t k0 = seed, k1 = sid;
+        for (int r = 0; r < 10; ++r) {
+            if (r) {
+                k0 += REFSIM_PHILOX_W0;
+                k1 += REFSIM_PHILOX_W1;
+            }
+            for (int i = 0; i < nb; ++i) {
+                uint64_t p0 = (uint64_t)REFSIM_PHILOX_M0 * c0[i];
+                uint64_t p1 = (uint64_t)REFSIM_PHILOX_M1 * c2[i];
+                uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[i] ^ k0;
+                uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[i] ^ k1;
+                c1[i] = (uint32_t)p1;
+                c3[i] = (uint32_t)p0;
+                c0[i] = n0;
+                c2[i] = n2;
+            }
+        }
+        for (int i = 0; i < nb; ++i) {
+            tmp[4 * i] = c0[i];
+            tmp[4 * i + 1] = c1[i];
+            tmp[4 * i + 2] = c2[i];
+            tmp[4 * i + 3] = c3[i];
+        }
+        uint64_t lo = 4 * b0 < start ? start : 4 * b0;
+        uint64_t hi = 4 * (b0 + (uint64_t)nb) > end ? end : 4 * (b0 + (uint64_t)nb);
+        memcpy(out + (lo - start), tmp + (lo - 4 * b0), (size_t)(hi - lo) * sizeof(uint32_t));
+    }
+}
+
+/* out[k] = refsim_uniform(w[k]). */
+static void refsim_uniforms(const uint32_t *restrict w, int64_t n, double *restrict out) {
+    for (int64_t k = 0; k < n; ++k) out[k] = refsim_uniform(w[k]);
+}
+
+/* The central branch for every element, branch-free (vectorizable). */
+#define REFSIM_CENTRAL_LOOP \
+    for (int64_t k = 0; k < n; ++k) out[k] = refsim_as241_central(refsim_v(w[k]) - 0.5);
+static void refsim_central_run(const uint32_t *restrict w, int64_t n, double *restrict out) {
+    REFSIM_CENTRAL_LOOP
+}
+/* The same loop compiled for AVX where the CPU has it: AVX has no fused multiply-add, so every
+ * operation stays the separately rounded IEEE one. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__AVX__)
+#define REFSIM_HAVE_AVX_COPY 1
+__attribute__((target("avx"))) static void refsim_central_run_avx(const uint32_t *restrict w,
+                                                                   int64_t n,
+                                                                   double *restrict out) {
+    REFSIM_CENTRAL_LOOP
+}
+#else
+#define REFSIM_HAVE_AVX_COPY 0
+#endif
+
+static int refsim_has_avx = 0;
+
+/* Once per extension module, at import (not thread-safe itself). */
+static void refsim_streams_init(void) {
+#if REFSIM_HAVE_AVX_COPY
+    __builtin_cpu_init();
+    refsim_has_avx = __builtin_cpu_supports("avx") ? 1 : 0;
+#endif
+}
+
+/* out[k] = refsim_normal(w[k]): the central branch for all elements, then the tail branch
+ * (15 % of the words) element by element. */
+static void refsim_normals(const uint32_t *restrict w, int64_t n, double *restrict out) {
+#if REFSIM_HAVE_AVX_COPY
+    if (refsim_has_avx)
+        refsim_central_run_avx(w, n, out);
+    else
+        refsim_central_run(w, n, out);
+#else
+    refsim_central_run(w, n, out);
+#endif
+    for (int64_t k = 0; k < n; ++k)
+        if (refsim_in_tail(w[k])) out[k] = refsim_as241_tail(refsim_v(w[k]), refsim_v(w[k]) - 0.5);
 }
 
 #endif

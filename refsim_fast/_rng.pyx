@@ -1,15 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Fast counter-based random streams (spec/rng.md): the same numbers as refsim.rng, in parallel.
 
-The output is cut into fixed chunks of CHUNK elements that threads take in any order. Element
-``i`` is a pure function of word ``start + i`` of the call, so the result does not depend on the
-thread count. Argument checking happens in refsim_fast.rng (the Python wrapper).
+The output is cut into fixed chunks of CHUNK elements that threads take in any order; each chunk
+is made with the vectorized run routines of _philox.h. Element ``i`` is a pure function of word
+``start + i`` of the call, so the result does not depend on the thread count. Argument checking happens in refsim_fast.rng (the Python wrapper).
 """
 
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 
-from refsim_fast._philox cimport refsim_block, refsim_normal, refsim_philox4x32_10, refsim_uniform
+from refsim_fast._philox cimport (refsim_normals, refsim_philox4x32_10, refsim_streams_init,
+                                  refsim_uniforms, refsim_words)
 
 cdef extern from "_openmp.h":
     int REFSIM_OPENMP
@@ -20,9 +21,13 @@ ctypedef fused out_t:
     float
     double
 
-cdef int64_t CHUNK = 8192
+cdef enum:
+    CHUNK = 4096  # numbers per parallel chunk (and per stack buffer)
 cdef enum Transform:
     WORDS, UNIFORM, NORMAL
+
+
+refsim_streams_init()
 
 
 def openmp_enabled():
@@ -44,20 +49,21 @@ def philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k
 
 cdef void _chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t* out,
                  int64_t lo, int64_t hi, Transform kind) noexcept nogil:
-    """out[lo:hi] for words start+lo .. start+hi-1, one Philox block per four words."""
-    cdef uint32_t w[4]
-    cdef uint64_t j
-    cdef int64_t i
-    for i in range(lo, hi):
-        j = start + <uint64_t>i
-        if i == lo or (j & 3) == 0:
-            refsim_block(seed, sid, call, j >> 2, w)
-        if out_t is uint32_t:
-            out[i] = w[j & 3]
-        elif kind == NORMAL:
-            out[i] = <out_t>refsim_normal(w[j & 3])
-        else:
-            out[i] = <out_t>refsim_uniform(w[j & 3])
+    """out[lo:hi] for words start+lo .. start+hi-1 (hi - lo <= CHUNK)."""
+    cdef uint32_t words[CHUNK]
+    cdef double values[CHUNK]
+    cdef int64_t n = hi - lo, k
+    refsim_words(seed, sid, call, start + <uint64_t>lo, n, words)
+    if out_t is uint32_t:
+        for k in range(n):
+            out[lo + k] = words[k]
+        return
+    if kind == NORMAL:
+        refsim_normals(words, n, values)
+    else:
+        refsim_uniforms(words, n, values)
+    for k in range(n):
+        out[lo + k] = <out_t>values[k]
 
 
 cdef void _fill(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t[::1] out,
