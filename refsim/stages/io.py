@@ -376,13 +376,15 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
     red, pass_index = 1.0, 0
     while bool(xp.any(active)):
         rows = xp.nonzero(active)[0]
-        a = xp.take(alpha, rows, axis=0)
+        every = rows.shape[0] == batch  # all rows: no gather / scatter needed
+        a = alpha if every else xp.take(alpha, rows, axis=0)
         plain = red if bounded else 1.0
         factor = xp.where(a > 0, a * red, xp.full_like(a, plain)) if managed else \
             xp.full_like(a, plain)
-        out, ok = impl.analog_mv(xp, xp.take(x, rows, axis=0), 1.0 / factor, weights, io,
-                                 periphery, draws, pass_index, rows)
-        y = scatter_rows(xp, y, active, out * xp.reshape(factor * io.out_scale, (-1, 1)))
+        out, ok = impl.analog_mv(xp, x if every else xp.take(x, rows, axis=0), 1.0 / factor,
+                                 weights, io, periphery, draws, pass_index, rows)
+        out = out * xp.reshape(factor * io.out_scale, (-1, 1))
+        y = out if every else scatter_rows(xp, y, active, out)
         if not bounded:
             break
         if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
