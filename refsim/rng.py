@@ -21,7 +21,7 @@ import math
 import numbers
 import re
 import zlib
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import array_api_compat
 

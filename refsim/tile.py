@@ -19,7 +19,6 @@ from refsim import rng
 from refsim.configs import (
     ConfigBase,
     FloatingPointRPUConfig,
-    InferenceRPUConfig,
     IOManagedRPUConfig,
     IOParameters,
     SingleRPUConfig,
@@ -216,4 +215,4 @@ def _cast_periphery(xp: Any, periphery: io_stage.Periphery, dtype: Any) -> io_st
                               cast(periphery.noise_std), cast(periphery.read_asymmetry))
 
 
-__all__ = ["AnalogTile", "BACKENDS", "InferenceRPUConfig"]
+__all__ = ["AnalogTile", "BACKENDS"]

@@ -8,7 +8,7 @@ import math
 from enum import Enum
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from refsim import configs as C

@@ -15,7 +15,6 @@ The pipeline of one pass (spec/io.md §S3-§S7):
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Optional, Tuple
 
 from refsim import rng
