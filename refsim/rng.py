@@ -61,6 +61,8 @@ STREAMS: Tuple[str, ...] = (
     *(f"io.{d}.{q}" for d in ("forward", "backward")
       for q in ("inp_sto_round", "inp_noise", "w_noise", "out_noise", "out_sto_round",
                 "v_offset", "out_nonlinearity", "w_read_asymmetry", "out_noise_std")),
+    # the pulse trains of the update (spec/update.md §U5): cycle counter, bits, sto rounding
+    "update", "update.x_bits", "update.d_bits", "update.x_sto_round", "update.d_sto_round",
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")

@@ -1,0 +1,169 @@
+"""Pulse trains of the pulsed update: A, B, BL and the signed coincidence counts of one update
+cycle (spec/update.md, "Stage semantics", §U1-§U5).
+
+One batch row is one update cycle. For a cycle with input row ``x`` (n,), error row ``d`` (m,),
+learning rate ``lr`` and device granularity ``g`` this stage returns the signed pulse counts
+``counts`` (m, n): ``counts[i, j] > 0`` means that many *up* pulses on device (i, j), ``< 0`` that
+many *down* pulses, so that ``E[counts]·g ≈ −lr·d_i·x_j`` (W ← W − lr·d xᵀ). Applying the pulses to
+the devices is the device stage's job (refsim/stages/devices.py).
+
+Random numbers: each cycle is one call (the tile's counter ``update``) of the streams
+``update.x_bits``, ``update.d_bits`` (number ``j·BL + k`` for slot k of input j) and
+``update.x_sto_round``, ``update.d_sto_round`` (number j).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Tuple
+
+from refsim import rng
+from refsim.configs import PulseType, UpdateParameters
+
+#: Pulse types handled by this stage (None and NoneWithDevice are floating-point updates).
+PULSED = (
+    PulseType.STOCHASTIC_COMPRESSED,
+    PulseType.STOCHASTIC,
+    PulseType.MEAN_COUNT,
+    PulseType.DETERMINISTIC_IMPLICIT,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PulsePlan:
+    """The pulse-train parameters of one cycle (spec/update.md §U1-§U2): probabilities
+    ``p_x = B·abs(x)`` and ``p_d = A·abs(d)``, train length ``bl`` (0: no pulses)."""
+
+    a: float
+    b: float
+    bl: int
+
+
+def resolution(res: float) -> float:
+    """Probability quantization step: ``res`` in (0, 1], ``1/res`` for ``res > 1``, 0 (off) for
+    ``res <= 0`` (spec/update.md §U3; aihwkit drops every update for ``res > 1``)."""
+    if res <= 0.0:
+        return 0.0
+    return 1.0 / res if res > 1.0 else res
+
+
+def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
+               up: UpdateParameters) -> PulsePlan:
+    """A, B and BL of one cycle (spec/update.md §U2), in float64.
+
+    ``lr`` is the pulse-count learning rate (its sign is handled by :func:`coincidences`),
+    ``x_max``/``d_max`` the abs-max of the cycle's rows, ``granularity`` the device's weight
+    granularity ``g > 0``.
+    """
+    eta = abs(lr)
+    bl_max = up.desired_bl
+    if eta == 0.0:
+        return PulsePlan(0.0, 0.0, 0)
+    blm = up.update_bl_management
+    managed = up.update_management or blm  # BL management implies update management
+    if up.fixed_bl or blm or granularity * bl_max >= eta:
+        bl = bl_max
+        a = b = math.sqrt(eta / (granularity * bl))
+    else:
+        bl = max(math.ceil(eta / granularity), 1)
+        a = b = 1.0
+    if not managed:
+        return PulsePlan(a, b, bl)
+    if x_max <= 0.0 or d_max <= 0.0:
+        return PulsePlan(a, b, 0)
+    d_v = up.um_grad_scale * d_max
+    k = eta * x_max * d_v / granularity
+    if blm:
+        bl = min(math.ceil(k), bl_max)
+        if bl == 0:  # k underflowed to 0: nothing to send
+            return PulsePlan(a, b, 0)
+        a = b = math.sqrt(eta / (granularity * bl))
+    if k > bl_max:
+        d_v = d_v * bl_max / k
+    return PulsePlan(a * math.sqrt(x_max / d_v), b * math.sqrt(d_v / x_max), bl)
+
+
+def probabilities(xp: Any, values: Any, scale: float, step: float, uniforms: Any = None) -> Any:
+    """Pulse probabilities ``scale·abs(values)``, quantized to ``step`` (stochastically with
+    ``uniforms``), in float64 (spec/update.md §U3). Values above 1 act as 1."""
+    p = scale * xp.abs(xp.astype(values, xp.float64))
+    if step > 0.0:
+        scaled = p / step
+        if uniforms is not None:
+            scaled = scaled + (uniforms - 0.5)
+        p = xp.round(scaled) * step
+    return p
+
+
+def _signs(xp: Any, values: Any) -> Any:
+    """+1 for values >= 0, −1 below (as an int32 array)."""
+    return xp.where(values < 0, xp.asarray(-1, dtype=xp.int32), xp.asarray(1, dtype=xp.int32))
+
+
+def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: UpdateParameters,
+                 seed: int, call: int) -> Tuple[Any, PulsePlan]:
+    """Signed pulse counts (m, n) int32 of one update cycle and its plan (spec/update.md §U4).
+
+    ``x`` (n,) and ``d`` (m,) are one batch row of the tile's input and error; ``call`` is the
+    cycle's number (the tile's ``update`` counter).
+    """
+    if up.pulse_type not in PULSED:
+        raise ValueError(f"update.pulse_type: {up.pulse_type.value!r} is not a pulsed type")
+    n, m = x.shape[0], d.shape[0]
+    device = _device(x)
+    x_max = float(xp.max(xp.abs(x))) if n else 0.0
+    d_max = float(xp.max(xp.abs(d))) if m else 0.0
+    plan = pulse_plan(lr, x_max, d_max, granularity, up)
+    zero = xp.zeros((m, n), dtype=xp.int32, device=device)
+    if plan.bl == 0:
+        return zero, plan
+    step = resolution(up.res)
+    sto = up.sto_round and step > 0.0
+
+    def quantized(values: Any, scale: float, name: str) -> Any:
+        u = rng.uniform(seed, f"update.{name}_sto_round", call, values.shape[0], xp=xp,
+                        device=device) if sto else None
+        return probabilities(xp, values, scale, step, u)
+
+    p_x = quantized(x, plan.b, "x")
+    p_d = quantized(d, plan.a, "d")
+    # direction: s = sign(x)·sign(d)·sign(lr) > 0 is a down pulse, so counts carry −s
+    sign = -_signs(xp, xp.reshape(d, (-1, 1))) * _signs(xp, xp.reshape(x, (1, -1)))
+    if lr < 0:
+        sign = -sign
+    bl = plan.bl
+    if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
+        x_bits = _bits(xp, p_x, bl, seed, "update.x_bits", call, device)
+        d_bits = _bits(xp, p_d, bl, seed, "update.d_bits", call, device)
+        # n_ij = Σ_k d_bits[i, k]·x_bits[j, k] (exact in float64: at most BL)
+        n_ij = xp.astype(d_bits @ xp.matrix_transpose(x_bits), xp.int32)
+    elif up.pulse_type == PulseType.MEAN_COUNT:
+        n_x = xp.clip(xp.round(bl * p_x), min=0.0, max=float(bl))
+        n_d = xp.clip(xp.round(bl * p_d), min=0.0, max=float(bl))
+        n_ij = xp.astype(xp.round(xp.reshape(n_d / bl, (-1, 1)) * xp.reshape(n_x, (1, -1))),
+                         xp.int32)
+    else:  # DeterministicImplicit
+        q_x = xp.clip(probabilities(xp, p_x, 1.0, up.x_res_implicit), min=0.0, max=1.0)
+        q_d = xp.clip(probabilities(xp, p_d, 1.0, up.d_res_implicit), min=0.0, max=1.0)
+        n_ij = xp.astype(xp.round(bl * xp.reshape(q_d, (-1, 1)) * xp.reshape(q_x, (1, -1))),
+                         xp.int32)
+    return sign * n_ij, plan
+
+
+def _bits(xp: Any, p: Any, bl: int, seed: int, stream: str, call: int, device: Any) -> Any:
+    """(len(p), BL) float64 0/1: slot k of value j is set when ``p_j > u(j·BL + k)``."""
+    u = rng.uniform(seed, stream, call, (p.shape[0], bl), xp=xp, device=device)
+    return xp.astype(xp.reshape(p, (-1, 1)) > u, xp.float64)
+
+
+def _device(a: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
+def stream_names() -> Tuple[str, ...]:
+    """Every stream name this stage draws from."""
+    return ("update", "update.x_bits", "update.d_bits", "update.x_sto_round",
+            "update.d_sto_round")

@@ -1,0 +1,132 @@
+"""The pulse-train stage (spec/update.md §U1-§U5): A, B, BL, probabilities, coincidence counts."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conftest import to_numpy
+from refsim import rng
+from refsim.configs import UpdateParameters
+from refsim.stages import pulses
+
+XP_NUMPY = rng._namespace(None)
+
+
+def counts_of(x, d, lr, g, up, seed=1, call=0, xp=None):
+    ns = rng._namespace(xp)
+    c, plan = pulses.coincidences(ns, ns.asarray(x, dtype=ns.float64),
+                                  ns.asarray(d, dtype=ns.float64), lr, g, up, seed, call)
+    return to_numpy(c), plan
+
+
+def test_streams_are_registered():
+    assert set(pulses.stream_names()) <= set(rng.STREAMS)
+
+
+def test_aihwkit_worked_example():
+    """aihwkit-semantics.md §2.3 [V]: eta 0.1, g 0.01, x = (1, .5, -.25), d = .2 gives BL = 3;
+    MeanCount gives coincidences (1, 1, -1) and DeterministicImplicit (2, 1, 0), where aihwkit's
+    positive count is a down pulse (refsim's counts carry the opposite sign)."""
+    x, d = [1.0, 0.5, -0.25], [0.2]
+    mean, plan = counts_of(x, d, 0.1, 0.01, UpdateParameters(pulse_type="MeanCount"))
+    assert plan.bl == 3
+    assert mean.tolist() == [[-1, -1, 1]]
+    implicit, _ = counts_of(x, d, 0.1, 0.01, UpdateParameters(pulse_type="DeterministicImplicit"))
+    assert implicit.tolist() == [[-2, -1, 0]]
+
+
+@given(st.floats(1e-4, 1.0), st.floats(1e-3, 2.0), st.floats(1e-3, 2.0), st.floats(1e-4, 0.1),
+       st.booleans(), st.booleans(), st.integers(1, 63), st.floats(0.1, 3.0))
+def test_plan_rules(lr, x_max, d_max, g, fixed, blm, bl_max, um_scale):
+    up = UpdateParameters(desired_bl=bl_max, fixed_bl=fixed, update_bl_management=blm,
+                          um_grad_scale=um_scale)
+    plan = pulses.pulse_plan(lr, x_max, d_max, g, up)
+    k = lr * x_max * um_scale * d_max / g
+    if blm:
+        assert plan.bl == min(math.ceil(k), bl_max)
+    else:
+        assert plan.bl == bl_max or (not fixed and plan.bl == max(math.ceil(lr / g), 1))
+    # update management: the largest x probability equals the largest (scaled) d probability,
+    # and the expected count of the largest pair is lr·x_max·d_max/g, while k <= BL_max; beyond,
+    # the x side sits at probability 1 and the d side saturates (the gradient is clipped)
+    if plan.bl and (fixed or blm or g * bl_max >= lr):
+        p_x, p_d = plan.b * x_max, plan.a * d_max
+        if k <= bl_max:
+            assert math.isclose(p_x, p_d * um_scale, rel_tol=1e-12)
+            assert math.isclose(p_x * p_d * plan.bl * g, lr * x_max * d_max, rel_tol=1e-9)
+        else:
+            assert math.isclose(p_x, 1.0, rel_tol=1e-12) and p_d * um_scale >= 1.0 - 1e-12
+
+
+def test_zero_rows_and_zero_lr_give_no_pulses():
+    up = UpdateParameters()
+    for x, d, lr in [([0.0, 0.0], [1.0], 0.1), ([1.0, 0.0], [0.0], 0.1), ([1.0, 1.0], [1.0], 0.0)]:
+        counts, plan = counts_of(x, d, lr, 0.001, up)
+        assert plan.bl == 0 and not counts.any()
+
+
+@pytest.mark.parametrize("pulse_type", ["StochasticCompressed", "Stochastic", "MeanCount",
+                                        "DeterministicImplicit"])
+@given(st.lists(st.floats(-1, 1), min_size=1, max_size=8),
+       st.lists(st.floats(-1, 1), min_size=1, max_size=8), st.floats(1e-3, 0.5))
+def test_counts_are_bounded_by_bl_and_signed_by_the_gradient(pulse_type, x, d, lr):
+    up = UpdateParameters(pulse_type=pulse_type)
+    counts, plan = counts_of(x, d, lr, 0.001, up)
+    assert np.abs(counts).max(initial=0) <= plan.bl
+    expected_sign = -np.sign(np.outer(d, x))
+    nonzero = counts != 0
+    assert np.all(np.sign(counts[nonzero]) == expected_sign[nonzero])
+
+
+def test_expected_update_is_unbiased():
+    """E[counts]·g = −lr·d xᵀ when nothing saturates (spec/update.md §U4), over many cycles."""
+    x = np.array([0.9, -0.5, 0.2, 0.0, 0.7])
+    d = np.array([0.3, -0.8, 0.05])
+    lr, g = 0.01, 0.001
+    up = UpdateParameters()
+    total = np.zeros((3, 5))
+    cycles = 4000
+    for call in range(cycles):
+        counts, plan = counts_of(x, d, lr, g, up, seed=3, call=call)
+        total += counts
+    mean = total / cycles * g
+    expected = -lr * np.outer(d, x)
+    # per element: a sum of BL Bernoulli(p_x p_d) products; std of the mean ~ g·sqrt(var/cycles)
+    p = np.abs(expected) / g / plan.bl
+    stderr = g * np.sqrt(plan.bl * p * (1 - p) / cycles) + 1e-12
+    assert np.all(np.abs(mean - expected) <= 5 * stderr)
+
+
+def test_res_quantizes_probabilities_and_res_above_one_counts_steps():
+    x, d = [0.9, 0.33], [0.7]
+    for res, step in [(0.1, 0.1), (10.0, 0.1), (0.0, 0.0), (-1.0, 0.0)]:
+        assert pulses.resolution(res) == step
+    up = UpdateParameters(res=10.0, pulse_type="DeterministicImplicit")
+    counts, plan = counts_of(x, d, 0.05, 0.001, up)
+    assert plan.bl > 0 and counts.any(), "res > 1 must not silently drop the update"
+
+
+def test_sto_round_is_unbiased():
+    p = XP_NUMPY.asarray([0.23] * 200_000)
+    u = rng.uniform(5, "test.a", 0, 200_000)
+    q = to_numpy(pulses.probabilities(XP_NUMPY, p, 1.0, 0.1, u))
+    assert set(np.round(q, 12)) <= {0.2, 0.3}
+    assert abs(q.mean() - 0.23) < 5 * 0.05 / math.sqrt(200_000)
+
+
+def test_counts_agree_across_namespaces(xp):
+    gen = np.random.default_rng(0)
+    x, d = gen.uniform(-1, 1, 16), gen.uniform(-1, 1, 8)
+    for pulse_type in ("StochasticCompressed", "MeanCount", "DeterministicImplicit"):
+        up = UpdateParameters(pulse_type=pulse_type, sto_round=True, res=0.05)
+        ref, _ = counts_of(x, d, 0.02, 0.001, up, seed=9, call=4)
+        got, _ = counts_of(x, d, 0.02, 0.001, up, seed=9, call=4, xp=xp)
+        assert np.array_equal(ref, got)
+
+
+def test_non_pulsed_types_are_rejected():
+    with pytest.raises(ValueError, match="pulse_type"):
+        counts_of([1.0], [1.0], 0.1, 0.001, UpdateParameters(pulse_type="None"))
