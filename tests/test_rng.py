@@ -284,3 +284,36 @@ def test_io_streams_are_registered():
     from refsim.stages import io
 
     assert set(io.stream_names()) <= set(rng.STREAMS)
+
+
+def _rng_vectors():
+    import json
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "spec" / "vectors" / "rng.json"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("case", _rng_vectors()["cases"], ids=lambda c: f"{c['stream']}-{c['call']}")
+def test_golden_rng_vectors(case, fast):
+    """spec/vectors/rng.json: words and uniforms exactly, normals within the contract, on both
+    backends; the stream id is CRC-32 of the name."""
+    args = (case["seed"], case["stream"], case["call"])
+    start, count = case["start"], case["count"]
+    assert rng.stream_id(case["stream"]) == case["stream_id"]
+    for module in (rng, fast.rng):
+        assert [int(w) for w in module.random_words(*args, start, count)] == case["words"]
+        assert list(module.uniform(*args, count, start=start)) == case["uniforms"]
+        np.testing.assert_allclose(module.normal(*args, count, start=start), case["normals"],
+                                   rtol=0, atol=1e-14)
+
+
+def test_golden_rng_vectors_are_current():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "spec" / "vectors" / "make_rng_vectors.py"
+    spec = importlib.util.spec_from_file_location("make_rng_vectors", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.build() == _rng_vectors()
