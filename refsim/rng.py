@@ -63,6 +63,8 @@ STREAMS: Tuple[str, ...] = (
                 "v_offset", "out_nonlinearity", "w_read_asymmetry", "out_noise_std")),
     # the pulse trains of the update (spec/update.md §U5): cycle counter, bits, sto rounding
     "update", "update.x_bits", "update.d_bits", "update.x_sto_round", "update.d_sto_round",
+    # drift (spec/drift.md §D4): call counter, per-element coefficients, per-call noise
+    "drift", "drift.nu_dtod", "drift.nu_std", "drift.w_noise",
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")

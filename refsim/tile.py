@@ -24,6 +24,7 @@ from refsim.configs import (
     SingleRPUConfig,
     construction_seed_of,
 )
+from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
 
 BACKENDS = ("auto", "reference", "fast")
@@ -86,6 +87,7 @@ class AnalogTile:
         self.nm_running: Optional[float] = None
         self.weights = self.xp.zeros((self.out_size, self.in_size), dtype=self.dtype,
                                      device=device)
+        self.drift_state: Optional[drift_stage.DriftState] = None
 
     # -- configuration ----------------------------------------------------------------------------
     def _draw_periphery(self) -> Dict[str, io_stage.Periphery]:
@@ -147,6 +149,32 @@ class AnalogTile:
                                           nm_running=self.nm_running, impl=self._impl(xp))
         return xp.reshape(y, (-1,)) if vector else y
 
+    # -- drift ----------------------------------------------------------------------------------------
+    def drift_weights(self, delta_t: float = 1.0) -> None:
+        """Let the weights drift for ``delta_t`` time units (spec/drift.md §D3). Weights changed
+        since the last call (beyond ``reset_tol``) restart their drift. Implemented for
+        FloatingPointRPUConfig; pulsed devices need the device stage (their bounds), which is not
+        implemented yet."""
+        if isinstance(delta_t, bool) or not isinstance(delta_t, (int, float)) or \
+                not math.isfinite(delta_t) or delta_t < 0:
+            raise ValueError(f"delta_t: expected a finite number >= 0, got {delta_t!r}")
+        if not isinstance(self.rpu_config, FloatingPointRPUConfig):
+            raise NotImplementedError(
+                f"drift_weights: drift of a {type(self.rpu_config).__name__} needs the device "
+                f"stage (device bounds), which is not implemented yet; FloatingPointRPUConfig "
+                f"tiles drift")
+        drift = self.rpu_config.device.drift
+        if not drift_stage.is_active(drift):
+            return
+        xp = self.xp
+        if self.drift_state is None:
+            self.drift_state = drift_stage.initial_state(xp, self.weights)
+        nu = drift_stage.drift_nu(xp, drift, (self.out_size, self.in_size),
+                                  self.construction_seed, dtype=self.dtype, device=self.device)
+        self.weights, self.drift_state = drift_stage.drift_weights(
+            xp, self.weights, self.drift_state, float(delta_t), drift, nu, self.streams.seed,
+            self.streams.next_call("drift"))
+
     # -- input checks -----------------------------------------------------------------------------
     def _check_array(self, a: Any, name: str, shape: tuple, exact: bool = False) -> Any:
         try:
@@ -179,7 +207,7 @@ class AnalogTile:
         the noise-management state (arrays stay in the tile's namespace)."""
         return {"rpu_config": self.rpu_config.to_dict(), "construction_seed": self.construction_seed,
                 "weights": self.get_weights(), "rng": self.streams.state_dict(),
-                "nm_running": self.nm_running}
+                "nm_running": self.nm_running, "drift": self.drift_state}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` of a tile with the same config and sizes. The fixed
@@ -195,9 +223,13 @@ class AnalogTile:
         seed = state.get("construction_seed")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= rng.MAX_SEED:
             raise ValueError("state['construction_seed']: expected an integer seed")
+        drift = state.get("drift")
+        if drift is not None and not isinstance(drift, drift_stage.DriftState):
+            raise ValueError("state['drift']: expected a DriftState or None")
         self.set_weights(state["weights"])
         self.streams.load_state_dict(state["rng"])
         self.nm_running = running
+        self.drift_state = drift
         if seed != self.construction_seed:
             self.construction_seed = seed
             self.periphery = self._draw_periphery()
