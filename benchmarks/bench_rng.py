@@ -1,8 +1,9 @@
 """Benchmark of the random-stream stage (spec/rng.md).
 
-Times, for N = 10**7 numbers: the fast generator (refsim_fast.rng, 1 and 2 threads), the reference
-(refsim.rng on numpy) and numpy's own ``Generator(Philox)``; prints medians (ns per number) and
-ratios. numpy's generator runs on one thread, so "per thread" compares fast/1 thread with it.
+Times, for N = 10**7 numbers (normals, 16-bit normals, uniforms): the fast generator
+(refsim_fast.rng, 1 and 2 threads), the reference (refsim.rng on numpy) and numpy's own
+``Generator(Philox)`` (its standard_normal for both normal kinds); prints medians (ns per number)
+and ratios. numpy's generator runs on one thread, so "per thread" compares fast/1 thread with it.
 
     python benchmarks/bench_rng.py [--n N] [--repeat R]
 """
@@ -30,11 +31,11 @@ def main() -> None:
           f"{os.cpu_count()} cores, refsim_fast {refsim_fast.info()}")
     numpy_gen = np.random.Generator(np.random.Philox(1))
     rows = []
-    for kind in ("normal", "uniform"):
+    for kind in ("normal", "normal16", "uniform"):
         timings = {}
         timings["numpy Generator(Philox)"] = median_seconds(
-            (lambda: numpy_gen.standard_normal(n)) if kind == "normal" else
-            (lambda: numpy_gen.random(n)), args.repeat)
+            (lambda: numpy_gen.random(n)) if kind == "uniform" else
+            (lambda: numpy_gen.standard_normal(n)), args.repeat)
         for threads in (1, 2):
             draw = getattr(fast, kind)
             timings[f"refsim_fast, {threads} thread(s)"] = median_seconds(

@@ -29,6 +29,8 @@ __all__ = [
     "STREAMS",
     "RandomStreams",
     "normal",
+    "normal16",
+    "normal16_table",
     "normal_at",
     "philox4x32",
     "random_words",
@@ -301,11 +303,16 @@ def normal_from_words(xp: Any, words: Any) -> Any:
     """Standard normals from words: the AS241 quantile of ``v = (2w + 1) * 2**-33``.
 
     ``v`` lies in (0, 1) and is symmetric about 1/2, so ``abs(z) <= 6.3380`` and the third
-    branch of AS241 (``r > 5``) is never reached. The tail branch (15 % of the numbers) is
-    evaluated only where it applies.
+    branch of AS241 (``r > 5``) is never reached.
     """
-    shape = words.shape
     v = xp.astype(xp.reshape(words, (-1,)) * 2 + 1, xp.float64) * (2.0**-33)
+    return xp.reshape(as241_quantile(xp, v), words.shape)
+
+
+def as241_quantile(xp: Any, v: Any) -> Any:
+    """Wichura's AS241 normal quantile of a float64 vector ``v`` with ``min(v, 1 − v) >= e^-25``
+    (so its third branch is never needed). The tail branch (15 % of uniform ``v``) is evaluated
+    only where it applies."""
     q = v - 0.5
     r = 0.180625 - q * q
     z = _horner(AS241_CENTRAL_NUM, r) * q / _horner(AS241_CENTRAL_DEN, r)
@@ -318,7 +325,50 @@ def normal_from_words(xp: Any, words: Any) -> Any:
         tail = xp.where(qt < 0.0, -tail, tail)
         position = xp.cumulative_sum(xp.astype(in_tail, xp.int64)) - 1
         z = xp.where(in_tail, xp.take(tail, xp.where(in_tail, position, 0), axis=0), z)
-    return xp.reshape(z, shape)
+    return z
+
+
+_NORMAL16_TABLE: Any = None
+
+
+def normal16_table() -> Any:
+    """The 65536 values of the 16-bit normals (spec/rng.md §4b), a read-only numpy float64 array:
+    ``T[h]`` = AS241 quantile of ``(2h + 1)·2^-17``. Computed once, with numpy, and copied into
+    other namespaces, so every namespace and the fast backend use the same values."""
+    global _NORMAL16_TABLE
+    if _NORMAL16_TABLE is None:
+        import numpy
+
+        ns = _namespace(numpy)
+        h = ns.arange(65536, dtype=ns.float64)
+        table = numpy.asarray(as241_quantile(ns, (2.0 * h + 1.0) * (2.0**-17)))
+        table.flags.writeable = False
+        _NORMAL16_TABLE = table
+    return _NORMAL16_TABLE
+
+
+def normal16(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0, xp: Any = None,
+             dtype: Any = None, device: Any = None) -> Any:
+    """16-bit normals (spec/rng.md §4b), two per word: number ``i`` is ``T[h]`` with ``h`` the low
+    (even ``i``) or high (odd ``i``) 16 bits of word ``i >> 1``. Cheaper than :func:`normal` (half
+    a word, no transcendental); truncated at ``abs(z) <= 4.3250``. Used for per-pulse noise."""
+    xp = _namespace(xp)
+    dims = _check_shape(shape)
+    start = _check_int(start, "start", 0, MAX_INDEX)
+    n = math.prod(dims)
+    first = start >> 1
+    words = random_words(seed, stream, call, first, (start + n + 1) // 2 - first, xp=xp,
+                         device=device)
+    halves = _interleave(xp, (words & 0xFFFF, words >> 16))
+    offset = start - 2 * first
+    table = normal16_table()
+    if not xp.__name__.endswith("numpy"):  # other namespaces get a (writable) copy
+        import numpy
+
+        table = numpy.array(table)
+    table = xp.asarray(table, device=device)
+    flat = xp.take(table, halves[offset : offset + n], axis=0)
+    return _finish(xp, flat, dims, dtype)
 
 
 def _finish(xp: Any, flat: Any, shape: Tuple[int, ...], dtype: Any) -> Any:

@@ -23,6 +23,7 @@ ctypedef fused out_t:
 
 cdef enum:
     CHUNK = 4096  # numbers per parallel chunk (and per stack buffer)
+    CHUNK_WORDS16 = 2049  # words behind a chunk of 16-bit normals (CHUNK/2 + 1)
 cdef enum Transform:
     WORDS, UNIFORM, NORMAL
 
@@ -82,6 +83,36 @@ def fill_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
                uint32_t[::1] out, int num_threads):
     """out[i] = word start+i of the call."""
     _fill(seed, sid, call, start, out, num_threads, WORDS)
+
+
+cdef void _normal16_chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                          out_t* out, const double* table, int64_t lo, int64_t hi) noexcept nogil:
+    """out[lo:hi] = 16-bit normals start+lo .. start+hi-1: half (g & 1) of word g >> 1."""
+    cdef uint32_t words[CHUNK_WORDS16]
+    cdef uint64_t first = (start + <uint64_t>lo) >> 1
+    cdef uint64_t g
+    cdef int64_t i
+    refsim_words(seed, sid, call, first, <int64_t>(((start + <uint64_t>hi - 1) >> 1) - first + 1),
+                 words)
+    for i in range(lo, hi):
+        g = start + <uint64_t>i
+        out[i] = <out_t>table[(words[(g >> 1) - first] >> (16 * (g & 1))) & 0xFFFF]
+
+
+def fill_normal16(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t[::1] out,
+                  const double[::1] table, int num_threads):
+    """out[i] = 16-bit normal start+i of the call (``table`` holds the 65536 values)."""
+    cdef int64_t n = out.shape[0]
+    cdef int64_t c
+    if n == 0:
+        return
+    if table.shape[0] != 65536:
+        raise ValueError("table: expected the 65536 values of refsim.rng.normal16_table()")
+    cdef out_t* p = &out[0]
+    cdef const double* t = &table[0]
+    for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static",
+                    num_threads=num_threads):
+        _normal16_chunk(seed, sid, call, start, p, t, c * CHUNK, min(c * CHUNK + CHUNK, n))
 
 
 def fill_uniform(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,

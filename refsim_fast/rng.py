@@ -9,11 +9,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from refsim.rng import MAX_INDEX, Shape, _check_address, _check_int, _check_shape
+from refsim.rng import (MAX_INDEX, Shape, _check_address, _check_int, _check_shape,
+                        normal16_table)
 
 from . import _rng
 
-__all__ = ["normal", "random_words", "uniform"]
+__all__ = ["normal", "normal16", "random_words", "uniform"]
 
 
 def resolve_threads(num_threads: Optional[int]) -> int:
@@ -61,3 +62,14 @@ def normal(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
            dtype: Any = None, num_threads: Optional[int] = None) -> np.ndarray:
     """Standard normals (Box-Muller); see :func:`refsim.rng.normal`."""
     return _draw(_rng.fill_normal, seed, stream, call, shape, start, dtype, num_threads)
+
+
+def normal16(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
+             dtype: Any = None, num_threads: Optional[int] = None) -> np.ndarray:
+    """16-bit normals (two per word, table lookup); see :func:`refsim.rng.normal16`."""
+    table = normal16_table()
+
+    def kernel(seed_, sid, call_, start_, out, threads):
+        _rng.fill_normal16(seed_, sid, call_, start_, out, table, threads)
+
+    return _draw(kernel, seed, stream, call, shape, start, dtype, num_threads)

@@ -317,3 +317,41 @@ def test_golden_rng_vectors_are_current():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.build() == _rng_vectors()
+
+
+def test_normal16_table_is_the_as241_quantile_and_symmetric():
+    table = rng.normal16_table()
+    assert table.shape == (65536,) and not table.flags.writeable
+    assert np.array_equal(table[::-1], -table)
+    exact = [statistics.NormalDist().inv_cdf((2 * h + 1) / 2**17) for h in (0, 1000, 32767, 65535)]
+    np.testing.assert_allclose(table[[0, 1000, 32767, 65535]], exact, rtol=1e-13, atol=1e-15)
+    assert abs(table.max() - 4.3249) < 1e-4 and abs((table**2).mean() - 1) < 3e-5
+
+
+@given(addresses, st.sampled_from([1, 2, 4]))
+def test_normal16_bit_identical_everywhere(xp, address, threads):
+    """spec/rng.md §4b: the table is computed once and copied, so every namespace and the fast
+    backend give the same numbers bit for bit."""
+    seed, stream, call, start, count = address
+    ref = rng.normal16(seed, stream, call, count, start=start)
+    assert np.array_equal(to_numpy(rng.normal16(seed, stream, call, count, start=start, xp=xp)),
+                          ref)
+    import refsim_fast.rng as fast_rng
+
+    got = fast_rng.normal16(seed, stream, call, count, start=start, num_threads=threads)
+    assert np.array_equal(got, ref)
+    # number i is half (i & 1) of word i >> 1
+    first = start >> 1
+    words = rng.random_words(seed, stream, call, first, (start + count + 1) // 2 - first)
+    halves = np.stack([words & 0xFFFF, words >> 16], axis=1).reshape(-1)
+    assert np.array_equal(rng.normal16_table()[halves[start - 2 * first:][:count]], ref)
+
+
+@pytest.mark.slow
+def test_normal16_statistics(fast):
+    from scipy import stats
+
+    n = 2_000_000
+    z = fast.rng.normal16(77, "test.a", 3, n)
+    assert abs(z.mean()) < 5 / math.sqrt(n) and abs(z.var() - 1) < 5 * math.sqrt(2 / n)
+    assert stats.kstest(z, "norm").pvalue > 1e-4
