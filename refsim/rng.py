@@ -67,6 +67,11 @@ STREAMS: Tuple[str, ...] = (
     "update", "update.x_bits", "update.d_bits", "update.x_sto_round", "update.d_sto_round",
     # drift (spec/drift.md §D4): call counter, per-element coefficients, per-call noise
     "drift", "drift.nu_dtod", "drift.nu_std", "drift.w_noise",
+    # the device stage (spec/devices.md §V6): device-to-device draws, per-call noise
+    *(f"device.{q}" for q in ("w_max", "w_min", "dw_min", "up_down", "corrupt", "corrupt_value",
+                              "diffusion", "reset", "lifetime", "gamma_up", "gamma_down",
+                              "slope_up", "slope_down", "reference", "pow_gamma", "pow_up_down",
+                              "c2c", "diffusion_noise", "reset_noise", "reset_prob")),
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")

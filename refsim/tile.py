@@ -19,13 +19,17 @@ from refsim import rng
 from refsim.configs import (
     ConfigBase,
     FloatingPointRPUConfig,
+    InferenceRPUConfig,
     IOManagedRPUConfig,
     IOParameters,
+    PulseType,
     SingleRPUConfig,
     construction_seed_of,
 )
+from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
+from refsim.stages import pulses as pulse_stage
 
 BACKENDS = ("auto", "reference", "fast")
 _PERFECT = IOParameters(is_perfect=True)
@@ -88,6 +92,10 @@ class AnalogTile:
         self.weights = self.xp.zeros((self.out_size, self.in_size), dtype=self.dtype,
                                      device=device)
         self.drift_state: Optional[drift_stage.DriftState] = None
+        self.device_params: Optional[device_stage.DeviceParams] = None
+        if self._pulsed_device() is not None:
+            device_stage.check_supported(self.rpu_config.device, "device.")
+            self.device_params = self._draw_device()
 
     # -- configuration ----------------------------------------------------------------------------
     def _draw_periphery(self) -> Dict[str, io_stage.Periphery]:
@@ -99,6 +107,21 @@ class AnalogTile:
                                                self.xp.float64, self.device)
             for direction, (out, inp) in sizes.items()
         }
+
+    def _pulsed_device(self) -> Any:
+        """The pulsed device of a SingleRPUConfig tile (None for other configs and for pulse
+        type 'None', which replaces the device by a floating-point one, spec/devices.md §V4)."""
+        if type(self.rpu_config) is not SingleRPUConfig:
+            return None
+        dev = self.rpu_config.device
+        if not device_stage.is_pulsed(dev) or self.rpu_config.update.pulse_type == PulseType.NONE:
+            return None
+        return dev
+
+    def _draw_device(self) -> device_stage.DeviceParams:
+        return device_stage.draw_device(self.xp, self.rpu_config.device,
+                                        (self.out_size, self.in_size), self.construction_seed,
+                                        0, dtype=self.dtype, device=self.device)
 
     def _io(self, direction: str) -> IOParameters:
         if isinstance(self.rpu_config, FloatingPointRPUConfig):
@@ -114,10 +137,19 @@ class AnalogTile:
         return fast
 
     # -- weights ----------------------------------------------------------------------------------
-    def set_weights(self, weights: Any) -> None:
-        """Store ``weights`` ``(out_size, in_size)`` (copied, in the tile's dtype)."""
+    def set_weights(self, weights: Any, *, clip: bool = False) -> None:
+        """Store ``weights`` ``(out_size, in_size)`` (copied, in the tile's dtype).
+
+        ``clip=True`` clamps them to the device bounds of a pulsed device, as aihwkit's
+        set_weights always does (spec/devices.md §V4); the default stores them unchanged, so
+        forward/backward of a SingleRPUConfig tile see the given weights (spec/io.md golden
+        vectors use weights beyond the default device bounds)."""
+        if not isinstance(clip, bool):
+            raise TypeError(f"clip: expected a bool, got {type(clip).__name__}")
         w = self._check_array(weights, "weights", (self.out_size, self.in_size), exact=True)
         self.weights = self.xp.astype(w, self.dtype, copy=True)
+        if clip and self.device_params is not None:  # pulsed devices clamp to their bounds
+            self.weights = device_stage.clip_weights(self.xp, self.weights, self.device_params)
 
     def get_weights(self) -> Any:
         """A copy of the weights."""
@@ -148,6 +180,131 @@ class AnalogTile:
                                           backward=direction == "backward",
                                           nm_running=self.nm_running, impl=self._impl(xp))
         return xp.reshape(y, (-1,)) if vector else y
+
+    # -- update ---------------------------------------------------------------------------------------
+    def update(self, x: Any, d: Any, lr: float) -> None:
+        """The weight update W ← W − lr·dᵀx (spec/devices.md §V4), one update cycle per batch row
+        in row order. ``x`` is ``(in_size,)`` or ``(batch, in_size)``, ``d`` ``(out_size,)`` or
+        ``(batch, out_size)`` with the same batch, ``lr`` a finite number.
+
+        A pulsed device (SingleRPUConfig) turns each row into pulse trains (spec/pulses.md) and
+        applies them to the devices; pulse type 'NoneWithDevice' applies the exact outer product
+        of each row and clamps to the device bounds; pulse type 'None', IdealDevice,
+        InferenceRPUConfig and FloatingPointRPUConfig tiles do one exact GEMM without bounds.
+        """
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or \
+                not math.isfinite(float(lr)):
+            raise ValueError(f"lr: expected a finite real number, got {lr!r}")
+        lr = float(lr)
+        x = self._check_array(x, "x", (self.in_size,))
+        d = self._check_array(d, "d", (self.out_size,))
+        xp = self.xp
+        xs = xp.reshape(x, (1, self.in_size)) if x.ndim == 1 else x
+        ds = xp.reshape(d, (1, self.out_size)) if d.ndim == 1 else d
+        if xs.shape[0] != ds.shape[0]:
+            raise ValueError(f"x, d: the batch sizes differ ({xs.shape[0]} rows of x, "
+                             f"{ds.shape[0]} rows of d)")
+        mode = self._update_mode()
+        xs, ds = xp.astype(xs, self.dtype), xp.astype(ds, self.dtype)
+        if mode == "simple":
+            self.weights = self.weights - lr * (xp.matrix_transpose(ds) @ xs)
+            return
+        cfg = self.rpu_config.device
+        params = self.device_params
+        if mode == "none_with_device":
+            for k in range(xs.shape[0]):
+                outer = xp.reshape(ds[k, :], (-1, 1)) * xp.reshape(xs[k, :], (1, -1))
+                self.weights = device_stage.clip_weights(xp, self.weights - lr * outer, params)
+            return
+        g = device_stage.granularity(cfg)
+        up = self.rpu_config.update
+        seed = self.streams.seed
+        for k in range(xs.shape[0]):
+            call = self.streams.next_call("update")
+            counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :], lr, g, up, seed, call)
+            if plan.bl > 0:
+                self.weights = device_stage.apply_pulses(xp, self.weights, counts, params, cfg,
+                                                         plan.bl, seed, call)
+
+    def _update_mode(self) -> str:
+        """'simple' (exact GEMM, no bounds), 'none_with_device' or 'pulsed'."""
+        config = self.rpu_config
+        if isinstance(config, (FloatingPointRPUConfig, InferenceRPUConfig)):
+            return "simple"
+        if type(config) is SingleRPUConfig:
+            if self.device_params is None:
+                return "simple"  # IdealDevice, or pulse type 'None'
+            if config.update.pulse_type == PulseType.NONE_WITH_DEVICE:
+                return "none_with_device"
+            return "pulsed"
+        raise NotImplementedError(
+            f"update: the update of a {type(config).__name__} (compound devices) is not "
+            f"implemented yet; SingleRPUConfig, InferenceRPUConfig and FloatingPointRPUConfig "
+            f"tiles update")
+
+    # -- post-update operations ---------------------------------------------------------------------
+    def _simple_device(self) -> Any:
+        """The device whose simple-device rules apply (spec/devices.md §V4)."""
+        self._update_mode()  # rejects compounds
+        return self.rpu_config.device
+
+    def decay_weights(self) -> None:
+        """One decay step (spec/devices.md §V4): pulsed devices relax toward their reset bias,
+        w ← β + (w − β)·κ, and clamp (only when lifetime > 0); the simple rules multiply by
+        (1 − 1/lifetime) when lifetime > 1."""
+        xp = self.xp
+        if self.device_params is not None:
+            if self.rpu_config.device.lifetime > 0.0:
+                self.weights = device_stage.decay_weights(xp, self.weights, self.device_params)
+            return
+        lifetime = self._simple_device().lifetime
+        if lifetime > 1.0:
+            self.weights = self.weights * (1.0 - 1.0 / lifetime)
+
+    def diffuse_weights(self) -> None:
+        """One diffusion step (spec/devices.md §V4): w ← w + ρ·ξ and clamp for pulsed devices,
+        w ← w + diffusion·ξ without clamp for the simple rules; nothing when diffusion = 0. Each
+        call that diffuses draws call ``device.diffusion_noise`` of the tile's seed."""
+        xp = self.xp
+        dev = self._simple_device()
+        if dev.diffusion <= 0.0:
+            return
+        call = self.streams.next_call("device.diffusion_noise")
+        if self.device_params is not None:
+            self.weights = device_stage.diffuse_weights(xp, self.weights, self.device_params,
+                                                        self.streams.seed, call)
+            return
+        xi = rng.normal(self.streams.seed, "device.diffusion_noise", call,
+                        (self.out_size, self.in_size), xp=xp, dtype=self.dtype, device=self.device)
+        self.weights = self.weights + dev.diffusion * xi
+
+    def post_update_step(self) -> None:
+        """The hook run after every optimizer step: diffusion, then decay."""
+        self.diffuse_weights()
+        self.decay_weights()
+
+    def reset(self, prob: float = 1.0) -> None:
+        """Reset each weight with probability ``prob`` (spec/devices.md §V4): pulsed devices to
+        β + reset_std·ξ (clamped), the simple rules to reset_std·ξ. One call of the streams
+        ``device.reset_noise`` / ``device.reset_prob`` per reset."""
+        if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or \
+                not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
+        dev = self._simple_device()
+        if not hasattr(dev, "reset_std"):
+            raise NotImplementedError(
+                f"reset: a {type(dev).__name__} has no reset (no reset_std)")
+        if prob == 0.0:
+            return
+        xp = self.xp
+        call = self.streams.next_call("device.reset_noise")
+        params = self.device_params
+        if params is None:  # simple rules: β = 0, no bounds
+            zeros = xp.zeros_like(self.weights)
+            inf = xp.full_like(self.weights, math.inf)
+            params = device_stage.DeviceParams(-inf, inf, zeros, zeros, zeros, zeros, zeros)
+        self.weights = device_stage.reset_weights(xp, self.weights, params, dev.reset_std,
+                                                  float(prob), self.streams.seed, call)
 
     # -- drift ----------------------------------------------------------------------------------------
     def drift_weights(self, delta_t: float = 1.0) -> None:
@@ -211,8 +368,8 @@ class AnalogTile:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` of a tile with the same config and sizes. The fixed
-        periphery variation is redrawn from the saved construction seed, so the restored tile
-        continues exactly as the saved one would."""
+        periphery variation and the device-to-device parameters are redrawn from the saved
+        construction seed, so the restored tile continues exactly as the saved one would."""
         if not isinstance(state, dict):
             raise TypeError(f"state: expected a dict, got {type(state).__name__}")
         if state.get("rpu_config") != self.rpu_config.to_dict():
@@ -226,13 +383,15 @@ class AnalogTile:
         drift = state.get("drift")
         if drift is not None and not isinstance(drift, drift_stage.DriftState):
             raise ValueError("state['drift']: expected a DriftState or None")
+        if seed != self.construction_seed:
+            self.construction_seed = seed
+            self.periphery = self._draw_periphery()
+            if self.device_params is not None:
+                self.device_params = self._draw_device()
         self.set_weights(state["weights"])
         self.streams.load_state_dict(state["rng"])
         self.nm_running = running
         self.drift_state = drift
-        if seed != self.construction_seed:
-            self.construction_seed = seed
-            self.periphery = self._draw_periphery()
 
     def __repr__(self) -> str:
         return (f"AnalogTile({self.out_size}, {self.in_size}, {type(self.rpu_config).__name__}, "

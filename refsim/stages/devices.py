@@ -1,0 +1,488 @@
+"""Pulsed device models: device-to-device parameters, per-pulse rules and the other device
+operations (spec/devices.md, "Stage semantics", §V1-§V7).
+
+Pure array-API functions: :func:`draw_device` draws the per-element parameters once (a frozen
+:class:`DeviceParams`), :func:`apply_pulses` applies one update cycle's signed pulse counts
+(refsim/stages/pulses.py) to the weights, and :func:`clip_weights`, :func:`decay_weights`,
+:func:`diffuse_weights`, :func:`reset_weights` are the other operations. None of them mutates its
+inputs.
+
+Random numbers (spec/devices.md §V6): every device-to-device quantity is its own stream
+``device.<quantity>``, call ``device_index``, number ``i·n + j``, under the construction seed;
+per-pulse noise is stream ``device.c2c`` (16-bit normals), call = the update cycle's number,
+number ``((device_index·m + i)·n + j)·BL + t`` for pulse t of element (i, j).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional, Tuple
+
+from refsim import rng
+from refsim.configs import ConfigError, PulsedDevice
+
+#: Device classes whose stored weight is ``w = u − ref`` (pulses act on the conductance u).
+REFERENCE_DEVICES = ("SoftBoundsReferenceDevice", "PowStepReferenceDevice")
+
+#: Models whose pulses do nothing at all (not even the clamp) on a device with b⁺ − b⁻ <= 0.
+FROZEN_WITHOUT_RANGE = ("ExpStepDevice", "PowStepDevice", "PowStepReferenceDevice")
+
+#: Every pulsed device class implemented here.
+IMPLEMENTED = ("ConstantStepDevice", "LinearStepDevice", "SoftBoundsDevice",
+               "SoftBoundsPmaxDevice", "SoftBoundsReferenceDevice", "ExpStepDevice",
+               "PowStepDevice", "PowStepReferenceDevice", "PiecewiseStepDevice")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceParams:
+    """The per-element (m, n) parameters of a pulsed device, drawn once (spec/devices.md §V1):
+    bounds ``b_min``/``b_max``, step sizes ``dw_up``/``dw_down`` (Δ⁺, Δ⁻), reset bias
+    ``reset_bias`` (β), decay factor ``kappa`` (κ, 1 = no decay), diffusion rate ``rho`` (ρ), and
+    the model-specific arrays in ``extra`` (§V2)."""
+
+    b_min: Any
+    b_max: Any
+    dw_up: Any
+    dw_down: Any
+    reset_bias: Any
+    kappa: Any
+    rho: Any
+    extra: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _name(cfg: Any) -> str:
+    return type(cfg).__name__
+
+
+def is_pulsed(cfg: Any) -> bool:
+    """True for the pulsed device models (subclasses of PulsedDevice)."""
+    return isinstance(cfg, PulsedDevice)
+
+
+def effective(cfg: PulsedDevice) -> Dict[str, float]:
+    """The mean ``w_min``, ``w_max``, ``dw_min`` and ``up_down`` a device uses: its own fields,
+    or for SoftBoundsPmaxDevice the derived values (spec/devices.md, SoftBoundsPmaxDevice):
+    B = (range_max − range_min)/(1 − exp(−p_max·alpha)), w_min = range_min, w_max = range_min + B,
+    dw_min = B·alpha, up_down = 1 + 2·range_min/B."""
+    if _name(cfg) == "SoftBoundsPmaxDevice":
+        big = (cfg.range_max - cfg.range_min) / (1.0 - math.exp(-cfg.p_max * cfg.alpha))
+        return {"w_min": cfg.range_min, "w_max": cfg.range_min + big, "dw_min": big * cfg.alpha,
+                "up_down": 1.0 + 2.0 * cfg.range_min / big}
+    return {"w_min": cfg.w_min, "w_max": cfg.w_max, "dw_min": cfg.dw_min, "up_down": cfg.up_down}
+
+
+def check_supported(cfg: Any, prefix: str = "device.") -> None:
+    """Raise ConfigError (naming the field) for what the device stage does not implement, and
+    for a device whose mean bounds do not contain 0 (spec/devices.md §V7)."""
+    if not is_pulsed(cfg):
+        return
+    name = _name(cfg)
+    if name not in IMPLEMENTED:
+        raise ConfigError(f"{prefix[:-1]}: the device model {name} is not implemented")
+    if getattr(cfg, "write_noise_std", 0.0) > 0.0:
+        raise ConfigError(f"{prefix}write_noise_std: write noise is not implemented yet "
+                          f"(must be 0, got {cfg.write_noise_std!r})")
+    if cfg.count_pulses:
+        raise ConfigError(f"{prefix}count_pulses: pulse counting is not implemented yet "
+                          f"(must be False)")
+    if (getattr(cfg, "reverse_up", False) or getattr(cfg, "reverse_down", False)) and \
+            not cfg.mult_noise:
+        raise ConfigError(f"{prefix}mult_noise: reverse_up / reverse_down require "
+                          f"mult_noise = True")
+    eff = effective(cfg)
+    if not eff["w_min"] <= 0.0 <= eff["w_max"]:
+        raise ConfigError(f"{prefix}w_max: the interval [w_min, w_max] = [{eff['w_min']!r}, "
+                          f"{eff['w_max']!r}] must contain 0")
+
+
+def granularity(cfg: Any) -> float:
+    """The weight granularity g of a device (spec/devices.md §V5, aihwkit's
+    ``calcWeightGranularity``): dw_min for ConstantStep, LinearStep, SoftBounds(Pmax) and
+    SoftBoundsReference; dw_min·0.5^pow_gamma for PowStep(Reference); dw_min·u_{⌊(K+1)/2⌋}
+    for PiecewiseStep; the mean device's noise-free down step at w = 0 for ExpStep (dw_min if that
+    is not positive)."""
+    if not is_pulsed(cfg):
+        raise TypeError(f"device: {_name(cfg)} is not a pulsed device (no granularity)")
+    eff = effective(cfg)
+    dw_min = eff["dw_min"]
+    name = _name(cfg)
+    if name in ("PowStepDevice", "PowStepReferenceDevice"):
+        return dw_min * 0.5 ** cfg.pow_gamma
+    if name == "PiecewiseStepDevice":
+        return dw_min * cfg.piecewise_up[len(cfg.piecewise_up) // 2]
+    if name == "ExpStepDevice":
+        down = (1.0 - max(eff["up_down"], 0.0)) * dw_min * \
+            max(1.0 - cfg.A_down * math.exp(-cfg.gamma_down * cfg.b), 0.0)
+        return down if down > 0.0 else dw_min
+    return dw_min
+
+
+# -- device-to-device draws -----------------------------------------------------------------------
+
+#: The streams of the device-to-device draws (spec/devices.md §V6).
+DTOD_STREAMS = ("device.w_max", "device.w_min", "device.dw_min", "device.up_down",
+                "device.corrupt", "device.corrupt_value", "device.diffusion", "device.reset",
+                "device.lifetime", "device.gamma_up", "device.gamma_down", "device.slope_up",
+                "device.slope_down", "device.reference", "device.pow_gamma",
+                "device.pow_up_down")
+#: The streams of the per-call noise and their call counters (the tile's).
+CALL_STREAMS = ("device.c2c", "device.diffusion_noise", "device.reset_noise",
+                "device.reset_prob")
+
+
+def stream_names() -> Tuple[str, ...]:
+    """Every stream name this stage draws from."""
+    return DTOD_STREAMS + CALL_STREAMS
+
+
+def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
+                device_index: int = 0, dtype: Any = None, device: Any = None) -> DeviceParams:
+    """Draw the per-element parameters of a pulsed device (spec/devices.md §V1-§V2).
+
+    ``shape`` is the tile's (out_size, in_size) = (m, n); ``seed`` the construction seed;
+    ``device_index`` the call number of every ``device.<quantity>`` stream (0 for a single
+    device). Each standard normal / uniform is number ``i·n + j`` of its stream, and a stream is
+    only evaluated when its quantity varies (skipping a stream shifts no other number).
+    """
+    dtype = xp.float64 if dtype is None else dtype
+    n = shape[1]
+    check_supported(cfg)
+    eff = effective(cfg)
+    f64 = xp.float64
+
+    def full(value: float) -> Any:
+        return xp.full(shape, float(value), dtype=f64, device=device)
+
+    def normal(stream: str) -> Any:
+        return rng.normal(seed, stream, device_index, shape, xp=xp, device=device)
+
+    def uniform(stream: str) -> Any:
+        return rng.uniform(seed, stream, device_index, shape, xp=xp, device=device)
+
+    def varied(mean: float, spread: float, stream: str) -> Any:
+        """mean·(1 + spread·ξ), drawn only when both are non-zero."""
+        if spread == 0.0 or mean == 0.0:
+            return full(mean)
+        return mean * (1.0 + spread * normal(stream))
+
+    b_max = varied(eff["w_max"], cfg.w_max_dtod, "device.w_max")
+    b_min = varied(eff["w_min"], cfg.w_min_dtod, "device.w_min")
+    if cfg.dw_min_dtod == 0.0:
+        gain = full(1.0)
+    elif cfg.dw_min_dtod_log_normal:
+        gain = xp.exp(cfg.dw_min_dtod * normal("device.dw_min"))
+    else:
+        gain = 1.0 + cfg.dw_min_dtod * normal("device.dw_min")
+    r = cfg.up_down_dtod * normal("device.up_down") if cfg.up_down_dtod > 0 else full(0.0)
+    up_down = eff["up_down"]
+    dw_up = (min(up_down, 0.0) + gain + r) * eff["dw_min"]
+    dw_down = (-max(up_down, 0.0) + gain - r) * eff["dw_min"]
+    if cfg.enforce_consistency:
+        dw_up, dw_down = xp.abs(dw_up), xp.abs(dw_down)
+        swap = b_min > b_max
+        b_min, b_max = xp.where(swap, b_max, b_min), xp.where(swap, b_min, b_max)
+        b_max, b_min = xp.abs(b_max), -xp.abs(b_min)
+    else:
+        stuck = b_min > b_max
+        mid = (b_min + b_max) / 2.0
+        b_min, b_max = xp.where(stuck, mid, b_min), xp.where(stuck, mid, b_max)
+    if cfg.corrupt_devices_prob > 0.0:
+        corrupt = cfg.corrupt_devices_prob > uniform("device.corrupt")
+        big_r = cfg.corrupt_devices_range
+        lo = xp.clip(xp.minimum(b_min, b_max), min=-big_r)
+        hi = xp.clip(xp.maximum(b_min, b_max), max=big_r)
+        value = lo + (hi - lo) * uniform("device.corrupt_value")
+        b_min, b_max = xp.where(corrupt, value, b_min), xp.where(corrupt, value, b_max)
+        zero = full(0.0)
+        dw_up, dw_down = xp.where(corrupt, zero, dw_up), xp.where(corrupt, zero, dw_down)
+    if cfg.perfect_bias:
+        last = xp.reshape(xp.arange(n, device=device) == n - 1, (1, n))
+        last = xp.broadcast_to(last, shape)
+        dw = full(eff["dw_min"])
+        dw_up, dw_down = xp.where(last, dw, dw_up), xp.where(last, dw, dw_down)
+        b_min = xp.where(last, full(100.0 * eff["w_min"]), b_min)
+        b_max = xp.where(last, full(100.0 * eff["w_max"]), b_max)
+    if cfg.diffusion > 0.0 and cfg.diffusion_dtod > 0.0:
+        rho = xp.abs(cfg.diffusion * (1.0 + cfg.diffusion_dtod * normal("device.diffusion")))
+    else:
+        rho = full(abs(cfg.diffusion))
+    if cfg.reset_dtod > 0.0:
+        beta = cfg.reset + cfg.reset_dtod * normal("device.reset")
+    else:
+        beta = full(cfg.reset)
+    if cfg.lifetime > 0.0:
+        t = varied(cfg.lifetime, cfg.lifetime_dtod, "device.lifetime")
+        safe = xp.where(t > 1.0, t, full(2.0))
+        kappa = xp.where(t > 1.0, 1.0 - 1.0 / safe, full(0.0))
+    else:
+        kappa = full(1.0)
+
+    extra: Dict[str, Any] = {}
+    name = _name(cfg)
+    if name in ("LinearStepDevice", "SoftBoundsDevice", "SoftBoundsPmaxDevice"):
+        if name == "LinearStepDevice":
+            g_up = cfg.gamma_up + (cfg.gamma_up_dtod * normal("device.gamma_up")
+                                   if cfg.gamma_up_dtod > 0 else full(0.0))
+            g_down = cfg.gamma_down + (cfg.gamma_down_dtod * normal("device.gamma_down")
+                                       if cfg.gamma_down_dtod > 0 else full(0.0))
+            if not cfg.allow_increasing:
+                g_up, g_down = xp.abs(g_up), xp.abs(g_down)
+            mean_ref = cfg.mean_bound_reference
+        else:
+            g_up = g_down = full(1.0)
+            mean_ref = False
+        top = full(eff["w_max"]) if mean_ref else b_max
+        bottom = full(eff["w_min"]) if mean_ref else b_min
+        ref_up = bottom - cfg.reverse_offset if cfg.reverse_up else top
+        ref_down = top + cfg.reverse_offset if cfg.reverse_down else bottom
+        extra["slope_up"] = _slope(xp, g_up, dw_up, ref_up)
+        extra["slope_down"] = _slope(xp, g_down, dw_down, ref_down)
+    elif name == "SoftBoundsReferenceDevice":
+        inside = (b_max > 0.0) & (b_min < 0.0)
+        if cfg.slope_down_dtod > 0.0:
+            scale = xp.abs(1.0 + cfg.slope_down_dtod * normal("device.slope_down"))
+            b_min = xp.where(inside, b_min / scale, b_min)
+        if cfg.slope_up_dtod > 0.0:
+            scale = xp.abs(1.0 + cfg.slope_up_dtod * normal("device.slope_up"))
+            b_max = xp.where(inside, b_max / scale, b_max)
+        ref = _reference(xp, cfg, normal, full)
+        if cfg.subtract_symmetry_point:
+            inside = (b_max > 0.0) & (b_min < 0.0)
+            one = full(1.0)
+            denom = dw_up / xp.where(inside, b_max, one) - dw_down / xp.where(inside, b_min, one)
+            ok = inside & (denom != 0.0)
+            sp = xp.where(ok, (dw_up - dw_down) / xp.where(ok, denom, one), full(0.0))
+            ref, beta = ref + sp, beta + sp
+        extra["reference"] = ref
+    elif name in ("PowStepDevice", "PowStepReferenceDevice"):
+        g = 1.0 + cfg.pow_gamma_dtod * normal("device.pow_gamma") if cfg.pow_gamma_dtod > 0 \
+            else full(1.0)
+        rr = cfg.pow_up_down_dtod * normal("device.pow_up_down") if cfg.pow_up_down_dtod > 0 \
+            else full(0.0)
+        gamma_up = (min(cfg.pow_up_down, 0.0) + g + rr) * cfg.pow_gamma
+        gamma_down = (-max(cfg.pow_up_down, 0.0) + g - rr) * cfg.pow_gamma
+        if cfg.enforce_consistency:
+            gamma_up, gamma_down = xp.abs(gamma_up), xp.abs(gamma_down)
+        extra["gamma_up"], extra["gamma_down"] = gamma_up, gamma_down
+        if name == "PowStepReferenceDevice":
+            ref = _reference(xp, cfg, normal, full)
+            if cfg.subtract_symmetry_point:
+                sp = _pow_symmetry_point(xp, cfg, b_min, b_max, dw_up, dw_down, gamma_up,
+                                         gamma_down, full)
+                ref, beta = ref + sp, beta + sp
+            extra["reference"] = ref
+
+    def cast(a: Any) -> Any:
+        return xp.astype(a, dtype)
+
+    return DeviceParams(b_min=cast(b_min), b_max=cast(b_max), dw_up=cast(dw_up),
+                        dw_down=cast(dw_down), reset_bias=cast(beta), kappa=cast(kappa),
+                        rho=cast(rho), extra={k: cast(v) for k, v in extra.items()})
+
+
+def _slope(xp: Any, gamma: Any, step: Any, reference: Any) -> Any:
+    """S = −γ·Δ/r, 0 where r = 0."""
+    zero = reference == 0.0
+    safe = xp.where(zero, xp.ones_like(reference), reference)
+    return xp.where(zero, xp.zeros_like(reference), -gamma * step / safe)
+
+
+def _reference(xp: Any, cfg: Any, normal: Any, full: Any) -> Any:
+    if cfg.reference_std > 0.0:
+        return cfg.reference_mean + cfg.reference_std * normal("device.reference")
+    return full(cfg.reference_mean)
+
+
+def _pow_symmetry_point(xp: Any, cfg: Any, b_min: Any, b_max: Any, su: Any, sd: Any, gu: Any,
+                        gd: Any, full: Any) -> Any:
+    """The numerical symmetry point of a PowStepReference device (spec/devices.md §V2): from
+    sp = 0, n steps of sp ← sp − Δ⁻·((sp − b⁻)/R)^γ⁻ + Δ⁺·((b⁺ − sp)/R)^γ⁺ (float64), for devices
+    with b⁺ > 0 > b⁻; 0 elsewhere."""
+    inside = (b_max > 0.0) & (b_min < 0.0)
+    one = full(1.0)
+    span = xp.where(inside, b_max - b_min, one)
+    if cfg.n_estimation_steps > 0:
+        steps = full(float(cfg.n_estimation_steps))
+    else:
+        small = xp.minimum(xp.abs(sd), xp.abs(su))
+        ratio = 10.0 * span / xp.where(small > 0.0, small, one)
+        steps = xp.where(small > 0.0, xp.minimum(xp.round(ratio), full(10000.0)), full(10000.0))
+    steps = xp.where(inside, steps, full(0.0))
+    sp = full(0.0)
+    total = int(xp.max(steps)) if math.prod(steps.shape) else 0
+    for k in range(total):
+        down = sd * xp.clip((sp - b_min) / span, min=0.0) ** gd
+        up = su * xp.clip((b_max - sp) / span, min=0.0) ** gu
+        sp = xp.where(steps > k, sp - down + up, sp)
+    return sp
+
+
+# -- per-pulse rules ------------------------------------------------------------------------------
+
+
+def weight_bounds(params: DeviceParams) -> Tuple[Any, Any]:
+    """The interval pulses keep the stored weight in: [b⁻, b⁺], shifted by −ref for the
+    reference devices (pulses clamp u = w + ref to [b⁻, b⁺], §V3)."""
+    ref = params.extra.get("reference")
+    if ref is None:
+        return params.b_min, params.b_max
+    return params.b_min - ref, params.b_max - ref
+
+
+def _step(xp: Any, cfg: Any, name: str, w: Any, params: DeviceParams, xi: Optional[Any],
+          sigma: float) -> Tuple[Any, Any]:
+    """The up and down candidates (w after one up pulse, w after one down pulse), before the
+    clamp; ``xi`` is the pulse's noise (None when σ = 0)."""
+    p = params
+    noise = 1.0 if xi is None else 1.0 + sigma * xi
+    if name == "ConstantStepDevice":
+        return w + p.dw_up * noise, w - p.dw_down * noise
+    if name in ("LinearStepDevice", "SoftBoundsDevice", "SoftBoundsPmaxDevice"):
+        s_up, s_down = p.extra["slope_up"], p.extra["slope_down"]
+        if cfg.mult_noise:
+            return w + (s_up * w + p.dw_up) * noise, w - (s_down * w + p.dw_down) * noise
+        return w + s_up * w + p.dw_up * noise, w - (s_down * w + p.dw_down * noise)
+    if name == "SoftBoundsReferenceDevice":
+        ones = xp.ones_like(w)
+        f_up = xp.where(p.b_max > 0.0, 1.0 - w / xp.where(p.b_max > 0.0, p.b_max, ones), ones)
+        f_down = xp.where(p.b_min < 0.0, 1.0 - w / xp.where(p.b_min < 0.0, p.b_min, ones), ones)
+        if cfg.mult_noise:
+            return w + p.dw_up * f_up * noise, w - p.dw_down * f_down * noise
+        add = 0.0 if xi is None else sigma * xi
+        return w + p.dw_up * (f_up + add), w - p.dw_down * (f_down + add)
+    if name == "ExpStepDevice":
+        span = p.b_max - p.b_min
+        ok = span > 0.0
+        z = 2.0 * cfg.a * w / xp.where(ok, span, xp.ones_like(span)) + cfg.b
+        y_up = xp.clip(1.0 - cfg.A_up * xp.exp(cfg.gamma_up * z), min=0.0)
+        y_down = xp.clip(1.0 - cfg.A_down * xp.exp(-cfg.gamma_down * z), min=0.0)
+        extended = xi is not None and (cfg.dw_min_std_add != 0.0 or cfg.dw_min_std_slope != 0.0)
+        if extended:
+            d_up, d_down = y_up * p.dw_up, -y_down * p.dw_down
+            base = cfg.dw_min_std_add + cfg.dw_min_std_slope * xp.abs(w)
+            up = w + d_up + sigma * (xp.abs(d_up) + base) * xi
+            down = w + d_down + sigma * (xp.abs(d_down) + base) * xi
+        else:
+            up, down = w + y_up * p.dw_up * noise, w - y_down * p.dw_down * noise
+        return xp.where(ok, up, w), xp.where(ok, down, w)
+    if name in ("PowStepDevice", "PowStepReferenceDevice"):
+        span = p.b_max - p.b_min
+        ok = span != 0.0
+        safe = xp.where(ok, span, xp.ones_like(span))
+        f_up = xp.clip((p.b_max - w) / safe, min=0.0) ** p.extra["gamma_up"]
+        f_down = xp.clip((w - p.b_min) / safe, min=0.0) ** p.extra["gamma_down"]
+        up, down = w + p.dw_up * f_up * noise, w - p.dw_down * f_down * noise
+        return xp.where(ok, up, w), xp.where(ok, down, w)
+    if name == "PiecewiseStepDevice":
+        return (w + p.dw_up * _piecewise(xp, cfg.piecewise_up, w, p) * noise,
+                w - p.dw_down * _piecewise(xp, cfg.piecewise_down, w, p) * noise)
+    raise NotImplementedError(f"device: the per-pulse rule of {name} is not implemented")
+
+
+def _piecewise(xp: Any, nodes: Any, w: Any, p: DeviceParams) -> Any:
+    """Linear interpolation of the node factors at w (spec/devices.md, PiecewiseStepDevice)."""
+    k_max = len(nodes) - 1
+    if k_max == 0:
+        return xp.full_like(w, float(nodes[0]))
+    span = p.b_max - p.b_min
+    ok = span > 0.0
+    t = xp.clip((w - p.b_min) / xp.where(ok, span, xp.ones_like(span)) * k_max, min=0.0)
+    k = xp.clip(xp.floor(t), max=float(k_max - 1))
+    f = xp.clip(t - k, max=1.0)
+    table = xp.asarray([float(v) for v in nodes], dtype=w.dtype, device=_device(w))
+    ki = xp.astype(k, xp.int64)
+    lo = xp.reshape(xp.take(table, xp.reshape(ki, (-1,)), axis=0), w.shape)
+    hi = xp.reshape(xp.take(table, xp.reshape(ki + 1, (-1,)), axis=0), w.shape)
+    return xp.where(ok, (1.0 - f) * lo + f * hi, xp.full_like(w, float(nodes[0])))
+
+
+def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: int,
+                 seed: int, call: int, device_index: int = 0) -> Any:
+    """The weights after one update cycle's pulses (spec/devices.md §V3).
+
+    ``counts`` (m, n) int: ``> 0`` that many up pulses, ``< 0`` down pulses, ``abs(counts) <= bl``.
+    Pulse t (t < bl) of element (i, j) uses the 16-bit normal number
+    ``((device_index·m + i)·n + j)·bl + t`` of stream ``device.c2c``, call ``call`` (when
+    dw_min_std > 0). The pulses of an element are applied one after another, each followed by the
+    clamp to the bounds.
+    """
+    m, n = w.shape
+    name = _name(cfg)
+    n_max = int(xp.max(xp.abs(counts))) if m * n else 0
+    if n_max == 0:
+        return w
+    if n_max > bl:
+        raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got {n_max}")
+    sigma = float(cfg.dw_min_std)
+    xi_all = None
+    if sigma > 0.0:
+        xi_all = rng.normal16(seed, "device.c2c", call, (m, n, bl), start=device_index * m * n * bl,
+                              xp=xp, dtype=w.dtype, device=_device(w))
+    ref = params.extra.get("reference")
+    u = w if ref is None else w + ref
+    up = counts > 0
+    size = xp.abs(counts)
+    if name in FROZEN_WITHOUT_RANGE:  # these models leave a device without range untouched
+        span = params.b_max - params.b_min
+        size = xp.where(span > 0.0, size, xp.zeros_like(size))
+    for t in range(n_max):
+        xi = None if xi_all is None else xi_all[:, :, t]
+        w_up, w_down = _step(xp, cfg, name, u, params, xi, sigma)
+        new = xp.clip(xp.where(up, w_up, w_down), min=params.b_min, max=params.b_max)
+        u = xp.where(size > t, new, u)
+    if ref is None:
+        return u
+    return xp.where(size > 0, u - ref, w)  # (w + ref) − ref is not always w: keep unpulsed ones
+
+
+# -- other operations -----------------------------------------------------------------------------
+
+
+def clip_weights(xp: Any, w: Any, params: DeviceParams) -> Any:
+    """Clamp every weight to its device's bounds [b⁻, b⁺] (set_weights, §V4)."""
+    return xp.clip(w, min=params.b_min, max=params.b_max)
+
+
+def decay_weights(xp: Any, w: Any, params: DeviceParams) -> Any:
+    """One decay step: w ← β + (w − β)·κ, then the clamp (§V4)."""
+    beta = params.reset_bias
+    return clip_weights(xp, beta + (w - beta) * params.kappa, params)
+
+
+def diffuse_weights(xp: Any, w: Any, params: DeviceParams, seed: int, call: int) -> Any:
+    """One diffusion step: w ← w + ρ·ξ (stream ``device.diffusion_noise``, call ``call``, number
+    i·n + j), then the clamp (§V4)."""
+    xi = rng.normal(seed, "device.diffusion_noise", call, tuple(w.shape), xp=xp, dtype=w.dtype,
+                    device=_device(w))
+    return clip_weights(xp, w + params.rho * xi, params)
+
+
+def reset_weights(xp: Any, w: Any, params: DeviceParams, reset_std: float, prob: float,
+                  seed: int, call: int) -> Any:
+    """Reset: each element with probability ``prob`` (selected when the uniform number i·n + j of
+    stream ``device.reset_prob`` is below ``prob``; all when ``prob >= 1``) becomes
+    β + reset_std·ξ (stream ``device.reset_noise``, number i·n + j), then the clamp (§V4)."""
+    shape = tuple(w.shape)
+    if prob <= 0.0:
+        return w
+    new = params.reset_bias
+    if reset_std > 0.0:
+        new = new + reset_std * rng.normal(seed, "device.reset_noise", call, shape, xp=xp,
+                                           dtype=w.dtype, device=_device(w))
+    new = clip_weights(xp, new, params)
+    if prob >= 1.0:
+        return new
+    chosen = rng.uniform(seed, "device.reset_prob", call, shape, xp=xp, device=_device(w)) < prob
+    return xp.where(chosen, new, w)
+
+
+def _device(a: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
+__all__ = ["DeviceParams", "apply_pulses", "check_supported", "clip_weights", "decay_weights",
+           "diffuse_weights", "draw_device", "effective", "granularity", "is_pulsed",
+           "reset_weights", "stream_names", "weight_bounds"]
