@@ -309,18 +309,20 @@ class AnalogTile:
     # -- drift ----------------------------------------------------------------------------------------
     def drift_weights(self, delta_t: float = 1.0) -> None:
         """Let the weights drift for ``delta_t`` time units (spec/drift.md §D3). Weights changed
-        since the last call (beyond ``reset_tol``) restart their drift. Implemented for
-        FloatingPointRPUConfig; pulsed devices need the device stage (their bounds), which is not
-        implemented yet."""
+        since the last call (beyond ``reset_tol``) restart their drift; pulsed devices clamp the
+        result to their bounds. Implemented for FloatingPointRPUConfig tiles and single pulsed
+        devices (compound devices: with the compound stage)."""
         if isinstance(delta_t, bool) or not isinstance(delta_t, (int, float)) or \
                 not math.isfinite(delta_t) or delta_t < 0:
             raise ValueError(f"delta_t: expected a finite number >= 0, got {delta_t!r}")
-        if not isinstance(self.rpu_config, FloatingPointRPUConfig):
+        device = getattr(self.rpu_config, "device", None)
+        drift = getattr(device, "drift", None)
+        pulsed = self.device_params is not None
+        if drift is None or not (pulsed or isinstance(self.rpu_config, FloatingPointRPUConfig)):
             raise NotImplementedError(
-                f"drift_weights: drift of a {type(self.rpu_config).__name__} needs the device "
-                f"stage (device bounds), which is not implemented yet; FloatingPointRPUConfig "
-                f"tiles drift")
-        drift = self.rpu_config.device.drift
+                f"drift_weights: {type(self.rpu_config).__name__} with a "
+                f"{type(device).__name__} has no drift here (floating-point tiles and single "
+                f"pulsed devices drift; compound devices come with the compound stage)")
         if not drift_stage.is_active(drift):
             return
         xp = self.xp
@@ -328,9 +330,10 @@ class AnalogTile:
             self.drift_state = drift_stage.initial_state(xp, self.weights)
         nu = drift_stage.drift_nu(xp, drift, (self.out_size, self.in_size),
                                   self.construction_seed, dtype=self.dtype, device=self.device)
+        bounds = (self.device_params.b_min, self.device_params.b_max) if pulsed else None
         self.weights, self.drift_state = drift_stage.drift_weights(
             xp, self.weights, self.drift_state, float(delta_t), drift, nu, self.streams.seed,
-            self.streams.next_call("drift"))
+            self.streams.next_call("drift"), bounds=bounds)
 
     # -- input checks -----------------------------------------------------------------------------
     def _check_array(self, a: Any, name: str, shape: tuple, exact: bool = False) -> Any:

@@ -165,9 +165,20 @@ def test_tile_drift_is_inert_without_nu_and_rejects_bad_input():
     for bad in (-1.0, math.nan, math.inf, "1", True):
         with pytest.raises(ValueError, match="delta_t"):
             tile.drift_weights(bad)
-    pulsed = AnalogTile(3, 4, C.SingleRPUConfig())
-    with pytest.raises(NotImplementedError, match="device stage"):
-        pulsed.drift_weights(1.0)
+    compound = AnalogTile(3, 4, C.build_config("ttv2", C.ConstantStepDevice))
+    with pytest.raises(NotImplementedError, match="compound"):
+        compound.drift_weights(1.0)
+
+
+def test_pulsed_tile_drifts_within_its_bounds():
+    device = C.ConstantStepDevice(drift=C.DriftParameter(nu=0.1, w_noise_std=0.3))
+    tile = AnalogTile(10, 10, C.SingleRPUConfig(device=device), seed=2)
+    tile.set_weights(np.full((10, 10), 0.2), clip=True)
+    tile.drift_weights(10.0)
+    w = to_numpy(tile.get_weights())
+    params = tile.device_params
+    assert np.all(w <= to_numpy(params.b_max)) and np.all(w >= to_numpy(params.b_min))
+    assert np.any(w == to_numpy(params.b_max)) or np.any(w == to_numpy(params.b_min))
 
 
 def test_streams_are_registered():
