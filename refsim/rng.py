@@ -234,21 +234,22 @@ def random_words_rows(seed: int, stream: str, call: int, starts: Any, width: int
         raise ValueError("starts: word indices must be >= 0")
     nblocks = (width + 3) // 4 + 1  # enough for any alignment of a run
     first = xp.reshape(starts >> 2, (-1, 1))
-    block = first + xp.reshape(xp.arange(nblocks, dtype=xp.int64, device=_device_of(starts)),
+    block = first + xp.reshape(xp.arange(nblocks, dtype=xp.int64, device=device_of(starts)),
                                (1, -1))
     block = xp.reshape(block, (-1,))
     c2 = xp.full_like(block, call & MASK32)
     c3 = xp.full_like(block, call >> 32)
     words = _interleave(xp, philox4x32(xp, (block & MASK32, block >> 32, c2, c3), (seed, sid)))
     offset = xp.reshape(starts & 3, (-1, 1))
-    row_base = xp.reshape(xp.arange(rows, dtype=xp.int64, device=_device_of(starts)) * (4 * nblocks),
+    row_base = xp.reshape(xp.arange(rows, dtype=xp.int64, device=device_of(starts)) * (4 * nblocks),
                           (-1, 1))
     pick = row_base + offset + xp.reshape(xp.arange(width, dtype=xp.int64,
-                                                    device=_device_of(starts)), (1, -1))
+                                                    device=device_of(starts)), (1, -1))
     return xp.reshape(xp.take(words, xp.reshape(pick, (-1,)), axis=0), (rows, width))
 
 
-def _device_of(a: Any) -> Any:
+def device_of(a: Any) -> Any:
+    """The device of an array (array_api_compat.device)."""
     return array_api_compat.device(a)
 
 

@@ -390,7 +390,7 @@ def _piecewise(xp: Any, nodes: Any, w: Any, p: DeviceParams) -> Any:
     t = xp.clip((w - p.b_min) / xp.where(ok, span, xp.ones_like(span)) * k_max, min=0.0)
     k = xp.clip(xp.floor(t), max=float(k_max - 1))
     f = xp.clip(t - k, max=1.0)
-    table = xp.asarray([float(v) for v in nodes], dtype=w.dtype, device=_device(w))
+    table = xp.asarray([float(v) for v in nodes], dtype=w.dtype, device=rng.device_of(w))
     ki = xp.astype(k, xp.int64)
     lo = xp.reshape(xp.take(table, xp.reshape(ki, (-1,)), axis=0), w.shape)
     hi = xp.reshape(xp.take(table, xp.reshape(ki + 1, (-1,)), axis=0), w.shape)
@@ -418,7 +418,7 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     xi_all = None
     if sigma > 0.0:
         xi_all = rng.normal16(seed, "device.c2c", call, (m, n, bl), start=device_index * m * n * bl,
-                              xp=xp, dtype=w.dtype, device=_device(w))
+                              xp=xp, dtype=w.dtype, device=rng.device_of(w))
     ref = params.extra.get("reference")
     u = w if ref is None else w + ref
     up = counts > 0
@@ -454,7 +454,7 @@ def diffuse_weights(xp: Any, w: Any, params: DeviceParams, seed: int, call: int)
     """One diffusion step: w ← w + ρ·ξ (stream ``device.diffusion_noise``, call ``call``, number
     i·n + j), then the clamp (§V4)."""
     xi = rng.normal(seed, "device.diffusion_noise", call, tuple(w.shape), xp=xp, dtype=w.dtype,
-                    device=_device(w))
+                    device=rng.device_of(w))
     return clip_weights(xp, w + params.rho * xi, params)
 
 
@@ -469,18 +469,14 @@ def reset_weights(xp: Any, w: Any, params: DeviceParams, reset_std: float, prob:
     new = params.reset_bias
     if reset_std > 0.0:
         new = new + reset_std * rng.normal(seed, "device.reset_noise", call, shape, xp=xp,
-                                           dtype=w.dtype, device=_device(w))
+                                           dtype=w.dtype, device=rng.device_of(w))
     new = clip_weights(xp, new, params)
     if prob >= 1.0:
         return new
-    chosen = rng.uniform(seed, "device.reset_prob", call, shape, xp=xp, device=_device(w)) < prob
+    chosen = rng.uniform(seed, "device.reset_prob", call, shape, xp=xp,
+                         device=rng.device_of(w)) < prob
     return xp.where(chosen, new, w)
 
-
-def _device(a: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(a)
 
 
 __all__ = ["DeviceParams", "apply_pulses", "check_supported", "clip_weights", "decay_weights",

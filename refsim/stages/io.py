@@ -152,11 +152,6 @@ def stream_names() -> Tuple[str, ...]:
                  PERIPHERY_QUANTITIES)
 
 
-def _device(a: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(a)
-
 
 # -- the stage functions ------------------------------------------------------------------------
 
@@ -178,7 +173,7 @@ def noise_management(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagement
         for a in (float(v) for v in _to_list(xp, abs_max)):
             running = a if running is None else (1.0 - NM_DECAY) * running + NM_DECAY * a
             values.append(running)
-        alpha = xp.asarray(values, dtype=x.dtype, device=_device(x))
+        alpha = xp.asarray(values, dtype=x.dtype, device=rng.device_of(x))
         return alpha, running
     if nm_type == NoiseManagementType.MAX:
         alpha = xp.max(x, axis=1)
@@ -238,7 +233,7 @@ def ir_drop(xp: Any, xt: Any, weights: Any, io: IOParameters) -> Any:
     ``ir_drop·π_i·Σ_j W_ij·x_j·(1 − ((j+1)/n)²)`` with
     ``a_i = (n/ir_drop_g_ratio)·Σ_j abs(W_ij)·abs(x_j)``, ``π = 0.05a³ − 0.2a² + 0.5a``."""
     n = xt.shape[1]
-    position = 1.0 - ((xp.arange(n, dtype=xt.dtype, device=_device(xt)) + 1.0) / n) ** 2
+    position = 1.0 - ((xp.arange(n, dtype=xt.dtype, device=rng.device_of(xt)) + 1.0) / n) ** 2
     a = (n / io.ir_drop_g_ratio) * (xp.abs(xt) @ xp.matrix_transpose(xp.abs(weights)))
     pi = ((0.05 * a - 0.2) * a + 0.5) * a
     return io.ir_drop * pi * ((xt * position) @ xp.matrix_transpose(weights))
@@ -301,7 +296,7 @@ def finalize_output(xp: Any, y: Any, io: IOParameters, periphery: Periphery, dra
             over = over | xp.any(y < -io.out_bound, axis=1)
         y = xp.clip(y, min=-io.out_bound, max=io.out_bound)
         return y, xp.logical_not(over)
-    return y, xp.ones((y.shape[0],), dtype=xp.bool, device=_device(y))
+    return y, xp.ones((y.shape[0],), dtype=xp.bool, device=rng.device_of(y))
 
 
 def _slope_factor(xp: Any, io: IOParameters, periphery: Periphery) -> float:
@@ -366,11 +361,11 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
     managed = nm_type != NoiseManagementType.NONE
     bounded = bm_type != BoundManagementType.NONE
     alpha, nm_running = noise_management(xp, x, io, nm_type, nm_running)
-    y = xp.zeros((batch, m), dtype=x.dtype, device=_device(x))
+    y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
     if managed and (backward or io.inp_noise <= 0):
         active = alpha > 0  # the other rows are exactly zero, and draw nothing
     else:
-        active = xp.ones((batch,), dtype=xp.bool, device=_device(x))
+        active = xp.ones((batch,), dtype=xp.bool, device=rng.device_of(x))
     step_in = resolution_step(io.inp_res, io.inp_bound)
     red, pass_index = 1.0, 0
     while bool(xp.any(active)):

@@ -111,7 +111,7 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     if up.pulse_type not in PULSED:
         raise ValueError(f"update.pulse_type: {up.pulse_type.value!r} is not a pulsed type")
     n, m = x.shape[0], d.shape[0]
-    device = _device(x)
+    device = rng.device_of(x)
     x_max = float(xp.max(xp.abs(x))) if n else 0.0
     d_max = float(xp.max(xp.abs(d))) if m else 0.0
     plan = pulse_plan(lr, x_max, d_max, granularity, up)
@@ -156,11 +156,6 @@ def _bits(xp: Any, p: Any, bl: int, seed: int, stream: str, call: int, device: A
     u = rng.uniform(seed, stream, call, (p.shape[0], bl), xp=xp, device=device)
     return xp.astype(xp.reshape(p, (-1, 1)) > u, xp.float64)
 
-
-def _device(a: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(a)
 
 
 def stream_names() -> Tuple[str, ...]:
