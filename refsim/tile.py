@@ -216,6 +216,14 @@ class AnalogTile:
                 outer = xp.reshape(ds[k, :], (-1, 1)) * xp.reshape(xs[k, :], (1, -1))
                 self.weights = device_stage.clip_weights(xp, self.weights - lr * outer, params)
             return
+        self._pulsed_update(xs, ds, lr)
+
+    def _pulsed_update(self, xs: Any, ds: Any, lr: float) -> None:
+        """One pulsed update cycle per row of ``xs`` / ``ds`` (spec/pulses.md, spec/devices.md
+        §V3), each cycle taking the next call of the ``update`` counter."""
+        xp = self.xp
+        cfg = self.rpu_config.device
+        params = self.device_params
         g = device_stage.granularity(cfg)
         up = self.rpu_config.update
         seed = self.streams.seed
