@@ -221,6 +221,10 @@ class AnalogTile:
     def _pulsed_update(self, xs: Any, ds: Any, lr: float) -> None:
         """One pulsed update cycle per row of ``xs`` / ``ds`` (spec/pulses.md, spec/devices.md
         §V3), each cycle taking the next call of the ``update`` counter."""
+        fast = self._fast_update_module()
+        if fast is not None:
+            self._pulsed_update_fast(fast, xs, ds, lr)
+            return
         xp = self.xp
         cfg = self.rpu_config.device
         params = self.device_params
@@ -233,6 +237,14 @@ class AnalogTile:
             if plan.bl > 0:
                 self.weights = device_stage.apply_pulses(xp, self.weights, counts, params, cfg,
                                                          plan.bl, seed, call)
+
+    def _fast_update_module(self) -> Any:
+        """refsim_fast.update when this tile uses the fast backend for its pulsed update."""
+        return None  # the compiled update kernel lands with refsim_fast.update
+
+    def _pulsed_update_fast(self, fast: Any, xs: Any, ds: Any, lr: float) -> None:
+        """The pulsed update of :meth:`_pulsed_update` by refsim_fast.update."""
+        raise NotImplementedError("refsim_fast.update")
 
     def _update_mode(self) -> str:
         """'simple' (exact GEMM, no bounds), 'none_with_device' or 'pulsed'."""
