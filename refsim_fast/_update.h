@@ -1,0 +1,93 @@
+/* The pulsed update in C (spec/pulses.md, spec/devices.md §V3): pulse trains packed into 64-bit
+ * words, coincidences by popcount, and the per-pulse device rules with the same counter-based
+ * noise as the reference. The row kernel is generated for float and double from
+ * _update_impl.h; the Cython module _update runs it in parallel over the rows of the tile.
+ */
+#ifndef REFSIM_UPDATE_H
+#define REFSIM_UPDATE_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_philox.h"
+
+enum RefsimCountMode { REFSIM_TRAINS = 0, REFSIM_PRODUCTS = 1 };
+enum RefsimModel {
+    REFSIM_CONSTANT = 0,        /* ConstantStep */
+    REFSIM_LINEAR = 1,          /* LinearStep, SoftBounds, SoftBoundsPmax (slopes) */
+    REFSIM_SOFT_REFERENCE = 2,  /* SoftBoundsReference */
+    REFSIM_EXP = 3,             /* ExpStep */
+    REFSIM_POW = 4,             /* PowStep, PowStepReference (exponents) */
+    REFSIM_PIECEWISE = 5        /* PiecewiseStep */
+};
+
+/* The arguments of the row kernel, filled once per call by the Cython module: arrays as
+ * untyped pointers (the weight-typed ones in the tile's dtype), scalars as the Python floats of
+ * the config. See CTX in _update_impl.h for the meaning of each field. */
+typedef struct {
+    int64_t m, n, batch, nw, n_nodes;
+    int mode, model, noisy, mult_noise, extended;
+    void *w;
+    const uint64_t *xbits, *dbits;
+    const double *ax, *ad;
+    const uint8_t *xneg, *dneg;
+    const int32_t *bl;
+    const uint64_t *calls;
+    const void *b_min, *b_max, *dw_up, *dw_down, *p_up, *p_down, *ref, *nodes_up, *nodes_down,
+        *table;
+    double sigma, two_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;
+    uint32_t seed, sid;
+    uint64_t offset;
+    int64_t *last_touch, *pulses_up, *pulses_down;
+} refsim_update_args;
+
+/* Set bits of a word (the SWAR count; compilers emit popcnt for it where the target has it). */
+static inline int64_t refsim_popcount(uint64_t v) {
+    v = v - ((v >> 1) & 0x5555555555555555ull);
+    v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (int64_t)((v * 0x0101010101010101ull) >> 56);
+}
+
+#define REFSIM_TRAIN_CHUNK 4096  /* words drawn at a time for the pulse trains */
+
+/* Pulse trains of values j0 .. j1-1 of one cycle: bit k of train j (word k / 64 of out[j nw ..])
+ * is set when p[j] > uniform number j bl + k of the call (spec/pulses.md §U4). */
+static void refsim_trains(uint32_t seed, uint32_t sid, uint64_t call, int64_t bl, int64_t nw,
+                          const double *p, int64_t j0, int64_t j1, uint64_t *out) {
+    uint32_t words[REFSIM_TRAIN_CHUNK];
+    if (j1 <= j0 || bl <= 0) return;
+    memset(out + j0 * nw, 0, (size_t)((j1 - j0) * nw) * sizeof(uint64_t));
+    uint64_t first = (uint64_t)(j0 * bl), last = (uint64_t)(j1 * bl);
+    int64_t j = j0, k = 0;
+    for (uint64_t s = first; s < last; s += REFSIM_TRAIN_CHUNK) {
+        int64_t count = last - s < REFSIM_TRAIN_CHUNK ? (int64_t)(last - s) : REFSIM_TRAIN_CHUNK;
+        refsim_words(seed, sid, call, s, count, words);
+        for (int64_t r = 0; r < count; ++r) {
+            if (p[j] > refsim_uniform(words[r])) out[j * nw + (k >> 6)] |= 1ull << (k & 63);
+            if (++k == bl) {
+                k = 0;
+                ++j;
+            }
+        }
+    }
+}
+
+#define REFSIM_T float
+#define REFSIM_SUF(name) name##_f32
+#define REFSIM_M(name) name##f
+#include "_update_impl.h"
+#undef REFSIM_T
+#undef REFSIM_SUF
+#undef REFSIM_M
+
+#define REFSIM_T double
+#define REFSIM_SUF(name) name##_f64
+#define REFSIM_M(name) name
+#include "_update_impl.h"
+#undef REFSIM_T
+#undef REFSIM_SUF
+#undef REFSIM_M
+
+#endif

@@ -1,0 +1,209 @@
+/* The pulsed update of one weight row, for one real type (spec/pulses.md §U4, spec/devices.md
+ * §V3). Included twice by _update.h, with REFSIM_T = float / double and REFSIM_SUF(name) adding
+ * the type suffix. Each expression follows refsim/stages/devices.py `_step` operation by operation
+ * (same operand order, same rounding in REFSIM_T, no fused multiply-add), so the results are the
+ * reference's bit for bit wherever no libm function (exp, pow) is involved.
+ */
+
+#define T REFSIM_T
+#define CTX REFSIM_SUF(refsim_update_ctx)
+
+typedef struct {
+    /* the tile: weights (m, n), updated in place */
+    int64_t m, n;
+    T *w;
+    /* the cycles */
+    int64_t batch;
+    int mode;                           /* REFSIM_TRAINS or REFSIM_PRODUCTS */
+    int64_t nw;                         /* uint64 words per pulse train */
+    const uint64_t *xbits, *dbits;      /* (batch, n, nw), (batch, m, nw) */
+    const double *ax, *ad;              /* (batch, n), (batch, m): count = rint(ad_i * ax_j) */
+    const uint8_t *xneg, *dneg;         /* (batch, n), (batch, m): 1 where the value is < 0
+                                           (dneg already flipped for lr < 0) */
+    const int32_t *bl;                  /* (batch,) train length of each cycle, 0: no pulses */
+    const uint64_t *calls;              /* (batch,) the cycle's call number */
+    /* the device */
+    int model;                          /* a RefsimModel */
+    const T *b_min, *b_max, *dw_up, *dw_down;
+    const T *p_up, *p_down;             /* slopes (linear family) or exponents (power family) */
+    const T *ref;                       /* reference devices: u = w + ref; else NULL */
+    T sigma;                            /* dw_min_std */
+    int noisy;                          /* sigma > 0: one 16-bit normal per pulse */
+    int mult_noise;
+    int extended;                       /* ExpStep: dw_min_std_add / _slope in use (and noisy) */
+    T two_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;  /* ExpStep */
+    const T *nodes_up, *nodes_down;     /* PiecewiseStep: n_nodes values each */
+    int64_t n_nodes;
+    const T *table;                     /* the 65536 16-bit normals, in T */
+    uint32_t seed, sid;                 /* stream device.c2c */
+    uint64_t offset;                    /* device_index * m * n */
+    /* optional outputs (NULL: not wanted) */
+    int64_t *last_touch;                /* (m, n): call of the last cycle with pulses */
+    int64_t *pulses_up, *pulses_down;   /* (m, n): pulse counters, accumulated */
+} CTX;
+
+/* The typed view of the arguments (scalars rounded to T once, as numpy does with Python floats
+ * in an array expression). */
+static void REFSIM_SUF(refsim_update_ctx_init)(const refsim_update_args *a, CTX *c) {
+    c->m = a->m; c->n = a->n; c->w = (T *)a->w;
+    c->batch = a->batch; c->mode = a->mode; c->nw = a->nw;
+    c->xbits = a->xbits; c->dbits = a->dbits; c->ax = a->ax; c->ad = a->ad;
+    c->xneg = a->xneg; c->dneg = a->dneg; c->bl = a->bl; c->calls = a->calls;
+    c->model = a->model;
+    c->b_min = (const T *)a->b_min; c->b_max = (const T *)a->b_max;
+    c->dw_up = (const T *)a->dw_up; c->dw_down = (const T *)a->dw_down;
+    c->p_up = (const T *)a->p_up; c->p_down = (const T *)a->p_down;
+    c->ref = (const T *)a->ref;
+    c->sigma = (T)a->sigma; c->noisy = a->noisy; c->mult_noise = a->mult_noise;
+    c->extended = a->extended;
+    c->two_a = (T)a->two_a; c->b = (T)a->b; c->A_up = (T)a->A_up; c->A_down = (T)a->A_down;
+    c->gamma_up = (T)a->gamma_up; c->neg_gamma_down = (T)a->neg_gamma_down;
+    c->std_add = (T)a->std_add; c->std_slope = (T)a->std_slope;
+    c->nodes_up = (const T *)a->nodes_up; c->nodes_down = (const T *)a->nodes_down;
+    c->n_nodes = a->n_nodes; c->table = (const T *)a->table;
+    c->seed = a->seed; c->sid = a->sid; c->offset = a->offset;
+    c->last_touch = a->last_touch; c->pulses_up = a->pulses_up; c->pulses_down = a->pulses_down;
+}
+
+/* Piecewise-linear node factor at w (devices.py `_piecewise`). */
+static inline T REFSIM_SUF(refsim_piecewise)(const CTX *c, const T *nodes, int64_t k, T w) {
+    int64_t k_max = c->n_nodes - 1;
+    if (k_max == 0) return nodes[0];
+    T span = c->b_max[k] - c->b_min[k];
+    if (!(span > (T)0)) return nodes[0];
+    T t = (w - c->b_min[k]) / span * (T)k_max;
+    if (t < (T)0) t = (T)0;
+    T kf = REFSIM_M(floor)(t);
+    if (kf > (T)(k_max - 1)) kf = (T)(k_max - 1);
+    T f = t - kf;
+    if (f > (T)1) f = (T)1;
+    int64_t q = (int64_t)kf;
+    return ((T)1 - f) * nodes[q] + f * nodes[q + 1];
+}
+
+/* w after one pulse (up or down) of element k, before the clamp (devices.py `_step`). `xi` is
+ * the pulse's normal when c->noisy. */
+static inline T REFSIM_SUF(refsim_step)(const CTX *c, int64_t k, T w, int up, T xi) {
+    T noise = c->noisy ? (T)1 + c->sigma * xi : (T)1;
+    switch (c->model) {
+    case REFSIM_CONSTANT:
+        return up ? w + c->dw_up[k] * noise : w - c->dw_down[k] * noise;
+    case REFSIM_LINEAR:
+        if (c->mult_noise)
+            return up ? w + (c->p_up[k] * w + c->dw_up[k]) * noise
+                      : w - (c->p_down[k] * w + c->dw_down[k]) * noise;
+        return up ? w + c->p_up[k] * w + c->dw_up[k] * noise
+                  : w - (c->p_down[k] * w + c->dw_down[k] * noise);
+    case REFSIM_SOFT_REFERENCE: {
+        T f;
+        if (up)
+            f = c->b_max[k] > (T)0 ? (T)1 - w / c->b_max[k] : (T)1;
+        else
+            f = c->b_min[k] < (T)0 ? (T)1 - w / c->b_min[k] : (T)1;
+        T dw = up ? c->dw_up[k] : c->dw_down[k];
+        if (c->mult_noise) return up ? w + dw * f * noise : w - dw * f * noise;
+        T add = c->noisy ? c->sigma * xi : (T)0;
+        return up ? w + dw * (f + add) : w - dw * (f + add);
+    }
+    case REFSIM_EXP: {
+        T span = c->b_max[k] - c->b_min[k];  /* > 0 here (frozen otherwise) */
+        T z = c->two_a * w / span + c->b;
+        T y;
+        if (up) {
+            y = (T)1 - c->A_up * REFSIM_M(exp)(c->gamma_up * z);
+        } else {
+            y = (T)1 - c->A_down * REFSIM_M(exp)(c->neg_gamma_down * z);
+        }
+        if (y < (T)0) y = (T)0;
+        if (c->extended) {
+            T d = up ? y * c->dw_up[k] : -y * c->dw_down[k];
+            T base = c->std_add + c->std_slope * REFSIM_M(fabs)(w);
+            return w + d + c->sigma * (REFSIM_M(fabs)(d) + base) * xi;
+        }
+        return up ? w + y * c->dw_up[k] * noise : w - y * c->dw_down[k] * noise;
+    }
+    case REFSIM_POW: {
+        T span = c->b_max[k] - c->b_min[k];
+        T r = up ? (c->b_max[k] - w) / span : (w - c->b_min[k]) / span;
+        if (r < (T)0) r = (T)0;
+        T f = REFSIM_M(pow)(r, up ? c->p_up[k] : c->p_down[k]);
+        return up ? w + c->dw_up[k] * f * noise : w - c->dw_down[k] * f * noise;
+    }
+    default: { /* REFSIM_PIECEWISE */
+        T f = REFSIM_SUF(refsim_piecewise)(c, up ? c->nodes_up : c->nodes_down, k, w);
+        return up ? w + c->dw_up[k] * f * noise : w - c->dw_down[k] * f * noise;
+    }
+    }
+}
+
+/* `count` pulses (up or down) on element (i, j) in a cycle with train length bl and call `call`:
+ * pulse t uses 16-bit normal ((offset + i n + j) bl + t) of stream device.c2c, and each pulse is
+ * followed by the clamp to [b_min, b_max] (devices.py `apply_pulses`). */
+static inline void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int64_t k, int64_t count,
+                                                    int up, int64_t bl, uint64_t call) {
+    T lo = c->b_min[k], hi = c->b_max[k];
+    if (c->model == REFSIM_EXP || c->model == REFSIM_POW) {
+        if (!(hi - lo > (T)0)) return; /* frozen without range: no pulse, no clamp */
+    }
+    T u = c->ref ? c->w[k] + c->ref[k] : c->w[k];
+    uint64_t number = ((c->offset + (uint64_t)k) * (uint64_t)bl);
+    uint32_t block[4];
+    for (int64_t t = 0; t < count; ++t, ++number) {
+        T xi = (T)0;
+        if (c->noisy) {
+            if (t == 0 || (number & 7u) == 0) refsim_block(c->seed, c->sid, call, number >> 3, block);
+            xi = c->table[(block[(number >> 1) & 3u] >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
+        }
+        T v = REFSIM_SUF(refsim_step)(c, k, u, up, xi);
+        v = v < lo ? lo : v;  /* xp.clip of array-api-compat: below lo -> lo, then above hi -> hi */
+        u = v > hi ? hi : v;
+    }
+    c->w[k] = c->ref ? u - c->ref[k] : u;
+}
+
+/* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop). */
+static void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i) {
+    int64_t n = c->n, nw = c->nw;
+    for (int64_t b = 0; b < c->batch; ++b) {
+        int64_t bl = c->bl[b];
+        if (bl <= 0) continue;
+        uint64_t call = c->calls[b];
+        uint8_t dneg = c->dneg[b * c->m + i];
+        const uint8_t *xneg = c->xneg + b * n;
+        if (c->mode == REFSIM_TRAINS) {
+            const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
+            uint64_t any = 0;
+            for (int64_t q = 0; q < nw; ++q) any |= dw[q];
+            if (!any) continue;
+            const uint64_t *xw = c->xbits + b * n * nw;
+            for (int64_t j = 0; j < n; ++j) {
+                int64_t count = 0;
+                for (int64_t q = 0; q < nw; ++q) count += refsim_popcount(dw[q] & xw[j * nw + q]);
+                if (!count) continue;
+                int64_t k = i * n + j;
+                REFSIM_SUF(refsim_pulse_element)(c, k, count, xneg[j] != dneg, bl, call);
+                if (c->last_touch) c->last_touch[k] = (int64_t)call;
+                if (c->pulses_up) {
+                    if (xneg[j] != dneg) c->pulses_up[k] += count; else c->pulses_down[k] += count;
+                }
+            }
+        } else {
+            double adi = c->ad[b * c->m + i];
+            if (adi == 0.0) continue;
+            const double *ax = c->ax + b * n;
+            for (int64_t j = 0; j < n; ++j) {
+                int64_t count = (int64_t)rint(adi * ax[j]);
+                if (count <= 0) continue;
+                int64_t k = i * n + j;
+                REFSIM_SUF(refsim_pulse_element)(c, k, count, xneg[j] != dneg, bl, call);
+                if (c->last_touch) c->last_touch[k] = (int64_t)call;
+                if (c->pulses_up) {
+                    if (xneg[j] != dneg) c->pulses_up[k] += count; else c->pulses_down[k] += count;
+                }
+            }
+        }
+    }
+}
+
+#undef T
+#undef CTX

@@ -1,0 +1,202 @@
+"""Fast pulsed update: the cycles of :mod:`refsim.stages.pulses` and
+:func:`refsim.stages.devices.apply_pulses` for a whole batch, in compiled loops (numpy only).
+
+:func:`pulsed_update` is what ``AnalogTile.update`` runs for numpy arrays unless
+``backend="reference"``. The per-cycle plans (A, B, BL) and the pulse probabilities are the
+reference's own NumPy expressions on the whole batch at once (the same numbers); the pulse trains
+are drawn and packed into uint64 words by ``_update.pulse_trains``; then ``_update.pulsed_update``
+goes over the rows of the tile in parallel, each row through all cycles in order: coincidences by
+popcount, the pulses of each element one after another with the device rule, its 16-bit normal
+and the clamp. Nothing of size batch × out × in is formed: the extra memory is the packed trains
+(batch·(in + out)·⌈BL/64⌉ words) and the probabilities.
+
+Agreement (spec/agreement.md, "Update stage"): bit-identical to the reference for every pulse
+type and for the ConstantStep, LinearStep, SoftBounds(Pmax), SoftBoundsReference and
+PiecewiseStep rules; ExpStep and PowStep(Reference) use the C library's exp / pow, which may differ
+from numpy's in the last bit. Independent of the thread count.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from refsim import rng as _rng_ref
+from refsim.configs import PulsedDevice, PulseType, UpdateParameters
+from refsim.stages import devices as _dev
+from refsim.stages import pulses as _pulses
+
+from . import _update
+from . import rng as _fast_rng
+from .rng import resolve_threads
+
+__all__ = ["MODELS", "num_threads", "pulsed_update"]
+
+#: Threads of the kernels when ``pulsed_update`` gets no ``num_threads`` (OpenMP's default). Set
+#: this attribute to change it for the tile's updates. Results do not depend on it.
+num_threads: int = resolve_threads(None)
+
+#: The row kernel's rule per device class (codes of _update.h's RefsimModel).
+MODELS = {
+    "ConstantStepDevice": 0,
+    "LinearStepDevice": 1, "SoftBoundsDevice": 1, "SoftBoundsPmaxDevice": 1,
+    "SoftBoundsReferenceDevice": 2,
+    "ExpStepDevice": 3,
+    "PowStepDevice": 4, "PowStepReferenceDevice": 4,
+    "PiecewiseStepDevice": 5,
+}
+_TRAINS, _PRODUCTS = 0, 1
+_SIDS = {name: _rng_ref.stream_id(name) for name in
+         ("update.x_bits", "update.d_bits", "update.x_sto_round", "update.d_sto_round",
+          "device.c2c")}
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _plans(xs: np.ndarray, ds: np.ndarray, lr: float, granularity: float,
+           up: UpdateParameters) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A, B (float64) and BL (int32) of every cycle (refsim.stages.pulses.pulse_plan)."""
+    x_max = np.max(np.abs(xs), axis=1) if xs.shape[1] else np.zeros(xs.shape[0], xs.dtype)
+    d_max = np.max(np.abs(ds), axis=1) if ds.shape[1] else np.zeros(ds.shape[0], ds.dtype)
+    plans = [_pulses.pulse_plan(lr, float(xm), float(dm), granularity, up)
+             for xm, dm in zip(x_max.tolist(), d_max.tolist())]
+    a = np.array([p.a for p in plans], dtype=np.float64)
+    b = np.array([p.b for p in plans], dtype=np.float64)
+    bl = np.array([p.bl for p in plans], dtype=np.int32)
+    return a, b, bl
+
+
+def _probabilities(values: np.ndarray, scale: np.ndarray, step: float, sto: bool, seed: int,
+                   stream: str, calls: np.ndarray, threads: int) -> np.ndarray:
+    """(batch, size) float64 pulse probabilities of every cycle (refsim.stages.pulses
+    .probabilities with each cycle's scale and stochastic-rounding uniforms)."""
+    uniforms = None
+    if sto:
+        size = values.shape[1]
+        uniforms = np.empty(values.shape, dtype=np.float64)
+        for r, call in enumerate(calls.tolist()):
+            uniforms[r] = _fast_rng.uniform(seed, stream, call, size, num_threads=threads)
+    return _pulses.probabilities(np, values, scale[:, None], step, uniforms)
+
+
+def _device_arrays(params: _dev.DeviceParams, cfg: PulsedDevice, dtype: np.dtype
+                   ) -> Dict[str, Optional[np.ndarray]]:
+    def arr(a: Any) -> Optional[np.ndarray]:
+        return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+    name = type(cfg).__name__
+    extra = params.extra
+    if MODELS[name] == 1:
+        p_up, p_down = extra["slope_up"], extra["slope_down"]
+    elif MODELS[name] == 4:
+        p_up, p_down = extra["gamma_up"], extra["gamma_down"]
+    else:
+        p_up = p_down = None
+    nodes_up = nodes_down = None
+    if name == "PiecewiseStepDevice":
+        nodes_up = np.array([float(v) for v in cfg.piecewise_up], dtype=dtype)
+        nodes_down = np.array([float(v) for v in cfg.piecewise_down], dtype=dtype)
+    return dict(b_min=arr(params.b_min), b_max=arr(params.b_max), dw_up=arr(params.dw_up),
+                dw_down=arr(params.dw_down), p_up=arr(p_up), p_down=arr(p_down),
+                ref=arr(extra.get("reference")), nodes_up=nodes_up, nodes_down=nodes_down)
+
+
+def _scalars(cfg: PulsedDevice) -> Dict[str, Any]:
+    """The per-config scalars of the device rule (Python floats; the kernel rounds them to the
+    weight type as numpy does in the reference's expressions)."""
+    sigma = float(cfg.dw_min_std)
+    exp_step = type(cfg).__name__ == "ExpStepDevice"
+
+    def get(field: str) -> float:
+        return float(getattr(cfg, field)) if exp_step else 0.0
+
+    return dict(
+        sigma=sigma, noisy=int(sigma > 0.0), mult_noise=int(bool(getattr(cfg, "mult_noise", True))),
+        extended=int(exp_step and sigma > 0.0 and (cfg.dw_min_std_add != 0.0
+                                                   or cfg.dw_min_std_slope != 0.0)),
+        two_a=2.0 * get("a"), b=get("b"), A_up=get("A_up"), A_down=get("A_down"),
+        gamma_up=get("gamma_up"), neg_gamma_down=-get("gamma_down"),
+        std_add=get("dw_min_std_add"), std_slope=get("dw_min_std_slope"))
+
+
+def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg: PulsedDevice,
+                  up: UpdateParameters, params: _dev.DeviceParams, granularity: float, seed: int,
+                  first_call: int, *, device_index: int = 0,
+                  last_touch: Optional[np.ndarray] = None,
+                  pulse_counters: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+                  num_threads: Optional[int] = None) -> np.ndarray:
+    """The weights after the pulsed update cycles of ``xs`` (batch, n) and ``ds`` (batch, m),
+    cycle ``b`` taking call ``first_call + b``; the same result as the reference's cycle loop
+    (``AnalogTile._pulsed_update``). ``w`` is not modified.
+
+    ``last_touch`` (m, n) int64, when given, receives for every element the call of the last
+    cycle that sent it a pulse (untouched elements keep their value); ``pulse_counters``
+    (up, down), two (m, n) int64 arrays, accumulate the pulses sent.
+    """
+    if up.pulse_type not in _pulses.PULSED:
+        raise ValueError(f"update.pulse_type: {up.pulse_type.value!r} is not a pulsed type")
+    name = type(cfg).__name__
+    if name not in MODELS:
+        raise ValueError(f"device: no compiled rule for {name}")
+    dtype = np.dtype(w.dtype)
+    if dtype not in (_F32, _F64):
+        raise TypeError(f"w: expected float32 or float64, got {dtype}")
+    m, n = w.shape
+    if xs.ndim != 2 or ds.ndim != 2 or xs.shape != (xs.shape[0], n) or \
+            ds.shape != (xs.shape[0], m):
+        raise ValueError(f"xs, ds: expected (batch, {n}) and (batch, {m}), got "
+                         f"{xs.shape} and {ds.shape}")
+    threads = resolve_threads(num_threads)
+    batch = xs.shape[0]
+    out = np.array(w, dtype=dtype, order="C", copy=True)
+    if batch == 0:
+        return out
+    a, b, bl = _plans(xs, ds, lr, granularity, up)
+    calls = np.arange(first_call, first_call + batch, dtype=np.uint64)
+    step = _pulses.resolution(up.res)
+    sto = bool(up.sto_round) and step > 0.0
+    p_x = _probabilities(xs, b, step, sto, seed, "update.x_sto_round", calls, threads)
+    p_d = _probabilities(ds, a, step, sto, seed, "update.d_sto_round", calls, threads)
+    xbits = dbits = ax = ad = None
+    if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
+        mode = _TRAINS
+        nw = max(1, (int(bl.max()) + 63) // 64)
+        xbits = np.zeros((batch, n, nw), dtype=np.uint64)
+        dbits = np.zeros((batch, m, nw), dtype=np.uint64)
+        _update.pulse_trains(seed, _SIDS["update.x_bits"], calls, bl, p_x, xbits, threads)
+        _update.pulse_trains(seed, _SIDS["update.d_bits"], calls, bl, p_d, dbits, threads)
+    else:
+        mode = _PRODUCTS
+        blf = bl.astype(np.float64)[:, None]
+        if up.pulse_type == PulseType.MEAN_COUNT:
+            ax = np.clip(np.round(blf * p_x), 0.0, blf)
+            n_d = np.clip(np.round(blf * p_d), 0.0, blf)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ad = np.where(blf > 0, n_d / np.where(blf > 0, blf, 1.0), 0.0)
+        else:  # DeterministicImplicit
+            ax = np.clip(_pulses.probabilities(np, p_x, 1.0, up.x_res_implicit), 0.0, 1.0)
+            q_d = np.clip(_pulses.probabilities(np, p_d, 1.0, up.d_res_implicit), 0.0, 1.0)
+            ad = blf * q_d
+        ax, ad = np.ascontiguousarray(ax), np.ascontiguousarray(ad)
+    xneg = np.ascontiguousarray(xs < 0, dtype=np.uint8)
+    dneg = np.ascontiguousarray((ds < 0) != (lr < 0), dtype=np.uint8)
+    dev = _device_arrays(params, cfg, dtype)
+    for key in ("b_min", "b_max", "dw_up", "dw_down", "p_up", "p_down", "ref"):
+        if dev[key] is not None and dev[key].shape != (m, n):
+            raise ValueError(f"params.{key}: expected shape {(m, n)}, got {dev[key].shape}")
+    for name_, arr in (("last_touch", last_touch),) + (
+            (("pulse_counters[0]", pulse_counters[0]), ("pulse_counters[1]", pulse_counters[1]))
+            if pulse_counters is not None else ()):
+        if arr is not None and (arr.shape != (m, n) or arr.dtype != np.int64 or
+                                not arr.flags.c_contiguous or not arr.flags.writeable):
+            raise ValueError(f"{name_}: expected a writable C-contiguous int64 array of shape "
+                             f"{(m, n)}")
+    table = np.ascontiguousarray(_rng_ref.normal16_table(), dtype=dtype)
+    counters = (None, None) if pulse_counters is None else pulse_counters
+    _update.pulsed_update(
+        out, mode, xbits, dbits, ax, ad, xneg, dneg, bl, calls, MODELS[name],
+        dev["b_min"], dev["b_max"], dev["dw_up"], dev["dw_down"], dev["p_up"], dev["p_down"],
+        dev["ref"], dev["nodes_up"], dev["nodes_down"], table, _scalars(cfg),
+        seed, _SIDS["device.c2c"], device_index * m * n, last_touch, counters[0], counters[1],
+        threads)
+    return out
