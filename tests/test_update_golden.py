@@ -15,10 +15,8 @@ failure, because fused multiply-add and the ``ln``/``sqrt`` of the Gaussian tail
 may still move the last bit. ExpStep, PowStep(Reference), SoftBoundsPmax (derived with ``exp``),
 log-normal draws and drift (``pow``, ``log``) may differ in the last bits between math libraries.
 
-The fast parametrization is marked ``xfail(raises=NotImplementedError, strict=False)``: until the
-compiled pulsed update exists, ``AnalogTile(..., backend="fast").update`` raises
-NotImplementedError; any other error, or a disagreement, fails; once the kernel lands the test
-passes (reported as XPASS) and checks the kernel for real.
+The fast parametrization runs refsim_fast.update's compiled pulsed update (the tile's
+``_fast_update_module``); decay, diffusion, reset and drift are the reference's on both.
 """
 
 from __future__ import annotations
@@ -228,12 +226,7 @@ def test_stored_pulse_counts_are_the_pulse_stage(name):
         calls = step["rng_calls"].get("update", 0)
 
 
-BACKENDS = [
-    "reference",
-    pytest.param("fast", marks=pytest.mark.xfail(
-        raises=NotImplementedError, strict=False,
-        reason="the compiled pulsed update (refsim_fast.update) has not landed yet")),
-]
+BACKENDS = ["reference", "fast"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
