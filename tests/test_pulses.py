@@ -130,3 +130,16 @@ def test_counts_agree_across_namespaces(xp):
 def test_non_pulsed_types_are_rejected():
     with pytest.raises(ValueError, match="pulse_type"):
         counts_of([1.0], [1.0], 0.1, 0.001, UpdateParameters(pulse_type="None"))
+
+
+def test_train_length_is_bounded():
+    from refsim.configs import UpdateParameters
+    from refsim.stages.pulses import MAX_BL, pulse_plan
+
+    free = UpdateParameters(fixed_bl=False, update_management=False, update_bl_management=False)
+    assert pulse_plan(0.5, 1.0, 1.0, 0.001, free).bl == 500
+    with pytest.raises(ValueError, match="MAX_BL"):
+        pulse_plan(1e3, 1.0, 1.0, 0.001, free)
+    with pytest.raises(ValueError, match="desired_bl = 100000"):
+        pulse_plan(0.1, 1.0, 1.0, 0.001, UpdateParameters(desired_bl=100000))
+    assert pulse_plan(0.1, 1.0, 1.0, 0.001, UpdateParameters(desired_bl=MAX_BL)).bl <= MAX_BL

@@ -30,6 +30,11 @@ PULSED = (
 )
 
 
+#: The longest pulse train of a cycle (spec/pulses.md §U2): longer ones raise a ValueError
+#: instead of allocating trains without bound.
+MAX_BL = 1 << 16
+
+
 @dataclasses.dataclass(frozen=True)
 class PulsePlan:
     """The pulse-train parameters of one cycle (spec/update.md §U1-§U2): probabilities
@@ -68,6 +73,9 @@ def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
     else:
         bl = max(math.ceil(eta / granularity), 1)
         a = b = 1.0
+    if bl > MAX_BL:
+        raise ValueError(f"update: a pulse train of {bl} slots exceeds MAX_BL = {MAX_BL} "
+                         f"(desired_bl = {bl_max}, abs(lr)/granularity = {eta / granularity!r})")
     if not managed:
         return PulsePlan(a, b, bl)
     if x_max <= 0.0 or d_max <= 0.0:
