@@ -32,6 +32,7 @@ __all__ = [
     "normal16",
     "normal16_table",
     "normal_at",
+    "normal_at_calls",
     "philox4x32",
     "random_words",
     "random_words_at",
@@ -71,7 +72,8 @@ STREAMS: Tuple[str, ...] = (
     *(f"device.{q}" for q in ("w_max", "w_min", "dw_min", "up_down", "corrupt", "corrupt_value",
                               "diffusion", "reset", "lifetime", "gamma_up", "gamma_down",
                               "slope_up", "slope_down", "reference", "pow_gamma", "pow_up_down",
-                              "c2c", "diffusion_noise", "reset_noise", "reset_prob")),
+                              "c2c", "diffusion_noise", "reset_noise", "reset_prob",
+                              "write_noise", "write_noise_all")),
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")
@@ -266,6 +268,32 @@ def normal_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = None,
     """Standard normals at word indices ``index`` (see :func:`random_words_at`)."""
     xp = _namespace(xp)
     out = normal_from_words(xp, random_words_at(seed, stream, call, index, xp=xp))
+    return out if dtype is None or dtype == xp.float64 else xp.astype(out, dtype)
+
+
+def normal_at_calls(seed: int, stream: str, calls: Any, index: Any, *, xp: Any = None,
+                    dtype: Any = None) -> Any:
+    """Standard normals where element ``k`` is number ``index[k]`` of call ``calls[k]``
+    (``calls`` and ``index`` integer arrays of one shape): element ``k`` equals
+    ``normal_at(seed, stream, calls[k], index[k])``, computed in one pass (the device stage's
+    write noise draws each element at the call of its last update cycle this way)."""
+    xp = _namespace(xp)
+    seed = _check_int(seed, "seed", 0, MAX_SEED)
+    sid = stream_id(stream)
+    for name, a in (("calls", calls), ("index", index)):
+        if not xp.isdtype(a.dtype, "integral"):
+            raise TypeError(f"{name}: expected an integer array")
+    if tuple(calls.shape) != tuple(index.shape):
+        raise ValueError(f"calls, index: shapes differ ({tuple(calls.shape)} and "
+                         f"{tuple(index.shape)})")
+    calls, index = xp.astype(calls, xp.int64), xp.astype(index, xp.int64)
+    if math.prod(index.shape) and (int(xp.min(index)) < 0 or int(xp.min(calls)) < 0):
+        raise ValueError("calls, index: expected values >= 0")
+    block, lane = index >> 2, index & 3
+    w0, w1, w2, w3 = philox4x32(xp, (block & MASK32, block >> 32, calls & MASK32, calls >> 32),
+                                (seed, sid))
+    words = xp.where(lane == 0, w0, xp.where(lane == 1, w1, xp.where(lane == 2, w2, w3)))
+    out = normal_from_words(xp, words)
     return out if dtype is None or dtype == xp.float64 else xp.astype(out, dtype)
 
 

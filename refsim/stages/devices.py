@@ -1,5 +1,5 @@
 """Pulsed device models: device-to-device parameters, per-pulse rules and the other device
-operations (spec/devices.md, "Stage semantics", §V1-§V7).
+operations (spec/devices.md, "Stage semantics", §V1-§V9; write noise §V8, pulse counts §V9).
 
 Pure array-API functions: :func:`draw_device` draws the per-element parameters once (a frozen
 :class:`DeviceParams`), :func:`apply_pulses` applies one update cycle's signed pulse counts
@@ -80,12 +80,6 @@ def check_supported(cfg: Any, prefix: str = "device.") -> None:
     name = _name(cfg)
     if name not in IMPLEMENTED:
         raise ConfigError(f"{prefix[:-1]}: the device model {name} is not implemented")
-    if getattr(cfg, "write_noise_std", 0.0) > 0.0:
-        raise ConfigError(f"{prefix}write_noise_std: write noise is not implemented yet "
-                          f"(must be 0, got {cfg.write_noise_std!r})")
-    if cfg.count_pulses:
-        raise ConfigError(f"{prefix}count_pulses: pulse counting is not implemented yet "
-                          f"(must be False)")
     if (getattr(cfg, "reverse_up", False) or getattr(cfg, "reverse_down", False)) and \
             not cfg.mult_noise:
         raise ConfigError(f"{prefix}mult_noise: reverse_up / reverse_down require "
@@ -128,7 +122,7 @@ DTOD_STREAMS = ("device.w_max", "device.w_min", "device.dw_min", "device.up_down
                 "device.pow_up_down")
 #: The streams of the per-call noise and their call counters (the tile's).
 CALL_STREAMS = ("device.c2c", "device.diffusion_noise", "device.reset_noise",
-                "device.reset_prob")
+                "device.reset_prob", "device.write_noise", "device.write_noise_all")
 
 
 def stream_names() -> Tuple[str, ...]:
@@ -478,7 +472,98 @@ def reset_weights(xp: Any, w: Any, params: DeviceParams, reset_std: float, prob:
     return xp.where(chosen, new, w)
 
 
+# -- write noise and pulse counting (§V8, §V9) ----------------------------------------------------
+
+
+def write_noise_scale(cfg: Any) -> float:
+    """The standard deviation ω·dw_min of the write noise in weight units (spec/devices.md §V8):
+    ``write_noise_std`` times the device's *mean* dw_min (the derived one for SoftBoundsPmax);
+    0.0 for a device without the field or with ``write_noise_std = 0``."""
+    omega = float(getattr(cfg, "write_noise_std", 0.0))
+    if omega <= 0.0 or not is_pulsed(cfg):
+        return 0.0
+    return omega * float(effective(cfg)["dw_min"])
+
+
+def responsive_touch(xp: Any, last_touch: Any, params: DeviceParams, cfg: Any) -> Any:
+    """``last_touch`` with −1 where the device ignores pulses altogether (ExpStep, PowStep,
+    PowStepReference with b⁺ − b⁻ <= 0, §V3): such an element is not redrawn by its pulses."""
+    if _name(cfg) not in FROZEN_WITHOUT_RANGE:
+        return last_touch
+    frozen = (params.b_max - params.b_min) <= 0.0
+    return xp.where(frozen, xp.full_like(last_touch, -1), last_touch)
+
+
+def _check_same_shape(xp: Any, persistent: Any, others: dict) -> None:
+    for name, a in others.items():
+        if tuple(a.shape) != tuple(persistent.shape):
+            raise ValueError(f"{name}: expected shape {tuple(persistent.shape)} (the weights'), "
+                             f"got {tuple(a.shape)}")
+
+
+def _check_scale(omega_dw_min: Any) -> float:
+    if isinstance(omega_dw_min, bool) or not isinstance(omega_dw_min, (int, float)) or \
+            not math.isfinite(omega_dw_min) or omega_dw_min < 0.0:
+        raise ValueError(f"omega_dw_min: expected a finite number >= 0, got {omega_dw_min!r}")
+    return float(omega_dw_min)
+
+
+def write_noise(xp: Any, persistent: Any, apparent: Any, last_touch: Any, omega_dw_min: float,
+                seed: int) -> Any:
+    """The apparent weights after a batch of update cycles (spec/devices.md §V8).
+
+    ``persistent`` (m, n) are the persistent weights after the batch, ``apparent`` (m, n) the
+    apparent weights before it, ``last_touch`` (m, n) integer: the call number (the tile's
+    ``update`` counter) of the last cycle of the batch that pulsed the element, −1 if none.
+    Every element with ``last_touch = c >= 0`` becomes ``persistent + omega_dw_min·ξ``, ξ the
+    normal number ``i·n + j`` of stream ``device.write_noise``, call c; the others keep their
+    apparent value. Computed in one pass over the touched elements, whatever their calls."""
+    omega_dw_min = _check_scale(omega_dw_min)
+    if persistent.ndim != 2:
+        raise ValueError(f"persistent: expected a 2-D array, got shape {tuple(persistent.shape)}")
+    _check_same_shape(xp, persistent, {"apparent": apparent, "last_touch": last_touch})
+    if not xp.isdtype(last_touch.dtype, "integral"):
+        raise TypeError(f"last_touch: expected an integer array, got {last_touch.dtype}")
+    size = math.prod(persistent.shape)
+    if size == 0:
+        return apparent
+    flat = xp.reshape(xp.astype(last_touch, xp.int64), (-1,))
+    if int(xp.min(flat)) < -1:
+        raise ValueError("last_touch: expected call numbers >= 0, or -1 for untouched elements")
+    touched = flat >= 0
+    count = int(xp.sum(xp.astype(touched, xp.int64)))
+    if count == 0:
+        return apparent
+    where = xp.nonzero(touched)[0]
+    xi = rng.normal_at_calls(seed, "device.write_noise", xp.take(flat, where, axis=0), where,
+                             xp=xp)
+    position = xp.cumulative_sum(xp.astype(touched, xp.int64)) - 1
+    xi_all = xp.take(xi, xp.where(touched, position, xp.zeros_like(position)), axis=0)
+    noise = xp.astype(xp.reshape(xi_all, tuple(persistent.shape)), persistent.dtype)
+    new = persistent + omega_dw_min * noise
+    return xp.where(xp.reshape(touched, tuple(persistent.shape)), new, apparent)
+
+
+def write_noise_all(xp: Any, persistent: Any, omega_dw_min: float, seed: int, call: int) -> Any:
+    """Fresh write noise on every element (after decay, diffusion, drift, reset, set_weights;
+    §V8): ``persistent + omega_dw_min·ξ``, ξ number ``i·n + j`` of stream
+    ``device.write_noise_all``, call ``call``."""
+    omega_dw_min = _check_scale(omega_dw_min)
+    xi = rng.normal(seed, "device.write_noise_all", call, tuple(persistent.shape), xp=xp,
+                    dtype=persistent.dtype, device=rng.device_of(persistent))
+    return persistent + omega_dw_min * xi
+
+
+def pulse_counts(xp: Any, counts: Any) -> Any:
+    """The pulses of one update cycle's signed counts (m, n) as an int64 array (2, m, n):
+    ``[0]`` the down pulses (counts < 0, weight-decreasing), ``[1]`` the up pulses (counts > 0)
+    (spec/devices.md §V9)."""
+    c = xp.astype(counts, xp.int64)
+    zero = xp.zeros_like(c)
+    return xp.stack((xp.where(c < 0, -c, zero), xp.where(c > 0, c, zero)), axis=0)
+
 
 __all__ = ["DeviceParams", "apply_pulses", "check_supported", "clip_weights", "decay_weights",
            "diffuse_weights", "draw_device", "effective", "granularity", "is_pulsed",
-           "reset_weights", "stream_names", "weight_bounds"]
+           "pulse_counts", "reset_weights", "responsive_touch", "stream_names", "weight_bounds",
+           "write_noise", "write_noise_all", "write_noise_scale"]
