@@ -457,6 +457,14 @@ class RandomStreams:
         self.calls[stream] = call + 1
         return call
 
+    def next_calls(self, stream: str, count: int) -> int:
+        """The first of ``count`` consecutive counters of ``stream`` (and advance past them)."""
+        stream_id(stream)
+        count = _check_int(count, "count", 0, MAX_CALL)
+        call = self.calls.get(stream, 0)
+        self.calls[stream] = call + count
+        return call
+
     def uniform(self, stream: str, shape: Shape, **kwargs: Any) -> Any:
         return uniform(self.seed, stream, self.next_call(stream), shape, **kwargs)
 

@@ -96,6 +96,16 @@ class AnalogTile:
         if self._pulsed_device() is not None:
             device_stage.check_supported(self.rpu_config.device, "device.")
             self.device_params = self._draw_device()
+        # write noise (spec/devices.md §V8): the persistent weights the device keeps, while
+        # self.weights are the apparent ones; pulse counters (§V9): down, up per element
+        self.persistent: Any = None
+        self.pulse_counters: Any = None
+        if self.device_params is not None:
+            if device_stage.write_noise_scale(self.rpu_config.device) > 0.0:
+                self.persistent = self.xp.zeros_like(self.weights)
+            if self.rpu_config.device.count_pulses:
+                self.pulse_counters = self.xp.zeros((2, self.out_size, self.in_size),
+                                                    dtype=self.xp.int64, device=device)
 
     # -- configuration ----------------------------------------------------------------------------
     def _draw_periphery(self) -> Dict[str, io_stage.Periphery]:
@@ -150,10 +160,48 @@ class AnalogTile:
         self.weights = self.xp.astype(w, self.dtype, copy=True)
         if clip and self.device_params is not None:  # pulsed devices clamp to their bounds
             self.weights = device_stage.clip_weights(self.xp, self.weights, self.device_params)
+        if self.persistent is not None:  # write noise (spec/devices.md §V8)
+            self.persistent = self.weights
+            if self.rpu_config.device.apply_write_noise_on_set:
+                self._redraw_write_noise()
 
     def get_weights(self) -> Any:
-        """A copy of the weights."""
+        """A copy of the weights (with write noise: the apparent weights, spec/devices.md §V8)."""
         return self.xp.asarray(self.weights, copy=True)
+
+    def get_persistent_weights(self) -> Any:
+        """A copy of the persistent weights of a device with write noise (spec/devices.md §V8),
+        None without write noise (then the weights are the persistent ones)."""
+        return None if self.persistent is None else self.xp.asarray(self.persistent, copy=True)
+
+    def get_pulse_counters(self) -> Any:
+        """The pulses applied to each element since the tile was created (spec/devices.md §V9):
+        an int64 array (2, out_size, in_size), ``[0]`` the down pulses (weight-decreasing),
+        ``[1]`` the up pulses; an empty int64 array (0,) unless the device has count_pulses."""
+        if self.pulse_counters is None:
+            return self.xp.zeros((0,), dtype=self.xp.int64, device=self.device)
+        return self.xp.asarray(self.pulse_counters, copy=True)
+
+    def _device_weights(self) -> Any:
+        """The weights the device operations act on: the persistent ones with write noise."""
+        return self.weights if self.persistent is None else self.persistent
+
+    def _set_device_weights(self, w: Any) -> None:
+        """Store the result of a device operation: with write noise, as the persistent weights,
+        then redraw every apparent value (spec/devices.md §V8)."""
+        if self.persistent is None:
+            self.weights = w
+        else:
+            self.persistent = w
+            self._redraw_write_noise()
+
+    def _redraw_write_noise(self) -> None:
+        """Apparent = persistent + ω·dw_min·ξ for every element, the next call of
+        ``device.write_noise_all`` (spec/devices.md §V8)."""
+        call = self.streams.next_call("device.write_noise_all")
+        self.weights = device_stage.write_noise_all(
+            self.xp, self.persistent, device_stage.write_noise_scale(self.rpu_config.device),
+            self.streams.seed, call)
 
     # -- the analog passes ------------------------------------------------------------------------
     def forward(self, x: Any) -> Any:
@@ -212,9 +260,12 @@ class AnalogTile:
         cfg = self.rpu_config.device
         params = self.device_params
         if mode == "none_with_device":
+            w = self._device_weights()
             for k in range(xs.shape[0]):
                 outer = xp.reshape(ds[k, :], (-1, 1)) * xp.reshape(xs[k, :], (1, -1))
-                self.weights = device_stage.clip_weights(xp, self.weights - lr * outer, params)
+                w = device_stage.clip_weights(xp, w - lr * outer, params)
+            if self.persistent is None or lr != 0.0:  # write noise: one redraw per update
+                self._set_device_weights(w)
             return
         self._pulsed_update(xs, ds, lr)
 
@@ -231,20 +282,87 @@ class AnalogTile:
         g = device_stage.granularity(cfg)
         up = self.rpu_config.update
         seed = self.streams.seed
+        noisy, counting = self.persistent is not None, self.pulse_counters is not None
+        w = self._device_weights()
+        last_touch = pulses = None
+        if noisy:  # the call of the last cycle that pulsed each element (spec/devices.md §V8)
+            last_touch = xp.full(w.shape, -1, dtype=xp.int64, device=self.device)
+        if counting:
+            pulses = xp.zeros((2,) + tuple(w.shape), dtype=xp.int64, device=self.device)
         for k in range(xs.shape[0]):
             call = self.streams.next_call("update")
             counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :], lr, g, up, seed, call)
             if plan.bl > 0:
-                self.weights = device_stage.apply_pulses(xp, self.weights, counts, params, cfg,
-                                                         plan.bl, seed, call)
+                w = device_stage.apply_pulses(xp, w, counts, params, cfg, plan.bl, seed, call)
+                if noisy:
+                    last_touch = xp.where(counts != 0, xp.full_like(last_touch, call), last_touch)
+                if counting:
+                    pulses = pulses + device_stage.pulse_counts(xp, counts)
+        if noisy:
+            self.persistent = w
+        else:
+            self.weights = w
+        if noisy or counting:
+            self._after_pulses(last_touch, pulses)
+
+    def _after_pulses(self, last_touch: Any, pulse_counts: Any) -> None:
+        """Finish a pulsed update whose pulses were applied to :meth:`_device_weights` (and
+        stored back there): the write noise of the pulsed elements and the pulse counters
+        (spec/devices.md §V8, §V9).
+
+        ``last_touch``: int64 (out_size, in_size), per element the call number (``update``
+        counter) of the last cycle of this update with a non-zero count, −1 if none; needed when
+        ``self.persistent`` is not None, else ignored. ``pulse_counts``: int64
+        (2, out_size, in_size), the down ([0]) and up ([1]) pulses of this update's cycles; needed
+        when ``self.pulse_counters`` is not None, else ignored."""
+        xp = self.xp
+        if self.persistent is not None:
+            if last_touch is None:
+                raise ValueError("last_touch: required when the device has write noise")
+            cfg = self.rpu_config.device
+            touch = device_stage.responsive_touch(xp, last_touch, self.device_params, cfg)
+            self.weights = device_stage.write_noise(xp, self.persistent, self.weights, touch,
+                                                    device_stage.write_noise_scale(cfg),
+                                                    self.streams.seed)
+        if self.pulse_counters is not None:
+            if pulse_counts is None or tuple(pulse_counts.shape) != \
+                    tuple(self.pulse_counters.shape):
+                raise ValueError(f"pulse_counts: expected shape {tuple(self.pulse_counters.shape)}"
+                                 f" when the device counts pulses")
+            self.pulse_counters = self.pulse_counters + xp.astype(pulse_counts, xp.int64)
 
     def _fast_update_module(self) -> Any:
         """refsim_fast.update when this tile uses the fast backend for its pulsed update."""
-        return None  # the compiled update kernel lands with refsim_fast.update
+        if self.backend == "reference" or not _is_numpy_cpu(self.xp):
+            return None
+        try:
+            import refsim_fast.update as fast_update
+        except ImportError:
+            return None
+        return fast_update
 
     def _pulsed_update_fast(self, fast: Any, xs: Any, ds: Any, lr: float) -> None:
-        """The pulsed update of :meth:`_pulsed_update` by refsim_fast.update."""
-        raise NotImplementedError("refsim_fast.update")
+        """The pulsed update of :meth:`_pulsed_update` by refsim_fast.update (all cycles of the
+        batch in one compiled call, calls ``first … first + batch − 1``)."""
+        import numpy as np
+
+        cfg = self.rpu_config.device
+        noisy, counting = self.persistent is not None, self.pulse_counters is not None
+        shape = (self.out_size, self.in_size)
+        last_touch = np.full(shape, -1, dtype=np.int64) if noisy else None
+        ups, downs = (np.zeros(shape, np.int64), np.zeros(shape, np.int64)) if counting \
+            else (None, None)
+        first = self.streams.next_calls("update", xs.shape[0])
+        w = fast.pulsed_update(self._device_weights(), xs, ds, lr, cfg, self.rpu_config.update,
+                               self.device_params, device_stage.granularity(cfg),
+                               self.streams.seed, first, last_touch=last_touch,
+                               pulse_counters=(ups, downs) if counting else None)
+        if noisy:
+            self.persistent = w
+        else:
+            self.weights = w
+        if noisy or counting:
+            self._after_pulses(last_touch, np.stack((downs, ups)) if counting else None)
 
     def _update_mode(self) -> str:
         """'simple' (exact GEMM, no bounds), 'none_with_device' or 'pulsed'."""
@@ -275,7 +393,8 @@ class AnalogTile:
         xp = self.xp
         if self.device_params is not None:
             if self.rpu_config.device.lifetime > 0.0:
-                self.weights = device_stage.decay_weights(xp, self.weights, self.device_params)
+                self._set_device_weights(device_stage.decay_weights(
+                    xp, self._device_weights(), self.device_params))
             return
         lifetime = self._simple_device().lifetime
         if lifetime > 1.0:
@@ -291,8 +410,8 @@ class AnalogTile:
             return
         call = self.streams.next_call("device.diffusion_noise")
         if self.device_params is not None:
-            self.weights = device_stage.diffuse_weights(xp, self.weights, self.device_params,
-                                                        self.streams.seed, call)
+            self._set_device_weights(device_stage.diffuse_weights(
+                xp, self._device_weights(), self.device_params, self.streams.seed, call))
             return
         xi = rng.normal(self.streams.seed, "device.diffusion_noise", call,
                         (self.out_size, self.in_size), xp=xp, dtype=self.dtype, device=self.device)
@@ -323,8 +442,9 @@ class AnalogTile:
             zeros = xp.zeros_like(self.weights)
             inf = xp.full_like(self.weights, math.inf)
             params = device_stage.DeviceParams(-inf, inf, zeros, zeros, zeros, zeros, zeros)
-        self.weights = device_stage.reset_weights(xp, self.weights, params, dev.reset_std,
-                                                  float(prob), self.streams.seed, call)
+        self._set_device_weights(device_stage.reset_weights(
+            xp, self._device_weights(), params, dev.reset_std, float(prob), self.streams.seed,
+            call))
 
     # -- drift ----------------------------------------------------------------------------------------
     def drift_weights(self, delta_t: float = 1.0) -> None:
@@ -347,13 +467,14 @@ class AnalogTile:
             return
         xp = self.xp
         if self.drift_state is None:
-            self.drift_state = drift_stage.initial_state(xp, self.weights)
+            self.drift_state = drift_stage.initial_state(xp, self._device_weights())
         nu = drift_stage.drift_nu(xp, drift, (self.out_size, self.in_size),
                                   self.construction_seed, dtype=self.dtype, device=self.device)
         bounds = (self.device_params.b_min, self.device_params.b_max) if pulsed else None
-        self.weights, self.drift_state = drift_stage.drift_weights(
-            xp, self.weights, self.drift_state, float(delta_t), drift, nu, self.streams.seed,
-            self.streams.next_call("drift"), bounds=bounds)
+        drifted, self.drift_state = drift_stage.drift_weights(
+            xp, self._device_weights(), self.drift_state, float(delta_t), drift, nu,
+            self.streams.seed, self.streams.next_call("drift"), bounds=bounds)
+        self._set_device_weights(drifted)
 
     # -- input checks -----------------------------------------------------------------------------
     def _check_array(self, a: Any, name: str, shape: tuple, exact: bool = False) -> Any:
@@ -387,7 +508,10 @@ class AnalogTile:
         the noise-management state (arrays stay in the tile's namespace)."""
         return {"rpu_config": self.rpu_config.to_dict(), "construction_seed": self.construction_seed,
                 "weights": self.get_weights(), "rng": self.streams.state_dict(),
-                "nm_running": self.nm_running, "drift": self.drift_state}
+                "nm_running": self.nm_running, "drift": self.drift_state,
+                "persistent": self.get_persistent_weights(),
+                "pulse_counters": None if self.pulse_counters is None
+                else self.get_pulse_counters()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` of a tile with the same config and sizes. The fixed
@@ -411,10 +535,40 @@ class AnalogTile:
             self.periphery = self._draw_periphery()
             if self.device_params is not None:
                 self.device_params = self._draw_device()
+        persistent, counters = self._checked_device_state(state)
         self.set_weights(state["weights"])
         self.streams.load_state_dict(state["rng"])
+        if self.persistent is not None:  # set_weights drew write noise: restore both exactly
+            self.persistent = persistent
+            self.weights = self.xp.astype(state["weights"], self.dtype, copy=True)
+        if self.pulse_counters is not None:
+            self.pulse_counters = counters
         self.nm_running = running
         self.drift_state = drift
+
+    def _checked_device_state(self, state: dict) -> Any:
+        """The persistent weights and pulse counters of a state (copies), checked against this
+        tile's config (spec/devices.md §V8, §V9)."""
+        xp = self.xp
+        shape = (self.out_size, self.in_size)
+        persistent, counters = state.get("persistent"), state.get("pulse_counters")
+        if (persistent is None) != (self.persistent is None):
+            raise ValueError("state['persistent']: expected persistent weights exactly when the "
+                             "device has write noise")
+        if persistent is not None:
+            persistent = self._check_array(persistent, "state['persistent']", shape, exact=True)
+            persistent = xp.astype(persistent, self.dtype, copy=True)
+        if (counters is None) != (self.pulse_counters is None):
+            raise ValueError("state['pulse_counters']: expected pulse counters exactly when the "
+                             "device has count_pulses")
+        if counters is not None:
+            ok = hasattr(counters, "shape") and tuple(counters.shape) == (2,) + shape and \
+                xp.isdtype(counters.dtype, "integral") and bool(xp.all(counters >= 0))
+            if not ok:
+                raise ValueError(f"state['pulse_counters']: expected a non-negative integer "
+                                 f"array of shape {(2,) + shape}")
+            counters = xp.astype(counters, xp.int64, copy=True)
+        return persistent, counters
 
     def __repr__(self) -> str:
         return (f"AnalogTile({self.out_size}, {self.in_size}, {type(self.rpu_config).__name__}, "

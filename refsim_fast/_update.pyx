@@ -12,6 +12,7 @@ on the schedule. Arguments are checked by refsim_fast.update (the Python wrapper
 
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 
 from refsim_fast._philox cimport refsim_streams_init
 
@@ -50,8 +51,11 @@ cdef extern from "_update.h" nogil:
         pass
     void refsim_update_ctx_init_f32(const refsim_update_args* a, refsim_update_ctx_f32* c)
     void refsim_update_ctx_init_f64(const refsim_update_args* a, refsim_update_ctx_f64* c)
-    void refsim_update_row_f32(const refsim_update_ctx_f32* c, int64_t i)
-    void refsim_update_row_f64(const refsim_update_ctx_f64* c, int64_t i)
+    void refsim_update_row_f32(const refsim_update_ctx_f32* c, int64_t i, void* scratch,
+                               int64_t words_cap)
+    void refsim_update_row_f64(const refsim_update_ctx_f64* c, int64_t i, void* scratch,
+                               int64_t words_cap)
+    size_t refsim_update_scratch(int64_t n, int64_t words_cap)
     void refsim_trains(uint32_t seed, uint32_t sid, uint64_t call, int64_t bl, int64_t nw,
                        const double* p, int64_t j0, int64_t j1, uint64_t* out)
 
@@ -140,11 +144,27 @@ def pulsed_update(real_t[:, ::1] w, int mode,
     a.last_touch = _counter(last_touch)
     a.pulses_up, a.pulses_down = _counter(pulses_up), _counter(pulses_down)
     cdef int nt = max(1, num_threads)
+    cdef int64_t bl_max = 0
+    for i in range(a.batch):
+        bl_max = max(bl_max, bl[i])
+    # the row's run of c2c words (16-bit normals n·BL, two per word, plus an odd start)
+    cdef int64_t words_cap = (a.n * bl_max + 1) // 2 + 1 if a.noisy else 0
+    cdef size_t size = refsim_update_scratch(a.n, words_cap)
+    cdef void* scratch
     if real_t is float:
         refsim_update_ctx_init_f32(&a, &c32)
-        for i in prange(a.m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
-            refsim_update_row_f32(&c32, i)
     else:
         refsim_update_ctx_init_f64(&a, &c64)
-        for i in prange(a.m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
-            refsim_update_row_f64(&c64, i)
+    cdef int failed = 0
+    for i in prange(a.m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
+        scratch = malloc(size)
+        if scratch == NULL:
+            failed = 1
+            continue
+        if real_t is float:
+            refsim_update_row_f32(&c32, i, scratch, words_cap)
+        else:
+            refsim_update_row_f64(&c64, i, scratch, words_cap)
+        free(scratch)
+    if failed:
+        raise MemoryError("pulsed_update: no memory for the row scratch")

@@ -66,7 +66,7 @@ static void REFSIM_SUF(refsim_update_ctx_init)(const refsim_update_args *a, CTX 
 }
 
 /* Piecewise-linear node factor at w (devices.py `_piecewise`). */
-static inline T REFSIM_SUF(refsim_piecewise)(const CTX *c, const T *nodes, int64_t k, T w) {
+static REFSIM_INLINE T REFSIM_SUF(refsim_piecewise)(const CTX *c, const T *nodes, int64_t k, T w) {
     int64_t k_max = c->n_nodes - 1;
     if (k_max == 0) return nodes[0];
     T span = c->b_max[k] - c->b_min[k];
@@ -83,9 +83,10 @@ static inline T REFSIM_SUF(refsim_piecewise)(const CTX *c, const T *nodes, int64
 
 /* w after one pulse (up or down) of element k, before the clamp (devices.py `_step`). `xi` is
  * the pulse's normal when c->noisy. */
-static inline T REFSIM_SUF(refsim_step)(const CTX *c, int64_t k, T w, int up, T xi) {
+static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t k, T w, int up,
+                                              T xi) {
     T noise = c->noisy ? (T)1 + c->sigma * xi : (T)1;
-    switch (c->model) {
+    switch (model) {
     case REFSIM_CONSTANT:
         return up ? w + c->dw_up[k] * noise : w - c->dw_down[k] * noise;
     case REFSIM_LINEAR:
@@ -136,55 +137,105 @@ static inline T REFSIM_SUF(refsim_step)(const CTX *c, int64_t k, T w, int up, T 
     }
 }
 
-/* `count` pulses (up or down) on element (i, j) in a cycle with train length bl and call `call`:
- * pulse t uses 16-bit normal ((offset + i n + j) bl + t) of stream device.c2c, and each pulse is
- * followed by the clamp to [b_min, b_max] (devices.py `apply_pulses`). */
-static inline void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int64_t k, int64_t count,
-                                                    int up, int64_t bl, uint64_t call) {
+/* The 16-bit normal `number` of stream device.c2c in the cycle: from the row's pre-drawn words
+ * (`words`, word `w0` first) when there are any, else from `block`, which holds Philox block
+ * `*have` (computed on demand). */
+static REFSIM_INLINE T REFSIM_SUF(refsim_c2c)(const CTX *c, uint64_t call, uint64_t number,
+                                             const uint32_t *words, uint64_t w0,
+                                             uint32_t block[4], uint64_t *have) {
+    uint32_t word;
+    if (words) {
+        word = words[(number >> 1) - w0];
+    } else {
+        if (*have != number >> 3) {
+            *have = number >> 3;
+            refsim_block(c->seed, c->sid, call, number >> 3, block);
+        }
+        word = block[(number >> 1) & 3u];
+    }
+    return c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
+}
+
+/* `count` pulses (up or down) on element k in a cycle with train length bl and call `call`:
+ * pulse t uses 16-bit normal (offset + k) bl + t of stream device.c2c, and each pulse is
+ * followed by the clamp to [b_min, b_max] (devices.py `apply_pulses`). `model` is a constant
+ * where this is inlined, so each device gets its own loop. */
+static REFSIM_INLINE void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int model, int64_t k,
+                                                           int64_t count, int up, int64_t bl,
+                                                           uint64_t call, const uint32_t *words,
+                                                           uint64_t w0) {
     T lo = c->b_min[k], hi = c->b_max[k];
-    if (c->model == REFSIM_EXP || c->model == REFSIM_POW) {
+    if (model == REFSIM_EXP || model == REFSIM_POW) {
         if (!(hi - lo > (T)0)) return; /* frozen without range: no pulse, no clamp */
     }
     T u = c->ref ? c->w[k] + c->ref[k] : c->w[k];
-    uint64_t number = ((c->offset + (uint64_t)k) * (uint64_t)bl);
-    uint32_t block[4];
+    uint64_t number = (c->offset + (uint64_t)k) * (uint64_t)bl;
+    uint32_t block[4] = {0, 0, 0, 0};
+    uint64_t have = UINT64_MAX;
     for (int64_t t = 0; t < count; ++t, ++number) {
-        T xi = (T)0;
-        if (c->noisy) {
-            if (t == 0 || (number & 7u) == 0) refsim_block(c->seed, c->sid, call, number >> 3, block);
-            xi = c->table[(block[(number >> 1) & 3u] >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
-        }
-        T v = REFSIM_SUF(refsim_step)(c, k, u, up, xi);
+        T xi = c->noisy ? REFSIM_SUF(refsim_c2c)(c, call, number, words, w0, block, &have) : (T)0;
+        T v = REFSIM_SUF(refsim_step)(c, model, k, u, up, xi);
         v = v < lo ? lo : v;  /* xp.clip of array-api-compat: below lo -> lo, then above hi -> hi */
         u = v > hi ? hi : v;
     }
     c->w[k] = c->ref ? u - c->ref[k] : u;
 }
 
-/* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop). */
-static void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i) {
+/* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt), one loop per model. */
+static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, const int32_t *idx,
+                                        const int32_t *cnt, const uint8_t *xneg, uint8_t dneg,
+                                        int64_t bl, uint64_t call, const uint32_t *words,
+                                        uint64_t w0) {
+#define REFSIM_APPLY(MODEL)                                                                    \
+    for (int64_t e = 0; e < nnz; ++e)                                                          \
+        REFSIM_SUF(refsim_pulse_element)(c, MODEL, i * c->n + idx[e], cnt[e],                  \
+                                         xneg[idx[e]] != dneg, bl, call, words, w0);           \
+    break;
+    switch (c->model) {
+    case REFSIM_CONSTANT: REFSIM_APPLY(REFSIM_CONSTANT)
+    case REFSIM_LINEAR: REFSIM_APPLY(REFSIM_LINEAR)
+    case REFSIM_SOFT_REFERENCE: REFSIM_APPLY(REFSIM_SOFT_REFERENCE)
+    case REFSIM_EXP: REFSIM_APPLY(REFSIM_EXP)
+    case REFSIM_POW: REFSIM_APPLY(REFSIM_POW)
+    default: REFSIM_APPLY(REFSIM_PIECEWISE)
+    }
+#undef REFSIM_APPLY
+}
+
+/* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop).
+ * `scratch` holds 2 n int32 values and `words_cap` uint32 words (see refsim_update_scratch). */
+static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i,
+                                                             void *scratch, int64_t words_cap) {
     int64_t n = c->n, nw = c->nw;
+    int32_t *idx = (int32_t *)scratch, *cnt = idx + n;
+    uint32_t *words = (uint32_t *)(cnt + n);
     for (int64_t b = 0; b < c->batch; ++b) {
         int64_t bl = c->bl[b];
         if (bl <= 0) continue;
         uint64_t call = c->calls[b];
-        uint8_t dneg = c->dneg[b * c->m + i];
         const uint8_t *xneg = c->xneg + b * n;
+        int64_t nnz = 0, total = 0;
         if (c->mode == REFSIM_TRAINS) {
             const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
-            uint64_t any = 0;
-            for (int64_t q = 0; q < nw; ++q) any |= dw[q];
-            if (!any) continue;
             const uint64_t *xw = c->xbits + b * n * nw;
-            for (int64_t j = 0; j < n; ++j) {
-                int64_t count = 0;
-                for (int64_t q = 0; q < nw; ++q) count += refsim_popcount(dw[q] & xw[j * nw + q]);
-                if (!count) continue;
-                int64_t k = i * n + j;
-                REFSIM_SUF(refsim_pulse_element)(c, k, count, xneg[j] != dneg, bl, call);
-                if (c->last_touch) c->last_touch[k] = (int64_t)call;
-                if (c->pulses_up) {
-                    if (xneg[j] != dneg) c->pulses_up[k] += count; else c->pulses_down[k] += count;
+            if (nw == 1) {
+                uint64_t dv = dw[0];
+                if (!dv) continue;
+                for (int64_t j = 0; j < n; ++j) {
+                    int32_t q = (int32_t)refsim_popcount(dv & xw[j]);
+                    idx[nnz] = (int32_t)j;
+                    cnt[nnz] = q;
+                    total += q;
+                    nnz += q != 0;
+                }
+            } else {
+                for (int64_t j = 0; j < n; ++j) {
+                    int32_t q = 0;
+                    for (int64_t r = 0; r < nw; ++r) q += (int32_t)refsim_popcount(dw[r] & xw[j * nw + r]);
+                    idx[nnz] = (int32_t)j;
+                    cnt[nnz] = q;
+                    total += q;
+                    nnz += q != 0;
                 }
             }
         } else {
@@ -192,13 +243,37 @@ static void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i) {
             if (adi == 0.0) continue;
             const double *ax = c->ax + b * n;
             for (int64_t j = 0; j < n; ++j) {
-                int64_t count = (int64_t)rint(adi * ax[j]);
-                if (count <= 0) continue;
-                int64_t k = i * n + j;
-                REFSIM_SUF(refsim_pulse_element)(c, k, count, xneg[j] != dneg, bl, call);
+                int32_t q = (int32_t)rint(adi * ax[j]);
+                idx[nnz] = (int32_t)j;
+                cnt[nnz] = q;
+                total += q;
+                nnz += q > 0;
+            }
+        }
+        if (!nnz) continue;
+        /* Dense rows draw the row's whole run of c2c words at once (vectorized); sparse ones
+         * compute the Philox blocks of each element. Same numbers either way. */
+        const uint32_t *run = NULL;
+        uint64_t w0 = 0;
+        if (c->noisy) {
+            uint64_t first = (c->offset + (uint64_t)(i * n)) * (uint64_t)bl;
+            uint64_t last = first + (uint64_t)(n * bl);
+            w0 = first >> 1;
+            int64_t count = (int64_t)(((last + 1) >> 1) - w0);
+            if (count <= words_cap && 4 * (total / 8 + nnz) > count / 4) {
+                refsim_words(c->seed, c->sid, call, w0, count, words);
+                run = words;
+            }
+        }
+        REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, xneg, c->dneg[b * c->m + i], bl, call,
+                                     run, w0);
+        if (c->last_touch || c->pulses_up) {
+            for (int64_t e = 0; e < nnz; ++e) {
+                int64_t k = i * n + idx[e];
                 if (c->last_touch) c->last_touch[k] = (int64_t)call;
                 if (c->pulses_up) {
-                    if (xneg[j] != dneg) c->pulses_up[k] += count; else c->pulses_down[k] += count;
+                    if (xneg[idx[e]] != c->dneg[b * c->m + i]) c->pulses_up[k] += cnt[e];
+                    else c->pulses_down[k] += cnt[e];
                 }
             }
         }

@@ -241,3 +241,24 @@ def test_bad_input():
         tile.update(x, np.full((2, 3), np.nan), 0.1)
     with pytest.raises(ValueError, match="batch sizes differ"):
         tile.update(x, d[:1], 0.1)
+
+
+@pytest.mark.parametrize("device", ["SoftBoundsDevice", "ExpStepDevice", "PiecewiseStepDevice"])
+def test_write_noise_and_pulse_counters_agree(device):
+    """The fast path feeds the tile's write noise (last touch) and pulse counters
+    (spec/devices.md §V8, §V9) exactly as the reference loop does."""
+    dev = getattr(C, device)(dw_min_std=0.2, write_noise_std=0.5, count_pulses=True)
+    cfg = C.SingleRPUConfig(device=dev)
+    m, n = 6, 7
+    w0 = 0.2 * (2 * rng.uniform(12, "test.w", 0, (m, n)) - 1)
+    x, d = _inputs(12, 3, m, n, np.float64, 0.7, 0.7)
+    ref, t_ref = _run(cfg, "reference", w0, x, d, 0.3, np.float64)
+    fast, t_fast = _run(cfg, "fast", w0, x, d, 0.3, np.float64)
+    _assert_agree(ref, fast, device, np.float64)
+    _assert_agree(np.asarray(t_ref.get_persistent_weights()),
+                  np.asarray(t_fast.get_persistent_weights()), device, np.float64)
+    assert not np.array_equal(ref, t_ref.get_persistent_weights())
+    counters = np.asarray(t_fast.get_pulse_counters())
+    assert counters.sum() > 0
+    np.testing.assert_array_equal(counters, np.asarray(t_ref.get_pulse_counters()))
+    assert t_ref.streams == t_fast.streams
