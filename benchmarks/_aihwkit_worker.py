@@ -1,5 +1,13 @@
 """Runs inside aihwkit's own environment (see ../shared/reference/aihwkit-setup.md) and prints one
-JSON line of median timings. Called by the benchmarks as a separate process; never imported."""
+JSON line of median timings. Called by the benchmarks as a separate process; never imported.
+
+Cases of kind "forward"/"backward" (bench_io.py) time a pass on random inputs; cases of kind
+"update" (bench_update.py) time ``AnalogTile.update`` on the inputs bench_update.py wrote.
+
+Threads: the caller sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. aihwkit's CPU simulator
+(rpu_base) links its own copies of libgomp and OpenBLAS, which read them when loaded, and torch
+takes its intra-op thread count from OMP_NUM_THREADS; torch.set_num_threads would not reach
+rpu_base's OpenMP runtime. aihwkit 1.1.0's CPU update of a single device runs on one thread."""
 
 import json
 import sys
@@ -7,11 +15,43 @@ import warnings
 
 warnings.filterwarnings("ignore")
 
-import torch  # noqa: E402
-from aihwkit.simulator.configs import InferenceRPUConfig, SingleRPUConfig  # noqa: E402
-from aihwkit.simulator.tiles import AnalogTile, InferenceTile  # noqa: E402
+import numpy as np
+import torch
+from _timing import median_seconds as median  # this script's folder is on sys.path
+from aihwkit.simulator import configs
+from aihwkit.simulator.tiles import AnalogTile, InferenceTile
+from bench_update import WORKLOADS, input_paths, time_update
 
-from _timing import median_seconds as median  # noqa: E402  (this script's folder is on sys.path)
+
+def _time_pass(case: dict, spec: dict) -> float:
+    """Median seconds of a forward (InferenceTile) or backward (AnalogTile) pass."""
+    size, batch = case["size"], case["batch"]
+    weights = torch.rand(size, size) - 0.5
+    inputs = torch.rand(batch, size) * 2 - 1
+    if case["kind"] == "forward":
+        tile = InferenceTile(size, size, configs.InferenceRPUConfig())
+        tile.set_weights(weights)
+        return median(lambda: tile.forward(inputs), spec["repeat"])
+    tile = AnalogTile(size, size, configs.SingleRPUConfig())
+    tile.set_weights(weights)
+    return median(lambda: tile.backward(inputs), spec["repeat"])
+
+
+def _time_update(case: dict, spec: dict) -> dict:
+    """The update W <- W - lr * d^T x, one pulsed cycle per batch row, timed as bench_update.py
+    times refsim's. aihwkit takes the learning rate apart from the update call: a positive lr
+    given to set_learning_rate means gradient descent, the same sign as refsim's
+    ``update(x, d, lr)``. set_weights clips to the device bounds."""
+    size, batch = case["size"], case["batch"]
+    files = input_paths(spec["data"], case["workload"], size)
+    x = torch.from_numpy(np.load(files["x"])[:batch])
+    d = torch.from_numpy(np.load(files["d"])[:batch])
+    device = getattr(configs, case["device"])()
+    weights = torch.from_numpy(np.load(files["w"]))
+    tile = AnalogTile(size, size, configs.SingleRPUConfig(device=device))
+    tile.set_weights(weights)
+    tile.set_learning_rate(WORKLOADS[case["workload"]][0])
+    return time_update(tile.update, lambda: tile.set_weights(weights), x, d, spec, batch)
 
 
 def main():
@@ -19,18 +59,10 @@ def main():
     torch.manual_seed(0)
     out = []
     for case in spec["cases"]:
-        size, batch, kind = case["size"], case["batch"], case["kind"]
-        weights = torch.rand(size, size) - 0.5
-        inputs = torch.rand(batch, size) * 2 - 1
-        if kind == "forward":
-            tile = InferenceTile(size, size, InferenceRPUConfig())
-            tile.set_weights(weights)
-            seconds = median(lambda: tile.forward(inputs), spec["repeat"])
+        if case["kind"] == "update":
+            out.append({**case, **_time_update(case, spec)})
         else:
-            tile = AnalogTile(size, size, SingleRPUConfig())
-            tile.set_weights(weights)
-            seconds = median(lambda: tile.backward(inputs), spec["repeat"])
-        out.append(dict(case, seconds=seconds))
+            out.append({**case, "seconds": _time_pass(case, spec)})
     print(json.dumps(out))
 
 
