@@ -29,7 +29,7 @@ from refsim.configs import (
 from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
-from refsim.stages import pulses as pulse_stage
+from refsim.stages import update as update_stage
 
 BACKENDS = ("auto", "reference", "fast")
 _PERFECT = IOParameters(is_perfect=True)
@@ -257,7 +257,6 @@ class AnalogTile:
         if mode == "simple":
             self.weights = self.weights - lr * (xp.matrix_transpose(ds) @ xs)
             return
-        cfg = self.rpu_config.device
         params = self.device_params
         if mode == "none_with_device":
             w = self._device_weights()
@@ -271,33 +270,14 @@ class AnalogTile:
 
     def _pulsed_update(self, xs: Any, ds: Any, lr: float) -> None:
         """One pulsed update cycle per row of ``xs`` / ``ds`` (spec/pulses.md, spec/devices.md
-        §V3), each cycle taking the next call of the ``update`` counter."""
-        fast = self._fast_update_module()
-        if fast is not None:
-            self._pulsed_update_fast(fast, xs, ds, lr)
-            return
-        xp = self.xp
-        cfg = self.rpu_config.device
-        params = self.device_params
-        g = device_stage.granularity(cfg)
-        up = self.rpu_config.update
-        seed = self.streams.seed
+        §V3), each cycle taking the next call of the ``update`` counter; compiled for numpy
+        arrays unless the backend is "reference"."""
         noisy, counting = self.persistent is not None, self.pulse_counters is not None
-        w = self._device_weights()
-        last_touch = pulses = None
-        if noisy:  # the call of the last cycle that pulsed each element (spec/devices.md §V8)
-            last_touch = xp.full(w.shape, -1, dtype=xp.int64, device=self.device)
-        if counting:
-            pulses = xp.zeros((2,) + tuple(w.shape), dtype=xp.int64, device=self.device)
-        for k in range(xs.shape[0]):
-            call = self.streams.next_call("update")
-            counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :], lr, g, up, seed, call)
-            if plan.bl > 0:
-                w = device_stage.apply_pulses(xp, w, counts, params, cfg, plan.bl, seed, call)
-                if noisy:
-                    last_touch = xp.where(counts != 0, xp.full_like(last_touch, call), last_touch)
-                if counting:
-                    pulses = pulses + device_stage.pulse_counts(xp, counts)
+        first = self.streams.next_calls("update", xs.shape[0])
+        w, last_touch, pulses = update_stage.pulsed_cycles(
+            self.xp, self._device_weights(), xs, ds, lr, self.rpu_config.device,
+            self.rpu_config.update, self.device_params, self.streams.seed, first,
+            fast=self._fast_update_module(), track_touch=noisy, count=counting)
         if noisy:
             self.persistent = w
         else:
@@ -340,29 +320,6 @@ class AnalogTile:
         except ImportError:
             return None
         return fast_update
-
-    def _pulsed_update_fast(self, fast: Any, xs: Any, ds: Any, lr: float) -> None:
-        """The pulsed update of :meth:`_pulsed_update` by refsim_fast.update (all cycles of the
-        batch in one compiled call, calls ``first … first + batch − 1``)."""
-        import numpy as np
-
-        cfg = self.rpu_config.device
-        noisy, counting = self.persistent is not None, self.pulse_counters is not None
-        shape = (self.out_size, self.in_size)
-        last_touch = np.full(shape, -1, dtype=np.int64) if noisy else None
-        ups, downs = (np.zeros(shape, np.int64), np.zeros(shape, np.int64)) if counting \
-            else (None, None)
-        first = self.streams.next_calls("update", xs.shape[0])
-        w = fast.pulsed_update(self._device_weights(), xs, ds, lr, cfg, self.rpu_config.update,
-                               self.device_params, device_stage.granularity(cfg),
-                               self.streams.seed, first, last_touch=last_touch,
-                               pulse_counters=(ups, downs) if counting else None)
-        if noisy:
-            self.persistent = w
-        else:
-            self.weights = w
-        if noisy or counting:
-            self._after_pulses(last_touch, np.stack((downs, ups)) if counting else None)
 
     def _update_mode(self) -> str:
         """'simple' (exact GEMM, no bounds), 'none_with_device' or 'pulsed'."""
