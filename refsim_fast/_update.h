@@ -58,9 +58,14 @@ typedef struct {
 #define REFSIM_MULTIVERSION
 #endif
 
-/* Scratch of one row kernel call: 2 n int32 (indices, counts) then `words_cap` c2c words. */
-static inline size_t refsim_update_scratch(int64_t n, int64_t words_cap) {
-    return (size_t)(2 * n) * sizeof(int32_t) + (size_t)words_cap * sizeof(uint32_t);
+/* Scratch of one row kernel call: 3 n int32 (indices, counts, prefix sums of the counts), then
+ * `words_cap` c2c words, then 2 words_cap normals of `real_size` bytes (8-byte aligned). */
+static inline size_t refsim_scratch_words_at(int64_t n) { return (size_t)(3 * n) * 4u; }
+static inline size_t refsim_scratch_normals_at(int64_t n, int64_t words_cap) {
+    return (refsim_scratch_words_at(n) + (size_t)words_cap * 4u + 7u) & ~(size_t)7u;
+}
+static inline size_t refsim_update_scratch(int64_t n, int64_t words_cap, size_t real_size) {
+    return refsim_scratch_normals_at(n, words_cap) + (size_t)(2 * words_cap) * real_size;
 }
 
 /* Set bits of a word. */

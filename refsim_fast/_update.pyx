@@ -55,7 +55,7 @@ cdef extern from "_update.h" nogil:
                                int64_t words_cap)
     void refsim_update_row_f64(const refsim_update_ctx_f64* c, int64_t i, void* scratch,
                                int64_t words_cap)
-    size_t refsim_update_scratch(int64_t n, int64_t words_cap)
+    size_t refsim_update_scratch(int64_t n, int64_t words_cap, size_t real_size)
     void refsim_trains(uint32_t seed, uint32_t sid, uint64_t call, int64_t bl, int64_t nw,
                        const double* p, int64_t j0, int64_t j1, uint64_t* out)
 
@@ -147,9 +147,9 @@ def pulsed_update(real_t[:, ::1] w, int mode,
     cdef int64_t bl_max = 0
     for i in range(a.batch):
         bl_max = max(bl_max, bl[i])
-    # the row's run of c2c words (16-bit normals n·BL, two per word, plus an odd start)
+    # the row's run of c2c words (up to n·BL 16-bit normals, two per word, plus an odd start)
     cdef int64_t words_cap = (a.n * bl_max + 1) // 2 + 1 if a.noisy else 0
-    cdef size_t size = refsim_update_scratch(a.n, words_cap)
+    cdef size_t size = refsim_update_scratch(a.n, words_cap, sizeof(real_t))
     cdef void* scratch
     if real_t is float:
         refsim_update_ctx_init_f32(&a, &c32)

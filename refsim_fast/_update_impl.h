@@ -87,8 +87,11 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t 
                                               T xi) {
     T noise = c->noisy ? (T)1 + c->sigma * xi : (T)1;
     switch (model) {
-    case REFSIM_CONSTANT:
-        return up ? w + c->dw_up[k] * noise : w - c->dw_down[k] * noise;
+    case REFSIM_CONSTANT: {
+        /* w − a equals w + (−a) exactly: one select instead of a branch on the direction */
+        T step = (up ? c->dw_up[k] : c->dw_down[k]) * noise;
+        return w + (up ? step : -step);
+    }
     case REFSIM_LINEAR:
         if (c->mult_noise)
             return up ? w + (c->p_up[k] * w + c->dw_up[k]) * noise
@@ -96,15 +99,13 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t 
         return up ? w + c->p_up[k] * w + c->dw_up[k] * noise
                   : w - (c->p_down[k] * w + c->dw_down[k] * noise);
     case REFSIM_SOFT_REFERENCE: {
-        T f;
-        if (up)
-            f = c->b_max[k] > (T)0 ? (T)1 - w / c->b_max[k] : (T)1;
-        else
-            f = c->b_min[k] < (T)0 ? (T)1 - w / c->b_min[k] : (T)1;
+        T bound = up ? c->b_max[k] : c->b_min[k];
+        int inside = up ? bound > (T)0 : bound < (T)0;
+        T f = (T)1 - w / (inside ? bound : (T)1);
+        f = inside ? f : (T)1;
         T dw = up ? c->dw_up[k] : c->dw_down[k];
-        if (c->mult_noise) return up ? w + dw * f * noise : w - dw * f * noise;
-        T add = c->noisy ? c->sigma * xi : (T)0;
-        return up ? w + dw * (f + add) : w - dw * (f + add);
+        T step = c->mult_noise ? dw * f * noise : dw * (f + (c->noisy ? c->sigma * xi : (T)0));
+        return w + (up ? step : -step);
     }
     case REFSIM_EXP: {
         T span = c->b_max[k] - c->b_min[k];  /* > 0 here (frozen otherwise) */
@@ -137,59 +138,34 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t 
     }
 }
 
-/* The 16-bit normal `number` of stream device.c2c in the cycle: from the row's pre-drawn words
- * (`words`, word `w0` first) when there are any, else from `block`, which holds Philox block
- * `*have` (computed on demand). */
-static REFSIM_INLINE T REFSIM_SUF(refsim_c2c)(const CTX *c, uint64_t call, uint64_t number,
-                                             const uint32_t *words, uint64_t w0,
-                                             uint32_t block[4], uint64_t *have) {
-    uint32_t word;
-    if (words) {
-        word = words[(number >> 1) - w0];
-    } else {
-        if (*have != number >> 3) {
-            *have = number >> 3;
-            refsim_block(c->seed, c->sid, call, number >> 3, block);
-        }
-        word = block[(number >> 1) & 3u];
-    }
-    return c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
-}
-
-/* `count` pulses (up or down) on element k in a cycle with train length bl and call `call`:
- * pulse t uses 16-bit normal (offset + k) bl + t of stream device.c2c, and each pulse is
- * followed by the clamp to [b_min, b_max] (devices.py `apply_pulses`). `model` is a constant
- * where this is inlined, so each device gets its own loop. */
+/* `count` pulses (up or down) on element k in a cycle: pulse t has the 16-bit normal xi[t] of
+ * stream device.c2c, and each pulse is followed by the clamp to [b_min, b_max] (devices.py
+ * `apply_pulses`). `model` is a constant where this is inlined, so each device gets its own
+ * loop. */
 static REFSIM_INLINE void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int model, int64_t k,
-                                                           int64_t count, int up, int64_t bl,
-                                                           uint64_t call, const uint32_t *words,
-                                                           uint64_t w0) {
+                                                           int64_t count, int up, const T *xi) {
     T lo = c->b_min[k], hi = c->b_max[k];
     if (model == REFSIM_EXP || model == REFSIM_POW) {
         if (!(hi - lo > (T)0)) return; /* frozen without range: no pulse, no clamp */
     }
     T u = c->ref ? c->w[k] + c->ref[k] : c->w[k];
-    uint64_t number = (c->offset + (uint64_t)k) * (uint64_t)bl;
-    uint32_t block[4] = {0, 0, 0, 0};
-    uint64_t have = UINT64_MAX;
-    for (int64_t t = 0; t < count; ++t, ++number) {
-        T xi = c->noisy ? REFSIM_SUF(refsim_c2c)(c, call, number, words, w0, block, &have) : (T)0;
-        T v = REFSIM_SUF(refsim_step)(c, model, k, u, up, xi);
+    for (int64_t t = 0; t < count; ++t) {
+        T v = REFSIM_SUF(refsim_step)(c, model, k, u, up, c->noisy ? xi[t] : (T)0);
         v = v < lo ? lo : v;  /* xp.clip of array-api-compat: below lo -> lo, then above hi -> hi */
         u = v > hi ? hi : v;
     }
     c->w[k] = c->ref ? u - c->ref[k] : u;
 }
 
-/* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt), one loop per model. */
+/* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt, c2c normals from
+ * xi[pre[e]] on), one loop per model. */
 static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, const int32_t *idx,
-                                        const int32_t *cnt, const uint8_t *xneg, uint8_t dneg,
-                                        int64_t bl, uint64_t call, const uint32_t *words,
-                                        uint64_t w0) {
+                                        const int32_t *cnt, const int32_t *pre,
+                                        const uint8_t *xneg, uint8_t dneg, const T *xi) {
 #define REFSIM_APPLY(MODEL)                                                                    \
     for (int64_t e = 0; e < nnz; ++e)                                                          \
         REFSIM_SUF(refsim_pulse_element)(c, MODEL, i * c->n + idx[e], cnt[e],                  \
-                                         xneg[idx[e]] != dneg, bl, call, words, w0);           \
+                                         xneg[idx[e]] != dneg, xi + pre[e]);                   \
     break;
     switch (c->model) {
     case REFSIM_CONSTANT: REFSIM_APPLY(REFSIM_CONSTANT)
@@ -203,12 +179,13 @@ static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, c
 }
 
 /* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop).
- * `scratch` holds 2 n int32 values and `words_cap` uint32 words (see refsim_update_scratch). */
+ * `scratch`: see refsim_update_scratch (words_cap: c2c words of the longest row run). */
 static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i,
                                                              void *scratch, int64_t words_cap) {
     int64_t n = c->n, nw = c->nw;
-    int32_t *idx = (int32_t *)scratch, *cnt = idx + n;
-    uint32_t *words = (uint32_t *)(cnt + n);
+    int32_t *idx = (int32_t *)scratch, *cnt = idx + n, *pre = cnt + n;
+    uint32_t *words = (uint32_t *)((char *)scratch + refsim_scratch_words_at(n));
+    T *xi = (T *)((char *)scratch + refsim_scratch_normals_at(n, words_cap));
     for (int64_t b = 0; b < c->batch; ++b) {
         int64_t bl = c->bl[b];
         if (bl <= 0) continue;
@@ -225,6 +202,7 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
                     int32_t q = (int32_t)refsim_popcount(dv & xw[j]);
                     idx[nnz] = (int32_t)j;
                     cnt[nnz] = q;
+                    pre[nnz] = (int32_t)total;
                     total += q;
                     nnz += q != 0;
                 }
@@ -234,6 +212,7 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
                     for (int64_t r = 0; r < nw; ++r) q += (int32_t)refsim_popcount(dw[r] & xw[j * nw + r]);
                     idx[nnz] = (int32_t)j;
                     cnt[nnz] = q;
+                    pre[nnz] = (int32_t)total;
                     total += q;
                     nnz += q != 0;
                 }
@@ -246,27 +225,26 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
                 int32_t q = (int32_t)rint(adi * ax[j]);
                 idx[nnz] = (int32_t)j;
                 cnt[nnz] = q;
+                pre[nnz] = (int32_t)total;
                 total += q;
                 nnz += q > 0;
             }
         }
         if (!nnz) continue;
-        /* Dense rows draw the row's whole run of c2c words at once (vectorized); sparse ones
-         * compute the Philox blocks of each element. Same numbers either way. */
-        const uint32_t *run = NULL;
-        uint64_t w0 = 0;
+        /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element
+         * order: draw their words in one vectorized run */
         if (c->noisy) {
-            uint64_t first = (c->offset + (uint64_t)(i * n)) * (uint64_t)bl;
-            uint64_t last = first + (uint64_t)(n * bl);
-            w0 = first >> 1;
-            int64_t count = (int64_t)(((last + 1) >> 1) - w0);
-            if (count <= words_cap && 4 * (total / 8 + nnz) > count / 4) {
-                refsim_words(c->seed, c->sid, call, w0, count, words);
-                run = words;
+            uint64_t base = (c->offset + (uint64_t)(i * n)) * (uint64_t)bl, w0 = base >> 1;
+            refsim_words(c->seed, c->sid, call, w0,
+                         (int64_t)(((base + (uint64_t)total + 1) >> 1) - w0), words);
+            /* their normals, gathered from the table first (independent loads) */
+            for (int64_t r = 0; r < total; ++r) {
+                uint64_t number = base + (uint64_t)r;
+                uint32_t word = words[(number >> 1) - w0];
+                xi[r] = c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
             }
         }
-        REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, xneg, c->dneg[b * c->m + i], bl, call,
-                                     run, w0);
+        REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, xneg, c->dneg[b * c->m + i], xi);
         if (c->last_touch || c->pulses_up) {
             for (int64_t e = 0; e < nnz; ++e) {
                 int64_t k = i * n + idx[e];

@@ -152,6 +152,9 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
     if batch == 0:
         return out
     a, b, bl = _plans(xs, ds, lr, granularity, up)
+    if n * int(bl.max()) >= 2**31:
+        raise ValueError(f"xs: in_size × BL = {n} × {int(bl.max())} pulse slots per row exceed "
+                         f"the kernel's int32 range")
     calls = np.arange(first_call, first_call + batch, dtype=np.uint64)
     step = _pulses.resolution(up.res)
     sto = bool(up.sto_round) and step > 0.0

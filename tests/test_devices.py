@@ -245,15 +245,21 @@ def test_piecewise_step():
 
 
 def test_multiplicative_noise_uses_c2c_numbers():
-    """Pulse t of element (i, j) uses number ((device_index·m + i)·n + j)·BL + t of device.c2c."""
+    """Pulse t of element (i, j) uses number (device_index·m + i)·n·BL + Σ_{j' < j} abs(c_ij') + t
+    of device.c2c: a row's pulses take consecutive numbers in element order."""
     cfg = quiet(ConstantStepDevice, dw_min_std=0.3, w_max=10.0, w_min=-10.0)
     m, n, bl = 2, 3, 4
     p = D.draw_device(NP, cfg, (m, n), 1)
     counts = np.array([[4, -2, 0], [1, 3, -4]], dtype=np.int32)
     w = D.apply_pulses(NP, np.zeros((m, n)), counts, p, cfg, bl, 9, 7, device_index=2)
-    xi = to_numpy(rng.normal16(9, "device.c2c", 7, (m, n, bl), start=2 * m * n * bl))
-    mask = np.arange(bl)[None, None, :] < np.abs(counts)[:, :, None]
-    expect = np.sign(counts) * 0.001 * ((1 + 0.3 * xi) * mask).sum(axis=2)
+    run = to_numpy(rng.normal16(9, "device.c2c", 7, (m, n * bl), start=2 * m * n * bl))
+    expect = np.zeros((m, n))
+    for i in range(m):
+        number = 0
+        for j in range(n):
+            for _ in range(abs(counts[i, j])):
+                expect[i, j] += np.sign(counts[i, j]) * 0.001 * (1 + 0.3 * run[i, number])
+                number += 1
     np.testing.assert_allclose(w, expect, rtol=1e-12, atol=1e-18)
 
 

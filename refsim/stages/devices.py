@@ -10,7 +10,8 @@ inputs.
 Random numbers (spec/devices.md §V6): every device-to-device quantity is its own stream
 ``device.<quantity>``, call ``device_index``, number ``i·n + j``, under the construction seed;
 per-pulse noise is stream ``device.c2c`` (16-bit normals), call = the update cycle's number,
-number ``((device_index·m + i)·n + j)·BL + t`` for pulse t of element (i, j).
+number ``(device_index·m + i)·n·BL + Σ_{j' < j} abs(c_ij') + t`` for pulse t of element (i, j)
+(consecutive numbers for the pulses of a row, in element order).
 """
 
 from __future__ import annotations
@@ -396,9 +397,10 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     """The weights after one update cycle's pulses (spec/devices.md §V3).
 
     ``counts`` (m, n) int: ``> 0`` that many up pulses, ``< 0`` down pulses, ``abs(counts) <= bl``.
-    Pulse t (t < bl) of element (i, j) uses the 16-bit normal number
-    ``((device_index·m + i)·n + j)·bl + t`` of stream ``device.c2c``, call ``call`` (when
-    dw_min_std > 0). The pulses of an element are applied one after another, each followed by the
+    Pulse t (t < abs(counts[i, j])) of element (i, j) uses the 16-bit normal number
+    ``(device_index·m + i)·n·bl + Σ_{j' < j} abs(counts[i, j']) + t`` of stream ``device.c2c``,
+    call ``call`` (when dw_min_std > 0): the pulses of a row take consecutive numbers in element
+    order. The pulses of an element are applied one after another, each followed by the
     clamp to the bounds.
     """
     m, n = w.shape
@@ -409,19 +411,23 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     if n_max > bl:
         raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got {n_max}")
     sigma = float(cfg.dw_min_std)
-    xi_all = None
-    if sigma > 0.0:
-        xi_all = rng.normal16(seed, "device.c2c", call, (m, n, bl), start=device_index * m * n * bl,
-                              xp=xp, dtype=w.dtype, device=rng.device_of(w))
+    size = xp.abs(counts)
+    run = first = None
+    if sigma > 0.0:  # row i's numbers, pulses in element order: first[i, j] + t
+        run = rng.normal16(seed, "device.c2c", call, (m, n * bl), start=device_index * m * n * bl,
+                           xp=xp, dtype=w.dtype, device=rng.device_of(w))
+        wide = xp.astype(size, xp.int64)
+        first = xp.cumulative_sum(wide, axis=1) - wide
     ref = params.extra.get("reference")
     u = w if ref is None else w + ref
     up = counts > 0
-    size = xp.abs(counts)
     if name in FROZEN_WITHOUT_RANGE:  # these models leave a device without range untouched
         span = params.b_max - params.b_min
         size = xp.where(span > 0.0, size, xp.zeros_like(size))
     for t in range(n_max):
-        xi = None if xi_all is None else xi_all[:, :, t]
+        xi = None
+        if run is not None:
+            xi = xp.take_along_axis(run, xp.clip(first + t, max=n * bl - 1), axis=1)
         w_up, w_down = _step(xp, cfg, name, u, params, xi, sigma)
         new = xp.clip(xp.where(up, w_up, w_down), min=params.b_min, max=params.b_max)
         u = xp.where(size > t, new, u)
