@@ -60,12 +60,16 @@ STREAMS: Tuple[str, ...] = (
     "test.a",
     "test.b",
     # the IO stage (spec/io.md §S8): call counters, per-call noise, fixed periphery variation
-    *(f"io.{d}" for d in ("forward", "backward")),
-    *(f"io.{d}.{q}" for d in ("forward", "backward")
+    # ("transfer", "refresh": the compounds' reads, spec/compounds.md)
+    *(f"io.{d}" for d in ("forward", "backward", "transfer", "refresh")),
+    *(f"io.{d}.{q}" for d in ("forward", "backward", "transfer", "refresh")
       for q in ("inp_sto_round", "inp_noise", "w_noise", "out_noise", "out_sto_round",
                 "v_offset", "out_nonlinearity", "w_read_asymmetry", "out_noise_std")),
     # the pulse trains of the update (spec/update.md §U5): cycle counter, bits, sto rounding
     "update", "update.x_bits", "update.d_bits", "update.x_sto_round", "update.d_sto_round",
+    # the compounds' internal pulsed writes (spec/compounds.md): the same, and their c2c noise
+    "transfer", "transfer.x_bits", "transfer.d_bits", "transfer.x_sto_round",
+    "transfer.d_sto_round", "transfer.c2c",
     # drift (spec/drift.md §D4): call counter, per-element coefficients, per-call noise
     "drift", "drift.nu_dtod", "drift.nu_std", "drift.w_noise",
     # the device stage (spec/devices.md §V6): device-to-device draws, per-call noise

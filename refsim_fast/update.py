@@ -47,9 +47,8 @@ MODELS = {
     "PiecewiseStepDevice": 5,
 }
 _TRAINS, _PRODUCTS = 0, 1
-_SIDS = {name: _rng_ref.stream_id(name) for name in
-         ("update.x_bits", "update.d_bits", "update.x_sto_round", "update.d_sto_round",
-          "device.c2c")}
+_SIDS = {name: _rng_ref.stream_id(name) for name in _pulses.stream_names()
+         + tuple(_pulses.c2c_stream(p) for p in _pulses.PREFIXES)}
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
@@ -124,15 +123,18 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
                   first_call: int, *, device_index: int = 0,
                   last_touch: Optional[np.ndarray] = None,
                   pulse_counters: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                  num_threads: Optional[int] = None) -> np.ndarray:
+                  prefix: str = "update", num_threads: Optional[int] = None) -> np.ndarray:
     """The weights after the pulsed update cycles of ``xs`` (batch, n) and ``ds`` (batch, m),
     cycle ``b`` taking call ``first_call + b``; the same result as the reference's cycle loop
     (``AnalogTile._pulsed_update``). ``w`` is not modified.
 
     ``last_touch`` (m, n) int64, when given, receives for every element the call of the last
     cycle that sent it a pulse (untouched elements keep their value); ``pulse_counters``
-    (up, down), two (m, n) int64 arrays, accumulate the pulses sent.
+    (up, down), two (m, n) int64 arrays, accumulate the pulses sent. ``prefix`` names the
+    streams (refsim.stages.pulses.PREFIXES).
     """
+    if prefix not in _pulses.PREFIXES:
+        raise ValueError(f"prefix: expected one of {_pulses.PREFIXES}, got {prefix!r}")
     if up.pulse_type not in _pulses.PULSED:
         raise ValueError(f"update.pulse_type: {up.pulse_type.value!r} is not a pulsed type")
     name = type(cfg).__name__
@@ -158,16 +160,16 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
     calls = np.arange(first_call, first_call + batch, dtype=np.uint64)
     step = _pulses.resolution(up.res)
     sto = bool(up.sto_round) and step > 0.0
-    p_x = _probabilities(xs, b, step, sto, seed, "update.x_sto_round", calls, threads)
-    p_d = _probabilities(ds, a, step, sto, seed, "update.d_sto_round", calls, threads)
+    p_x = _probabilities(xs, b, step, sto, seed, f"{prefix}.x_sto_round", calls, threads)
+    p_d = _probabilities(ds, a, step, sto, seed, f"{prefix}.d_sto_round", calls, threads)
     xbits = dbits = ax = ad = None
     if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
         mode = _TRAINS
         nw = max(1, (int(bl.max()) + 63) // 64)
         xbits = np.zeros((batch, n, nw), dtype=np.uint64)
         dbits = np.zeros((batch, m, nw), dtype=np.uint64)
-        _update.pulse_trains(seed, _SIDS["update.x_bits"], calls, bl, p_x, xbits, threads)
-        _update.pulse_trains(seed, _SIDS["update.d_bits"], calls, bl, p_d, dbits, threads)
+        _update.pulse_trains(seed, _SIDS[f"{prefix}.x_bits"], calls, bl, p_x, xbits, threads)
+        _update.pulse_trains(seed, _SIDS[f"{prefix}.d_bits"], calls, bl, p_d, dbits, threads)
     else:
         mode = _PRODUCTS
         blf = bl.astype(np.float64)[:, None]
@@ -200,6 +202,7 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
         out, mode, xbits, dbits, ax, ad, xneg, dneg, bl, calls, MODELS[name],
         dev["b_min"], dev["b_max"], dev["dw_up"], dev["dw_down"], dev["p_up"], dev["p_down"],
         dev["ref"], dev["nodes_up"], dev["nodes_down"], table, _scalars(cfg),
-        seed, _SIDS["device.c2c"], device_index * m * n, last_touch, counters[0], counters[1],
+        seed, _SIDS[_pulses.c2c_stream(prefix)], device_index * m * n, last_touch, counters[0],
+        counters[1],
         threads)
     return out

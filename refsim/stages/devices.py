@@ -393,14 +393,14 @@ def _piecewise(xp: Any, nodes: Any, w: Any, p: DeviceParams) -> Any:
 
 
 def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: int,
-                 seed: int, call: int, device_index: int = 0) -> Any:
+                 seed: int, call: int, device_index: int = 0, stream: str = "device.c2c") -> Any:
     """The weights after one update cycle's pulses (spec/devices.md §V3).
 
     ``counts`` (m, n) int: ``> 0`` that many up pulses, ``< 0`` down pulses, ``abs(counts) <= bl``.
     Pulse t (t < abs(counts[i, j])) of element (i, j) uses the 16-bit normal number
     ``(device_index·m + i)·n·bl + Σ_{j' < j} abs(counts[i, j']) + t`` of stream ``device.c2c``,
     call ``call`` (when dw_min_std > 0): the pulses of a row take consecutive numbers in element
-    order. The pulses of an element are applied one after another, each followed by the
+    order. ``stream`` is ``transfer.c2c`` for the compounds' internal writes. The pulses of an element are applied one after another, each followed by the
     clamp to the bounds.
     """
     m, n = w.shape
@@ -414,7 +414,7 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     size = xp.abs(counts)
     run = first = None
     if sigma > 0.0:  # row i's numbers, pulses in element order: first[i, j] + t
-        run = rng.normal16(seed, "device.c2c", call, (m, n * bl), start=device_index * m * n * bl,
+        run = rng.normal16(seed, stream, call, (m, n * bl), start=device_index * m * n * bl,
                            xp=xp, dtype=w.dtype, device=rng.device_of(w))
         wide = xp.astype(size, xp.int64)
         first = xp.cumulative_sum(wide, axis=1) - wide

@@ -34,7 +34,7 @@ NM_DECAY = 1e-3
 #: The random quantities of one direction; stream name = f"io.{direction}.{quantity}".
 PER_CALL_QUANTITIES = ("inp_sto_round", "inp_noise", "w_noise", "out_noise", "out_sto_round")
 PERIPHERY_QUANTITIES = ("v_offset", "out_nonlinearity", "w_read_asymmetry", "out_noise_std")
-DIRECTIONS = ("forward", "backward")
+DIRECTIONS = ("forward", "backward", "transfer", "refresh")  # the last two: compound reads
 
 POS_NEG = (AnalogMVType.POS_NEG_SEPARATE, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM)
 

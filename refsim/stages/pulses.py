@@ -30,6 +30,9 @@ PULSED = (
 )
 
 
+#: Stream prefixes of pulse trains: the gradient update and the compounds' internal writes.
+PREFIXES = ("update", "transfer")
+
 #: The longest pulse train of a cycle (spec/pulses.md §U2): longer ones raise a ValueError
 #: instead of allocating trains without bound.
 MAX_BL = 1 << 16
@@ -110,12 +113,15 @@ def _signs(xp: Any, values: Any) -> Any:
 
 
 def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: UpdateParameters,
-                 seed: int, call: int) -> Tuple[Any, PulsePlan]:
+                 seed: int, call: int, prefix: str = "update") -> Tuple[Any, PulsePlan]:
     """Signed pulse counts (m, n) int32 of one update cycle and its plan (spec/update.md §U4).
 
     ``x`` (n,) and ``d`` (m,) are one batch row of the tile's input and error; ``call`` is the
-    cycle's number (the tile's ``update`` counter).
+    cycle's number (the tile's ``update`` counter). ``prefix`` names the streams: ``update`` for
+    the gradient update, ``transfer`` for the compounds' internal writes (spec/compounds.md).
     """
+    if prefix not in PREFIXES:
+        raise ValueError(f"prefix: expected one of {PREFIXES}, got {prefix!r}")
     if up.pulse_type not in PULSED:
         raise ValueError(f"update.pulse_type: {up.pulse_type.value!r} is not a pulsed type")
     n, m = x.shape[0], d.shape[0]
@@ -130,7 +136,7 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     sto = up.sto_round and step > 0.0
 
     def quantized(values: Any, scale: float, name: str) -> Any:
-        u = rng.uniform(seed, f"update.{name}_sto_round", call, values.shape[0], xp=xp,
+        u = rng.uniform(seed, f"{prefix}.{name}_sto_round", call, values.shape[0], xp=xp,
                         device=device) if sto else None
         return probabilities(xp, values, scale, step, u)
 
@@ -142,8 +148,8 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
         sign = -sign
     bl = plan.bl
     if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
-        x_bits = _bits(xp, p_x, bl, seed, "update.x_bits", call, device)
-        d_bits = _bits(xp, p_d, bl, seed, "update.d_bits", call, device)
+        x_bits = _bits(xp, p_x, bl, seed, f"{prefix}.x_bits", call, device)
+        d_bits = _bits(xp, p_d, bl, seed, f"{prefix}.d_bits", call, device)
         # n_ij = Σ_k d_bits[i, k]·x_bits[j, k] (exact in float64: at most BL)
         n_ij = xp.astype(d_bits @ xp.matrix_transpose(x_bits), xp.int32)
     elif up.pulse_type == PulseType.MEAN_COUNT:
@@ -168,5 +174,10 @@ def _bits(xp: Any, p: Any, bl: int, seed: int, stream: str, call: int, device: A
 
 def stream_names() -> Tuple[str, ...]:
     """Every stream name this stage draws from."""
-    return ("update", "update.x_bits", "update.d_bits", "update.x_sto_round",
-            "update.d_sto_round")
+    return tuple(f"{p}{q}" for p in PREFIXES
+                 for q in ("", ".x_bits", ".d_bits", ".x_sto_round", ".d_sto_round"))
+
+
+def c2c_stream(prefix: str) -> str:
+    """The per-pulse device noise stream of pulses sent under ``prefix``."""
+    return "device.c2c" if prefix == "update" else f"{prefix}.c2c"

@@ -17,7 +17,7 @@ from refsim.stages import pulses as pulse_stage
 def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevice,
                   up: UpdateParameters, params: device_stage.DeviceParams, seed: int,
                   first_call: int, *, device_index: int = 0, fast: Any = None,
-                  track_touch: bool = False, count: bool = False
+                  track_touch: bool = False, count: bool = False, prefix: str = "update"
                   ) -> tuple[Any, Optional[Any], Optional[Any]]:
     """The weights ``w`` (m, n) after one update cycle per row of ``xs`` (batch, n) and ``ds``
     (batch, m); cycle ``k`` uses call ``first_call + k`` of the update streams and number offset
@@ -26,7 +26,8 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
     Returns ``(w, last_touch, pulse_counts)``: ``last_touch`` (m, n) int64, the call of the last
     cycle with a non-zero count per element (−1 if none), when ``track_touch``; ``pulse_counts``
     (2, m, n) int64, the down ([0]) and up ([1]) pulses of these cycles, when ``count``.
-    ``fast`` is the ``refsim_fast.update`` module to use, or None for the reference loop.
+    ``fast`` is the ``refsim_fast.update`` module to use, or None for the reference loop;
+    ``prefix`` names the streams (``update``, or ``transfer`` for a compound's internal writes).
     """
     m, n = w.shape
     device = getattr(w, "device", None) if fast is None else None
@@ -37,7 +38,7 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
         last_touch = np.full((m, n), -1, dtype=np.int64) if track_touch else None
         ups, downs = np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)
         w = fast.pulsed_update(w, xs, ds, lr, cfg, up, params, g, seed, first_call,
-                               device_index=device_index, last_touch=last_touch,
+                               device_index=device_index, last_touch=last_touch, prefix=prefix,
                                pulse_counters=(ups, downs) if count else None)
         return w, last_touch, (np.stack((downs, ups)) if count else None)
     from refsim import rng
@@ -47,11 +48,12 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
     pulses = xp.zeros((2, m, n), dtype=xp.int64, device=device) if count else None
     for k in range(xs.shape[0]):
         call = first_call + k
-        counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :], lr, g, up, seed, call)
+        counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :], lr, g, up, seed, call,
+                                                prefix)
         if plan.bl == 0:
             continue
         w = device_stage.apply_pulses(xp, w, counts, params, cfg, plan.bl, seed, call,
-                                      device_index)
+                                      device_index, pulse_stage.c2c_stream(prefix))
         if track_touch:
             last_touch = xp.where(counts != 0, xp.full_like(last_touch, call), last_touch)
         if count:
