@@ -70,6 +70,9 @@ STREAMS: Tuple[str, ...] = (
     # the compounds' internal pulsed writes (spec/compounds.md): the same, and their c2c noise
     "transfer", "transfer.x_bits", "transfer.d_bits", "transfer.x_sto_round",
     "transfer.d_sto_round", "transfer.c2c",
+    # the compounds' own random choices (spec/compounds.md)
+    *(f"compound.{q}" for q in ("select", "chop_in", "chop_out", "column", "reset_prob",
+                                "reset_noise", "x_round", "d_round")),
     # drift (spec/drift.md §D4): call counter, per-element coefficients, per-call noise
     "drift", "drift.nu_dtod", "drift.nu_std", "drift.w_noise",
     # the device stage (spec/devices.md §V6): device-to-device draws, per-call noise

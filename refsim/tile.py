@@ -18,14 +18,17 @@ import array_api_compat
 from refsim import rng
 from refsim.configs import (
     ConfigBase,
+    DigitalRankUpdateRPUConfig,
     FloatingPointRPUConfig,
     InferenceRPUConfig,
     IOManagedRPUConfig,
     IOParameters,
     PulseType,
     SingleRPUConfig,
+    UnitCellRPUConfig,
     construction_seed_of,
 )
+from refsim.stages import compound as compound_stage
 from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
@@ -100,6 +103,15 @@ class AnalogTile:
         # self.weights are the apparent ones; pulse counters (§V9): down, up per element
         self.persistent: Any = None
         self.pulse_counters: Any = None
+        # compound devices (spec/compounds.md): None until their class is implemented
+        self.compound: Optional[compound_stage.Compound] = None
+        if isinstance(self.rpu_config, (UnitCellRPUConfig, DigitalRankUpdateRPUConfig)):
+            try:
+                self.compound = compound_stage.build(self._compound_context(), self.rpu_config)
+            except NotImplementedError:
+                self.compound = None  # forward/backward work; update raises
+            if self.compound is not None:
+                self.weights = self.compound.weights()
         if self.device_params is not None:
             if device_stage.write_noise_scale(self.rpu_config.device) > 0.0:
                 self.persistent = self.xp.zeros_like(self.weights)
@@ -127,6 +139,13 @@ class AnalogTile:
         if not device_stage.is_pulsed(dev) or self.rpu_config.update.pulse_type == PulseType.NONE:
             return None
         return dev
+
+    def _compound_context(self) -> compound_stage.Context:
+        return compound_stage.Context(
+            xp=self.xp, dtype=self.dtype, device=self.device,
+            shape=(self.out_size, self.in_size), seed=self.streams.seed,
+            construction_seed=self.construction_seed, streams=self.streams,
+            fast_update=self._fast_update_module(), fast_io=self._impl(self.xp))
 
     def _draw_device(self) -> device_stage.DeviceParams:
         return device_stage.draw_device(self.xp, self.rpu_config.device,
@@ -158,6 +177,10 @@ class AnalogTile:
             raise TypeError(f"clip: expected a bool, got {type(clip).__name__}")
         w = self._check_array(weights, "weights", (self.out_size, self.in_size), exact=True)
         self.weights = self.xp.astype(w, self.dtype, copy=True)
+        if self.compound is not None:  # the compound distributes them (spec/compounds.md)
+            self.compound.set_weights(self.weights)
+            self.weights = self.compound.weights()
+            return
         if clip and self.device_params is not None:  # pulsed devices clamp to their bounds
             self.weights = device_stage.clip_weights(self.xp, self.weights, self.device_params)
         if self.persistent is not None:  # write noise (spec/devices.md §V8)
@@ -254,6 +277,10 @@ class AnalogTile:
                              f"{ds.shape[0]} rows of d)")
         mode = self._update_mode()
         xs, ds = xp.astype(xs, self.dtype), xp.astype(ds, self.dtype)
+        if mode == "compound":
+            self.compound.update(xs, ds, lr)
+            self.weights = self.compound.weights()
+            return
         if mode == "simple":
             self.weights = self.weights - lr * (xp.matrix_transpose(ds) @ xs)
             return
@@ -322,7 +349,7 @@ class AnalogTile:
         return fast_update
 
     def _update_mode(self) -> str:
-        """'simple' (exact GEMM, no bounds), 'none_with_device' or 'pulsed'."""
+        """'simple' (exact GEMM, no bounds), 'none_with_device', 'pulsed' or 'compound'."""
         config = self.rpu_config
         if isinstance(config, (FloatingPointRPUConfig, InferenceRPUConfig)):
             return "simple"
@@ -332,6 +359,8 @@ class AnalogTile:
             if config.update.pulse_type == PulseType.NONE_WITH_DEVICE:
                 return "none_with_device"
             return "pulsed"
+        if self.compound is not None:
+            return "compound"
         raise NotImplementedError(
             f"update: the update of a {type(config).__name__} (compound devices) is not "
             f"implemented yet; SingleRPUConfig, InferenceRPUConfig and FloatingPointRPUConfig "
@@ -346,8 +375,12 @@ class AnalogTile:
     def decay_weights(self) -> None:
         """One decay step (spec/devices.md §V4): pulsed devices relax toward their reset bias,
         w ← β + (w − β)·κ, and clamp (only when lifetime > 0); the simple rules multiply by
-        (1 − 1/lifetime) when lifetime > 1."""
+        (1 − 1/lifetime) when lifetime > 1. Compounds decay each of their devices."""
         xp = self.xp
+        if self.compound is not None:
+            self.compound.decay()
+            self.weights = self.compound.weights()
+            return
         if self.device_params is not None:
             if self.rpu_config.device.lifetime > 0.0:
                 self._set_device_weights(device_stage.decay_weights(
@@ -361,6 +394,10 @@ class AnalogTile:
         """One diffusion step (spec/devices.md §V4): w ← w + ρ·ξ and clamp for pulsed devices,
         w ← w + diffusion·ξ without clamp for the simple rules; nothing when diffusion = 0. Each
         call that diffuses draws call ``device.diffusion_noise`` of the tile's seed."""
+        if self.compound is not None:
+            self.compound.diffuse()
+            self.weights = self.compound.weights()
+            return
         xp = self.xp
         dev = self._simple_device()
         if dev.diffusion <= 0.0:
@@ -386,6 +423,11 @@ class AnalogTile:
         if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or \
                 not 0.0 <= float(prob) <= 1.0:
             raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
+        if self.compound is not None:
+            if prob > 0.0:
+                self.compound.reset(float(prob))
+                self.weights = self.compound.weights()
+            return
         dev = self._simple_device()
         if not hasattr(dev, "reset_std"):
             raise NotImplementedError(
@@ -466,6 +508,7 @@ class AnalogTile:
         return {"rpu_config": self.rpu_config.to_dict(), "construction_seed": self.construction_seed,
                 "weights": self.get_weights(), "rng": self.streams.state_dict(),
                 "nm_running": self.nm_running, "drift": self.drift_state,
+                "compound": None if self.compound is None else self.compound.state_dict(),
                 "persistent": self.get_persistent_weights(),
                 "pulse_counters": None if self.pulse_counters is None
                 else self.get_pulse_counters()}
@@ -500,6 +543,14 @@ class AnalogTile:
             self.weights = self.xp.astype(state["weights"], self.dtype, copy=True)
         if self.pulse_counters is not None:
             self.pulse_counters = counters
+        if self.compound is not None:
+            compound_state = state.get("compound")
+            if not isinstance(compound_state, dict):
+                raise ValueError("state['compound']: expected the compound's state dict")
+            # redrawn from the (restored) seeds, then the saved state on top
+            self.compound = compound_stage.build(self._compound_context(), self.rpu_config)
+            self.compound.load_state_dict(compound_state)
+            self.weights = self.compound.weights()
         self.nm_running = running
         self.drift_state = drift
 
