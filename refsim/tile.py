@@ -348,6 +348,12 @@ class AnalogTile:
             return None
         return fast_update
 
+    def _draws(self) -> Any:
+        """The random draws of the device operations: refsim.rng, or the same numbers from the
+        compiled streams (refsim_fast.update) when the tile uses the fast backend."""
+        fast = self._fast_update_module()
+        return rng if fast is None else fast
+
     def _update_mode(self) -> str:
         """'simple' (exact GEMM, no bounds), 'none_with_device', 'pulsed' or 'compound'."""
         config = self.rpu_config
@@ -405,10 +411,12 @@ class AnalogTile:
         call = self.streams.next_call("device.diffusion_noise")
         if self.device_params is not None:
             self._set_device_weights(device_stage.diffuse_weights(
-                xp, self._device_weights(), self.device_params, self.streams.seed, call))
+                xp, self._device_weights(), self.device_params, self.streams.seed, call,
+                self._draws()))
             return
-        xi = rng.normal(self.streams.seed, "device.diffusion_noise", call,
-                        (self.out_size, self.in_size), xp=xp, dtype=self.dtype, device=self.device)
+        xi = self._draws().normal(self.streams.seed, "device.diffusion_noise", call,
+                                  (self.out_size, self.in_size), xp=xp, dtype=self.dtype,
+                                  device=self.device)
         self.weights = self.weights + dev.diffusion * xi
 
     def post_update_step(self) -> None:
@@ -443,7 +451,7 @@ class AnalogTile:
             params = device_stage.DeviceParams(-inf, inf, zeros, zeros, zeros, zeros, zeros)
         self._set_device_weights(device_stage.reset_weights(
             xp, self._device_weights(), params, dev.reset_std, float(prob), self.streams.seed,
-            call))
+            call, self._draws()))
 
     # -- drift ----------------------------------------------------------------------------------------
     def drift_weights(self, delta_t: float = 1.0) -> None:
@@ -468,11 +476,13 @@ class AnalogTile:
         if self.drift_state is None:
             self.drift_state = drift_stage.initial_state(xp, self._device_weights())
         nu = drift_stage.drift_nu(xp, drift, (self.out_size, self.in_size),
-                                  self.construction_seed, dtype=self.dtype, device=self.device)
+                                  self.construction_seed, dtype=self.dtype, device=self.device,
+                                  draws=self._draws())
         bounds = (self.device_params.b_min, self.device_params.b_max) if pulsed else None
         drifted, self.drift_state = drift_stage.drift_weights(
             xp, self._device_weights(), self.drift_state, float(delta_t), drift, nu,
-            self.streams.seed, self.streams.next_call("drift"), bounds=bounds)
+            self.streams.seed, self.streams.next_call("drift"), bounds=bounds,
+            draws=self._draws())
         self._set_device_weights(drifted)
 
     # -- input checks -----------------------------------------------------------------------------

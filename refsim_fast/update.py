@@ -10,6 +10,11 @@ popcount, the pulses of each element one after another with the device rule, its
 and the clamp. Nothing of size batch × out × in is formed: the extra memory is the packed trains
 (batch·(in + out)·⌈BL/64⌉ words) and the probabilities.
 
+:func:`normal` and :func:`uniform` are refsim.rng's draws with its signature, computed by the
+compiled streams: the tile passes them (as ``draws``) to the device operations of
+refsim/stages/devices.py and drift.py (diffusion, reset, drift), whose remaining element-wise
+work is a few NumPy expressions.
+
 Agreement (spec/agreement.md, "Update stage"): bit-identical to the reference for every pulse
 type and for the ConstantStep, LinearStep, SoftBounds(Pmax), SoftBoundsReference and
 PiecewiseStep rules; ExpStep and PowStep(Reference) use the C library's exp / pow, which may differ
@@ -31,7 +36,7 @@ from . import _update
 from . import rng as _fast_rng
 from .rng import resolve_threads
 
-__all__ = ["MODELS", "num_threads", "pulsed_update"]
+__all__ = ["MODELS", "normal", "num_threads", "pulsed_update", "uniform"]
 
 #: Threads of the kernels when ``pulsed_update`` gets no ``num_threads`` (OpenMP's default). Set
 #: this attribute to change it for the tile's updates. Results do not depend on it.
@@ -206,3 +211,17 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
         counters[1],
         threads)
     return out
+
+
+def normal(seed: int, stream: str, call: int, shape: Any, *, start: int = 0, xp: Any = None,
+           dtype: Any = None, device: Any = None) -> np.ndarray:
+    """:func:`refsim.rng.normal` (numpy arrays on the CPU), by the compiled streams."""
+    return _fast_rng.normal(seed, stream, call, shape, start=start, dtype=dtype,
+                            num_threads=num_threads)
+
+
+def uniform(seed: int, stream: str, call: int, shape: Any, *, start: int = 0, xp: Any = None,
+            dtype: Any = None, device: Any = None) -> np.ndarray:
+    """:func:`refsim.rng.uniform` (numpy arrays on the CPU), by the compiled streams."""
+    return _fast_rng.uniform(seed, stream, call, shape, start=start, dtype=dtype,
+                             num_threads=num_threads)

@@ -262,3 +262,31 @@ def test_write_noise_and_pulse_counters_agree(device):
     assert counters.sum() > 0
     np.testing.assert_array_equal(counters, np.asarray(t_ref.get_pulse_counters()))
     assert t_ref.streams == t_fast.streams
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_device_operations_agree(dtype):
+    """Diffusion, decay, reset and drift draw their numbers from the compiled streams on the fast
+    backend (refsim_fast.update.normal / uniform): the same weights as the reference."""
+    dev = C.SoftBoundsReferenceDevice(diffusion=0.01, lifetime=50.0, reset_std=0.05,
+                                      drift=C.DriftParameter(nu=0.1, nu_dtod=0.2, nu_std=0.1,
+                                                             w_noise_std=0.01))
+    cfg = C.SingleRPUConfig(device=dev)
+    m, n = 9, 11
+    w0 = 0.2 * (2 * rng.uniform(13, "test.w", 0, (m, n)) - 1)
+    x, d = _inputs(13, 2, m, n, dtype)
+    out = {}
+    for backend in ("reference", "fast"):
+        tile = AnalogTile(m, n, cfg, seed=4, dtype=dtype, backend=backend)
+        assert (tile._draws() is rng) == (backend == "reference")
+        tile.set_weights(w0.astype(dtype))
+        tile.update(x, d, 0.1)
+        tile.post_update_step()
+        tile.drift_weights(1.0)
+        tile.drift_weights(10.0)
+        tile.reset(0.3)
+        tile.post_update_step()
+        out[backend] = np.asarray(tile.get_weights())
+    assert not np.array_equal(out["reference"], w0.astype(dtype))
+    tol = 1e-12 if dtype == np.float64 else 1e-6  # drift's pow/log: numpy vs numpy, same calls
+    np.testing.assert_allclose(out["fast"], out["reference"], rtol=tol, atol=tol)

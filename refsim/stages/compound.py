@@ -95,12 +95,13 @@ class SubDevice:
     def diffuse(self, ctx: Context) -> None:
         if self.cfg.diffusion > 0.0:
             call = ctx.streams.next_call("device.diffusion_noise")
-            self.w = device_stage.diffuse_weights(ctx.xp, self.w, self.params, ctx.seed, call)
+            self.w = device_stage.diffuse_weights(ctx.xp, self.w, self.params, ctx.seed, call,
+                                                  ctx.fast_update or rng)
 
     def reset(self, ctx: Context, prob: float) -> None:
         call = ctx.streams.next_call("device.reset_noise")
         self.w = device_stage.reset_weights(ctx.xp, self.w, self.params, self.cfg.reset_std, prob,
-                                            ctx.seed, call)
+                                            ctx.seed, call, ctx.fast_update or rng)
 
 
 class Compound:

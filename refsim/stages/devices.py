@@ -450,16 +450,18 @@ def decay_weights(xp: Any, w: Any, params: DeviceParams) -> Any:
     return clip_weights(xp, beta + (w - beta) * params.kappa, params)
 
 
-def diffuse_weights(xp: Any, w: Any, params: DeviceParams, seed: int, call: int) -> Any:
+def diffuse_weights(xp: Any, w: Any, params: DeviceParams, seed: int, call: int,
+                    draws: Any = rng) -> Any:
     """One diffusion step: w ← w + ρ·ξ (stream ``device.diffusion_noise``, call ``call``, number
-    i·n + j), then the clamp (§V4)."""
-    xi = rng.normal(seed, "device.diffusion_noise", call, tuple(w.shape), xp=xp, dtype=w.dtype,
-                    device=rng.device_of(w))
+    i·n + j), then the clamp (§V4). ``draws`` provides ``normal``/``uniform`` with the signature
+    of refsim.rng's (refsim_fast.update passes its compiled ones: the same numbers)."""
+    xi = draws.normal(seed, "device.diffusion_noise", call, tuple(w.shape), xp=xp, dtype=w.dtype,
+                      device=rng.device_of(w))
     return clip_weights(xp, w + params.rho * xi, params)
 
 
 def reset_weights(xp: Any, w: Any, params: DeviceParams, reset_std: float, prob: float,
-                  seed: int, call: int) -> Any:
+                  seed: int, call: int, draws: Any = rng) -> Any:
     """Reset: each element with probability ``prob`` (selected when the uniform number i·n + j of
     stream ``device.reset_prob`` is below ``prob``; all when ``prob >= 1``) becomes
     β + reset_std·ξ (stream ``device.reset_noise``, number i·n + j), then the clamp (§V4)."""
@@ -468,13 +470,13 @@ def reset_weights(xp: Any, w: Any, params: DeviceParams, reset_std: float, prob:
         return w
     new = params.reset_bias
     if reset_std > 0.0:
-        new = new + reset_std * rng.normal(seed, "device.reset_noise", call, shape, xp=xp,
-                                           dtype=w.dtype, device=rng.device_of(w))
+        new = new + reset_std * draws.normal(seed, "device.reset_noise", call, shape, xp=xp,
+                                             dtype=w.dtype, device=rng.device_of(w))
     new = clip_weights(xp, new, params)
     if prob >= 1.0:
         return new
-    chosen = rng.uniform(seed, "device.reset_prob", call, shape, xp=xp,
-                         device=rng.device_of(w)) < prob
+    chosen = draws.uniform(seed, "device.reset_prob", call, shape, xp=xp,
+                           device=rng.device_of(w)) < prob
     return xp.where(chosen, new, w)
 
 

@@ -33,7 +33,8 @@ def is_active(drift: SimpleDriftParameter) -> bool:
 
 
 def drift_nu(xp: Any, drift: SimpleDriftParameter, shape: Tuple[int, int], seed: int,
-             device_index: int = 0, dtype: Any = None, device: Any = None) -> Any:
+             device_index: int = 0, dtype: Any = None, device: Any = None,
+             draws: Any = rng) -> Any:
     """Per-element coefficients ``ν_ij = ν·(1 + nu_dtod·ξ_ij)`` (spec/drift.md §D1), drawn once
     from stream ``drift.nu_dtod``, call ``device_index``, number ``i·n + j`` under the construction
     seed. A SimpleDriftParameter (no ``nu_dtod``) gives ``ν`` everywhere."""
@@ -41,8 +42,8 @@ def drift_nu(xp: Any, drift: SimpleDriftParameter, shape: Tuple[int, int], seed:
     nu = xp.full(shape, drift.nu, dtype=dtype, device=device)
     dtod = getattr(drift, "nu_dtod", 0.0)
     if dtod > 0:
-        xi = rng.normal(seed, "drift.nu_dtod", device_index, shape, xp=xp, dtype=dtype,
-                        device=device)
+        xi = draws.normal(seed, "drift.nu_dtod", device_index, shape, xp=xp, dtype=dtype,
+                          device=device)
         nu = nu * (1.0 + dtod * xi)
     return nu
 
@@ -54,11 +55,14 @@ def initial_state(xp: Any, weights: Any) -> DriftState:
 
 def drift_weights(xp: Any, weights: Any, state: DriftState, dt: float,
                   drift: SimpleDriftParameter, nu: Any, seed: int, call: int,
-                  bounds: Optional[Tuple[Any, Any]] = None) -> Tuple[Any, DriftState]:
+                  bounds: Optional[Tuple[Any, Any]] = None,
+                  draws: Any = rng) -> Tuple[Any, DriftState]:
     """One drift call after ``dt`` time units (spec/drift.md §D3). Returns the drifted weights
     and the new state. ``nu`` comes from :func:`drift_nu`; ``bounds`` (lower, upper arrays) clamp
     the result (pulsed devices); ``call`` numbers this call in streams ``drift.nu_std`` and
-    ``drift.w_noise`` (number ``i·n + j``)."""
+    ``drift.w_noise`` (number ``i·n + j``); ``draws`` provides ``normal`` with refsim.rng's
+    signature (refsim_fast.update passes its compiled one: the same numbers)."""
+    device = rng.device_of(weights)
     shape = tuple(weights.shape)
     tau = state.tau + dt / drift.t_0
     changed = xp.abs(state.previous - weights) > drift.reset_tol
@@ -67,7 +71,8 @@ def drift_weights(xp: Any, weights: Any, state: DriftState, dt: float,
 
     coeff = nu
     if getattr(drift, "nu_std", 0.0) > 0:
-        xi = rng.normal(seed, "drift.nu_std", call, shape, xp=xp, dtype=weights.dtype)
+        xi = draws.normal(seed, "drift.nu_std", call, shape, xp=xp, dtype=weights.dtype,
+                          device=device)
         coeff = coeff + drift.nu_std * coeff * xi
     nu_k = getattr(drift, "nu_k", 0.0)
     if nu_k != 0.0:
@@ -88,8 +93,8 @@ def drift_weights(xp: Any, weights: Any, state: DriftState, dt: float,
     drifted = w0 * scale + offset * (scale - 1.0) if offset else w0 * scale
     out = xp.where(changed, weights, drifted)
     if getattr(drift, "w_noise_std", 0.0) > 0:
-        out = out + drift.w_noise_std * rng.normal(seed, "drift.w_noise", call, shape, xp=xp,
-                                                   dtype=weights.dtype)
+        out = out + drift.w_noise_std * draws.normal(seed, "drift.w_noise", call, shape, xp=xp,
+                                                     dtype=weights.dtype, device=device)
     if bounds is not None:
         out = xp.clip(out, min=bounds[0], max=bounds[1])
     return out, DriftState(w0=w0, t_start=t_start, previous=out, tau=tau)
