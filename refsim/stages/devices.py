@@ -400,8 +400,8 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     Pulse t (t < abs(counts[i, j])) of element (i, j) uses the 16-bit normal number
     ``(device_index·m + i)·n·bl + Σ_{j' < j} abs(counts[i, j']) + t`` of stream ``device.c2c``,
     call ``call`` (when dw_min_std > 0): the pulses of a row take consecutive numbers in element
-    order. ``stream`` is ``transfer.c2c`` for the compounds' internal writes. The pulses of an element are applied one after another, each followed by the
-    clamp to the bounds.
+    order. ``stream`` is ``transfer.c2c`` for the compounds' internal writes. The pulses of an
+    element are applied one after another, each followed by the clamp to the bounds.
     """
     m, n = w.shape
     name = _name(cfg)
