@@ -2,7 +2,8 @@
 JSON line of median timings. Called by the benchmarks as a separate process; never imported.
 
 Cases of kind "forward"/"backward" (bench_io.py) time a pass on random inputs; cases of kind
-"update" (bench_update.py) time ``AnalogTile.update`` on the inputs bench_update.py wrote.
+"update" (bench_update.py) time ``AnalogTile.update`` on the inputs bench_update.py wrote; a spec
+with mode "train" (bench_train.py) times one training step per build_config algorithm.
 
 Threads: the caller sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. aihwkit's CPU simulator
 (rpu_base) links its own copies of libgomp and OpenBLAS, which read them when loaded, and torch
@@ -54,9 +55,32 @@ def _time_update(case: dict, spec: dict) -> dict:
     return time_update(tile.update, lambda: tile.set_weights(weights), x, d, spec, batch)
 
 
+def _time_train(spec: dict) -> list:
+    """One step (forward, backward, update) per build_config algorithm on bench_train.py's
+    inputs; median seconds."""
+    x, d, w = (torch.from_numpy(np.load(spec["paths"][k])) for k in ("x", "d", "w"))
+    rows = []
+    for algorithm in spec["algorithms"]:
+        config = configs.build_config(algorithm, getattr(configs, spec["device"]))
+        tile = config.tile_class(w.shape[0], w.shape[1], config)
+        tile.set_weights(w)
+        tile.set_learning_rate(spec["lr"])
+
+        def step():
+            tile.forward(x)
+            tile.backward(d)
+            tile.update(x, d)
+
+        rows.append({"algorithm": algorithm, "seconds": median(step, spec["repeat"])})
+    return rows
+
+
 def main():
     spec = json.loads(sys.argv[1])
     torch.manual_seed(0)
+    if spec.get("mode") == "train":
+        print(json.dumps(_time_train(spec)))
+        return
     out = []
     for case in spec["cases"]:
         if case["kind"] == "update":
