@@ -83,6 +83,16 @@ def _probabilities(values: np.ndarray, scale: np.ndarray, step: float, sto: bool
     return _pulses.probabilities(np, values, scale[:, None], step, uniforms)
 
 
+_TABLES: Dict[np.dtype, np.ndarray] = {}
+
+
+def _table(dtype: np.dtype) -> np.ndarray:
+    """The 16-bit normals (refsim.rng.normal16_table) in ``dtype``, made once."""
+    if dtype not in _TABLES:
+        _TABLES[dtype] = np.ascontiguousarray(_rng_ref.normal16_table(), dtype=dtype)
+    return _TABLES[dtype]
+
+
 def _device_arrays(params: _dev.DeviceParams, cfg: PulsedDevice, dtype: np.dtype
                    ) -> Dict[str, Optional[np.ndarray]]:
     def arr(a: Any) -> Optional[np.ndarray]:
@@ -201,7 +211,7 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
                                 not arr.flags.c_contiguous or not arr.flags.writeable):
             raise ValueError(f"{name_}: expected a writable C-contiguous int64 array of shape "
                              f"{(m, n)}")
-    table = np.ascontiguousarray(_rng_ref.normal16_table(), dtype=dtype)
+    table = _table(dtype)
     counters = (None, None) if pulse_counters is None else pulse_counters
     _update.pulsed_update(
         out, mode, xbits, dbits, ax, ad, xneg, dneg, bl, calls, MODELS[name],

@@ -17,7 +17,8 @@ from refsim.stages import pulses as pulse_stage
 def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevice,
                   up: UpdateParameters, params: device_stage.DeviceParams, seed: int,
                   first_call: int, *, device_index: int = 0, fast: Any = None,
-                  track_touch: bool = False, count: bool = False, prefix: str = "update"
+                  track_touch: bool = False, count: bool = False, prefix: str = "update",
+                  granularity: Optional[float] = None
                   ) -> tuple[Any, Optional[Any], Optional[Any]]:
     """The weights ``w`` (m, n) after one update cycle per row of ``xs`` (batch, n) and ``ds``
     (batch, m); cycle ``k`` uses call ``first_call + k`` of the update streams and number offset
@@ -27,20 +28,22 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
     cycle with a non-zero count per element (−1 if none), when ``track_touch``; ``pulse_counts``
     (2, m, n) int64, the down ([0]) and up ([1]) pulses of these cycles, when ``count``.
     ``fast`` is the ``refsim_fast.update`` module to use, or None for the reference loop;
-    ``prefix`` names the streams (``update``, or ``transfer`` for a compound's internal writes).
+    ``prefix`` names the streams (``update``, or ``transfer`` for a compound's internal writes);
+    ``granularity`` replaces the device's own g in the pulse trains (a unit cell's mean g,
+    spec/compounds.md).
     """
     m, n = w.shape
     device = getattr(w, "device", None) if fast is None else None
-    g = device_stage.granularity(cfg)
+    g = device_stage.granularity(cfg) if granularity is None else float(granularity)
     if fast is not None:
         import numpy as np
 
         last_touch = np.full((m, n), -1, dtype=np.int64) if track_touch else None
-        ups, downs = np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)
+        counters = (np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)) if count else None
         w = fast.pulsed_update(w, xs, ds, lr, cfg, up, params, g, seed, first_call,
                                device_index=device_index, last_touch=last_touch, prefix=prefix,
-                               pulse_counters=(ups, downs) if count else None)
-        return w, last_touch, (np.stack((downs, ups)) if count else None)
+                               pulse_counters=counters)
+        return w, last_touch, (np.stack(counters[::-1]) if count else None)
     from refsim import rng
 
     device = rng.device_of(w)
