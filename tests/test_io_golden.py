@@ -20,14 +20,13 @@ rare enough, ~1e-14 per element, to be investigated when it happens.)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from golden_support import fast_missing, load_script
 
 from refsim.configs import from_dict
 from refsim.stages.io import resolution_step
@@ -50,25 +49,7 @@ def load(name: str) -> dict:
 
 def builder():
     """The vector builder, imported from the source tree (it is not part of the package)."""
-    name = "_refsim_make_io_vectors"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BUILDER)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def fast_io_missing() -> str:
-    """Why the fast backend cannot be tested ('' when it can)."""
-    try:
-        import refsim_fast  # noqa: F401  (conftest requires it unless REFSIM_ALLOW_NO_FAST=1)
-    except ImportError as err:
-        return f"refsim_fast is not importable ({err})"
-    if importlib.util.find_spec("refsim_fast.io") is None:
-        return ("refsim_fast.io does not exist yet (the fast IO kernels are written separately); "
-                "only the reference backend is checked against the golden vectors")
-    return ""
+    return load_script(BUILDER, "_refsim_make_io_vectors")
 
 
 def replay(record: dict, backend: str) -> list:
@@ -155,7 +136,7 @@ def test_reference_backend_reproduces_vector(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_fast_backend_reproduces_vector(name):
-    reason = fast_io_missing()
+    reason = fast_missing()
     if reason:
         pytest.skip(reason)
     check_record(load(name), "fast")

@@ -21,14 +21,13 @@ The fast parametrization runs refsim_fast.update's compiled pulsed update (the t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
-import sys
 import warnings
 
 import numpy as np
 import pytest
+from golden_support import fast_missing, load_script
 
 from refsim.configs import SingleRPUConfig, from_dict
 from refsim.stages import devices as device_stage
@@ -52,24 +51,7 @@ def load(name: str) -> dict:
 
 def builder():
     """The vector builder, imported from the source tree (it is not part of the package)."""
-    name = "_refsim_make_update_vectors"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BUILDER)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def fast_missing() -> str:
-    """Why the fast backend cannot be tested ('' when it can)."""
-    try:
-        import refsim_fast  # noqa: F401  (conftest requires it unless REFSIM_ALLOW_NO_FAST=1)
-    except ImportError as err:
-        return f"refsim_fast is not importable ({err})"
-    if importlib.util.find_spec("refsim_fast.io") is None:
-        return "refsim_fast.io does not exist, so AnalogTile(..., backend='fast') cannot be built"
-    return ""
+    return load_script(BUILDER, "_refsim_make_update_vectors")
 
 
 def close(actual, expected, what: str) -> bool:

@@ -20,8 +20,6 @@ selects the fast kernels); the wrapper delegates unchanged, so it cannot alter t
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import pathlib
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -29,6 +27,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from refsim import rng
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from vector_json import file_text  # noqa: E402  (this folder)
 from refsim.configs import (
     ConstantStepDevice,
     FloatingPointRPUConfig,
@@ -349,32 +350,6 @@ def run_case(case: Case) -> Dict[str, Any]:
 
 
 # -- a stable, diff-friendly JSON layout ----------------------------------------------------------
-
-
-def _scalar_list(v: Any) -> bool:
-    return isinstance(v, list) and all(not isinstance(e, (list, dict)) for e in v)
-
-
-def dumps(obj: Any, indent: int = 0) -> str:
-    """JSON text: dicts one key per line, lists of scalars on one line (Python's float repr, which
-    round-trips exactly)."""
-    pad = " " * indent
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f'{pad} {json.dumps(k)}: {dumps(v, indent + 1)}' for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and not _scalar_list(obj):
-        items = [pad + " " + dumps(v, indent + 1) for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    for v in obj if isinstance(obj, list) else [obj]:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("non-finite value in a golden vector")
-    return json.dumps(obj, allow_nan=False)
-
-
-def file_text(record: Dict[str, Any]) -> str:
-    return dumps(record) + "\n"
 
 
 def main(argv: Sequence[str] = ()) -> int:

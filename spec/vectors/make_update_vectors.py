@@ -29,8 +29,6 @@ the ones the tile used.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import pathlib
 import sys
 from collections.abc import Callable, Sequence
@@ -39,6 +37,9 @@ from typing import Any
 import numpy as np
 
 from refsim import rng
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from vector_json import file_text  # noqa: E402  (this folder)
 from refsim.configs import (
     ConstantStepDevice,
     DriftParameter,
@@ -492,32 +493,6 @@ def run_case(case: Case) -> dict[str, Any]:
 
 
 # -- a stable, diff-friendly JSON layout ----------------------------------------------------------
-
-
-def _scalar_list(v: Any) -> bool:
-    return isinstance(v, list) and all(not isinstance(e, (list, dict)) for e in v)
-
-
-def dumps(obj: Any, indent: int = 0) -> str:
-    """JSON text: dicts one key per line, lists of scalars on one line (Python's float repr, which
-    round-trips exactly)."""
-    pad = " " * indent
-    if isinstance(obj, dict):
-        if not obj:
-            return "{}"
-        items = [f'{pad} {json.dumps(k)}: {dumps(v, indent + 1)}' for k, v in obj.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if isinstance(obj, list) and not _scalar_list(obj):
-        items = [pad + " " + dumps(v, indent + 1) for v in obj]
-        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
-    for v in obj if isinstance(obj, list) else [obj]:
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError("non-finite value in a golden vector")
-    return json.dumps(obj, allow_nan=False)
-
-
-def file_text(record: dict[str, Any]) -> str:
-    return dumps(record) + "\n"
 
 
 def main(argv: Sequence[str] = ()) -> int:
