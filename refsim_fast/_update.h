@@ -80,6 +80,17 @@ static REFSIM_INLINE int64_t refsim_popcount(uint64_t v) {
 #endif
 }
 
+/* Append element j with count q (> 0) to the compacted list (written always, kept when q > 0:
+ * no branch); pre receives the running total of the counts before it. */
+static REFSIM_INLINE void refsim_push(int32_t *idx, int32_t *cnt, int32_t *pre, int64_t *nnz,
+                                      int64_t *total, int64_t j, int32_t q) {
+    idx[*nnz] = (int32_t)j;
+    cnt[*nnz] = q;
+    pre[*nnz] = (int32_t)*total;
+    *total += q;
+    *nnz += q > 0;
+}
+
 #define REFSIM_TRAIN_CHUNK 4096  /* words drawn at a time for the pulse trains */
 
 /* Pulse trains of values j0 .. j1-1 of one cycle: bit k of train j (word k / 64 of out[j nw ..])

@@ -195,40 +195,18 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
         if (c->mode == REFSIM_TRAINS) {
             const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
             const uint64_t *xw = c->xbits + b * n * nw;
-            if (nw == 1) {
-                uint64_t dv = dw[0];
-                if (!dv) continue;
-                for (int64_t j = 0; j < n; ++j) {
-                    int32_t q = (int32_t)refsim_popcount(dv & xw[j]);
-                    idx[nnz] = (int32_t)j;
-                    cnt[nnz] = q;
-                    pre[nnz] = (int32_t)total;
-                    total += q;
-                    nnz += q != 0;
-                }
-            } else {
-                for (int64_t j = 0; j < n; ++j) {
-                    int32_t q = 0;
-                    for (int64_t r = 0; r < nw; ++r) q += (int32_t)refsim_popcount(dw[r] & xw[j * nw + r]);
-                    idx[nnz] = (int32_t)j;
-                    cnt[nnz] = q;
-                    pre[nnz] = (int32_t)total;
-                    total += q;
-                    nnz += q != 0;
-                }
+            if (nw == 1 && !dw[0]) continue;
+            for (int64_t j = 0; j < n; ++j) {
+                int32_t q = (int32_t)refsim_popcount(dw[0] & xw[j * nw]);
+                for (int64_t r = 1; r < nw; ++r) q += (int32_t)refsim_popcount(dw[r] & xw[j * nw + r]);
+                refsim_push(idx, cnt, pre, &nnz, &total, j, q);
             }
         } else {
             double adi = c->ad[b * c->m + i];
             if (adi == 0.0) continue;
             const double *ax = c->ax + b * n;
-            for (int64_t j = 0; j < n; ++j) {
-                int32_t q = (int32_t)rint(adi * ax[j]);
-                idx[nnz] = (int32_t)j;
-                cnt[nnz] = q;
-                pre[nnz] = (int32_t)total;
-                total += q;
-                nnz += q > 0;
-            }
+            for (int64_t j = 0; j < n; ++j)
+                refsim_push(idx, cnt, pre, &nnz, &total, j, (int32_t)rint(adi * ax[j]));
         }
         if (!nnz) continue;
         /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element
