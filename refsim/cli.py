@@ -1,9 +1,11 @@
 """refsim's command line.
 
-``refsim config ALGORITHM --device DEVICE`` prints the RPU config that ``build_config`` makes, as
-JSON; ``refsim mvm`` runs an analog matrix-vector product and prints its error against the exact
-product; ``refsim info`` tells how refsim and its compiled backend are installed. Bad arguments give a
-one-line error and exit code 2.
+``refsim demo`` trains a small MLP on analog tiles to classify the 8×8 handwritten digits (the
+main job; see :func:`_demo`); ``refsim config ALGORITHM --device DEVICE`` prints the RPU config that
+``build_config`` makes, as JSON; ``refsim mvm`` runs an analog matrix-vector product and prints its
+error against the exact product; ``refsim info`` tells how refsim and its compiled backend are
+installed. Bad arguments give a one-line error and exit code 2; a valid demo run that the simulator
+cannot do yet (an algorithm whose update is not implemented) gives a one-line error and exit code 1.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import List, Optional
+import math
+import time
+from typing import Any, Dict, List, NoReturn, Optional
 
 from refsim import __version__, fast_info
 from refsim import configs
+
+
+#: The demo's default hyperparameters: with these, sgd on SoftBoundsReferenceDevice and on
+#: ConstantStepDevice reach about 96 % test accuracy (README, "The demo").
+DEMO_DEFAULTS: Dict[str, Any] = {"epochs": 10, "lr": 0.1, "batch_size": 16, "hidden": 64}
 
 
 def _device_names() -> List[str]:
@@ -31,10 +40,37 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32 - 1], got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (``PROG: error: MESSAGE``, exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refsim", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="refsim", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"refsim {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     cfg = sub.add_parser("config", help="print the RPU config of a training algorithm as JSON")
     cfg.add_argument("algorithm", help="one of: " + ", ".join(sorted(configs.ALGORITHMS)) +
@@ -56,6 +92,39 @@ def _parser() -> argparse.ArgumentParser:
     mvm.add_argument("--dtype", choices=("float32", "float64"), default="float32")
 
     sub.add_parser("info", help="report the installation (version, compiled backend, OpenMP)")
+
+    demo = sub.add_parser(
+        "demo", help="train an MLP on analog tiles to classify the 8x8 handwritten digits",
+        description="Train a 64-H-10 MLP (AnalogLinear layers, digital biases, ReLU) with SGD on "
+                    "analog tiles to classify the 8x8 handwritten digits (1500 training, 297 test "
+                    "images, standardized features). Prints one line per epoch and a JSON summary "
+                    "line. Exit codes: 0 done, 2 bad arguments, 1 a valid run the simulator cannot "
+                    "do yet (e.g. an algorithm whose update is not implemented).")
+    demo.add_argument("--algorithm", default="c-ttv2",
+                      help="training algorithm (build_config): " +
+                      ", ".join(sorted(configs.ALGORITHMS)) + " or an alias; default c-ttv2")
+    demo.add_argument("--device", default="SoftBoundsReferenceDevice",
+                      help="pulsed device class: " + ", ".join(_device_names()) +
+                      "; default SoftBoundsReferenceDevice")
+    demo.add_argument("--backend", choices=("auto", "reference", "fast"), default="auto",
+                      help="tile backend (default auto: the compiled one when installed)")
+    demo.add_argument("--seed", type=_seed, default=1,
+                      help="seed of the weights, the tiles' noise and the shuffling (default 1)")
+    demo.add_argument("--epochs", type=_positive, default=DEMO_DEFAULTS["epochs"])
+    demo.add_argument("--lr", type=_positive_float, default=DEMO_DEFAULTS["lr"],
+                      help=f"learning rate (default {DEMO_DEFAULTS['lr']})")
+    demo.add_argument("--batch-size", type=_positive, default=DEMO_DEFAULTS["batch_size"])
+    demo.add_argument("--hidden", type=_positive, default=DEMO_DEFAULTS["hidden"],
+                      help=f"hidden units (default {DEMO_DEFAULTS['hidden']})")
+    demo.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    demo.add_argument("--analog-bias", action="store_true",
+                      help="put the biases on the tiles (mapping.digital_bias = False)")
+    demo.add_argument("--plot", metavar="PATH",
+                      help="write a PNG of the training curve (needs matplotlib)")
+    demo.add_argument("--quiet", action="store_true",
+                      help="print only the JSON summary (no progress bar, no epoch lines)")
+    demo.add_argument("--limit", type=_positive, default=None, help=argparse.SUPPRESS)
+    demo.set_defaults(subparser=demo)
     return parser
 
 
@@ -75,7 +144,6 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _mvm(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import time
 
     import numpy as np
 
@@ -116,6 +184,148 @@ def _info() -> int:
     return 0
 
 
+class _Progress:
+    """A plain-text progress bar on stderr (only when it is a terminal)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.label = ""
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        width = 30
+        filled = width * done // total
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{total}")
+        sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 79 + "\r")
+            sys.stderr.flush()
+
+
+def _plot(path: str, history: List[Dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.plot(epochs, [h["loss"] for h in history], marker="o")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss (cross-entropy)")
+    ax2.plot(epochs, [100 * h["train_accuracy"] for h in history], marker="o", label="train")
+    ax2.plot(epochs, [100 * h["test_accuracy"] for h in history], marker="s", label="test")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy (%)")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Train the MLP; see the ``demo`` subcommand's description."""
+    import numpy as np
+
+    from refsim import nn
+    from refsim.data import load_digits
+
+    parser = args.subparser
+    try:
+        algorithm = configs.canonical_algorithm(args.algorithm)
+    except configs.ArgumentError:
+        parser.error(f"--algorithm: unknown algorithm {args.algorithm!r} (choose from "
+                     f"{', '.join(sorted(configs.ALGORITHMS))} or an alias)")
+    if args.device not in configs.PULSED_DEVICES:
+        parser.error(f"--device: unknown device {args.device!r} "
+                     f"(choose from {', '.join(_device_names())})")
+    try:
+        rpu_config = configs.build_config(algorithm, getattr(configs, args.device))
+        rpu_config.mapping.digital_bias = not args.analog_bias
+        dtype = np.dtype(args.dtype)
+        model = nn.mlp([64, args.hidden, 10], rpu_config, activation="relu", seed=args.seed,
+                       dtype=dtype, backend=args.backend)
+    except (ValueError, TypeError, configs.ArgumentError, configs.ConfigError) as err:
+        parser.error(str(err))
+    can_plot = False
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+
+            can_plot = True
+        except ImportError:
+            print(f"refsim demo: --plot: matplotlib is not installed, no plot will be written "
+                  f"to {args.plot}", file=sys.stderr)
+    data = load_digits(standardize=True, dtype=dtype)
+    x_train, y_train, x_test, y_test = data
+    if args.limit is not None:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+        x_test, y_test = x_test[:args.limit], y_test[:args.limit]
+    tile = model[0].tiles[0][0]
+    backend = "fast" if tile._impl(tile.xp) is not None else "reference"
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, flush=True)
+
+    say(f"refsim demo: 64-{args.hidden}-10 MLP (ReLU) on the 8x8 digits, {algorithm} on "
+        f"{args.device} ({type(rpu_config).__name__}), {backend} backend, {args.dtype}, "
+        f"{len(x_train)} training / {len(x_test)} test images, lr {args.lr}, batch "
+        f"{args.batch_size}, seed {args.seed}")
+    progress = _Progress(sys.stderr.isatty() and not args.quiet)
+    history: List[Dict[str, Any]] = []
+    start = time.perf_counter()
+    try:
+        for epoch in range(args.epochs):
+            progress.label = f"epoch {epoch + 1}/{args.epochs}"
+            loss = nn.train_epoch(model, x_train, y_train, args.lr, args.batch_size, args.seed,
+                                  epoch=epoch, progress=progress)
+            progress.clear()
+            train_acc = nn.accuracy(model, x_train, y_train)
+            test_acc = nn.accuracy(model, x_test, y_test)
+            elapsed = time.perf_counter() - start
+            history.append({"epoch": epoch + 1, "loss": round(loss, 6),
+                            "train_accuracy": round(train_acc, 6),
+                            "test_accuracy": round(test_acc, 6), "seconds": round(elapsed, 3)})
+            say(f"epoch {epoch + 1:3d}/{args.epochs}  loss {loss:.4f}  "
+                f"train {100 * train_acc:6.2f} %  test {100 * test_acc:6.2f} %  "
+                f"{elapsed:7.1f} s")
+    except NotImplementedError as err:
+        progress.clear()
+        print(f"refsim demo: error: {algorithm} cannot train yet: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        progress.clear()
+        print("refsim demo: interrupted", file=sys.stderr)
+        return 130
+    last = history[-1]
+    summary = {"algorithm": algorithm, "device": args.device, "backend": backend,
+               "dtype": args.dtype, "seed": args.seed, "epochs": args.epochs, "lr": args.lr,
+               "batch_size": args.batch_size, "hidden": args.hidden,
+               "bias": "analog" if args.analog_bias else "digital",
+               "train_samples": len(x_train), "test_samples": len(x_test),
+               "loss": last["loss"], "train_accuracy": last["train_accuracy"],
+               "test_accuracy": last["test_accuracy"], "seconds": last["seconds"],
+               "history": history}
+    if can_plot:
+        try:
+            _plot(args.plot, history, f"refsim demo: {algorithm} on {args.device}, seed "
+                                      f"{args.seed}")
+            summary["plot"] = args.plot
+        except OSError as err:
+            print(f"refsim demo: --plot: could not write {args.plot}: {err}", file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -123,4 +333,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _config(args, parser)
     if args.command == "mvm":
         return _mvm(args, parser)
+    if args.command == "demo":
+        return _demo(args, parser)
     return _info()

@@ -1,0 +1,524 @@
+"""Layers of the training stack: AnalogLinear, the activations and AnalogSequential.
+
+A module has ``forward(x)`` (which keeps what the backward pass needs), ``backward(grad_out)`` (the
+gradient with respect to the last forward input), ``update(lr)`` (one SGD step with the gradients
+of the last backward pass), ``post_update_step()``, ``state_dict()`` and ``load_state_dict()``.
+Arrays are ``(batch, features)`` (a single ``(features,)`` vector is accepted too) of any array
+namespace that array-api-compat knows; a model keeps the namespace, device and dtype it was built
+with.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import array_api_compat
+
+from refsim import rng
+from refsim.configs import (
+    FloatingPointRPUConfig,
+    InferenceRPUConfig,
+    IOManagedRPUConfig,
+    SingleRPUConfig,
+    WeightClipType,
+    WeightModifierType,
+    WeightRemapType,
+)
+from refsim.tile import AnalogTile
+
+__all__ = ["ACTIVATIONS", "AnalogLinear", "AnalogSequential", "Module", "ReLU", "Sigmoid", "Tanh",
+           "mlp"]
+
+
+def _check_int(value: Any, name: str, lo: int, hi: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name}: expected an integer {bound}, got {value}")
+    return value
+
+
+def check_lr(lr: Any) -> float:
+    """``lr`` as a float (a finite real number; ValueError otherwise)."""
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(float(lr)):
+        raise ValueError(f"lr: expected a finite real number, got {lr!r}")
+    return float(lr)
+
+
+def _split_sizes(size: int, maximum: int) -> List[int]:
+    """Balanced pieces of ``size`` of at most ``maximum`` (0: no split), the first ``size mod k``
+    one larger (spec/mapping.md, max_input_size/max_output_size)."""
+    if maximum <= 0 or size <= maximum:
+        return [size]
+    k = -(-size // maximum)
+    return [size // k + (1 if i < size % k else 0) for i in range(k)]
+
+
+def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
+    out, start = [], 0
+    for s in sizes:
+        out.append((start, start + s))
+        start += s
+    return out
+
+
+def _unsupported(rpu_config: Any) -> Optional[str]:
+    """The first config field this stack does not implement yet (at a value that would matter),
+    or None."""
+    mapping = rpu_config.mapping
+    if mapping.weight_scaling_omega > 0:
+        return "mapping.weight_scaling_omega > 0 (weight scaling)"
+    if mapping.learn_out_scaling:
+        return "mapping.learn_out_scaling (learned output scales)"
+    if rpu_config.pre_post.input_range.enable:
+        return "pre_post.input_range.enable (learned input range)"
+    if isinstance(rpu_config, InferenceRPUConfig):
+        mod = rpu_config.modifier
+        if mod.type not in (WeightModifierType.NONE, WeightModifierType.COPY) or mod.pdrop > 0:
+            return "modifier (weight modifiers / drop connect)"
+        if rpu_config.clip.type != WeightClipType.NONE:
+            return "clip (weight clipping)"
+        if rpu_config.remap.type != WeightRemapType.NONE:
+            return "remap (weight remapping)"
+    return None
+
+
+class Module:
+    """The interface of a layer (every method a no-op here)."""
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def __call__(self, x: Any) -> Any:
+        return self.forward(x)
+
+    def backward(self, grad_out: Any) -> Any:
+        return grad_out
+
+    def update(self, lr: float) -> None:
+        check_lr(lr)
+
+    def post_update_step(self) -> None:
+        pass
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"type": type(self).__name__}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._check_state_type(state)
+
+    def _check_state_type(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"state: expected a dict, got {type(state).__name__}")
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"state['type']: the state of a {state.get('type')!r}, "
+                             f"not of a {type(self).__name__}")
+
+
+def _namespace_of(a: Any, name: str) -> Any:
+    try:
+        return array_api_compat.array_namespace(a)
+    except TypeError:
+        raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from None
+
+
+class AnalogLinear(Module):
+    """A fully connected layer ``y = W x + b`` on analog tiles (aihwkit's AnalogLinear).
+
+    Args:
+        in_features, out_features: the sizes; ``W`` is ``(out_features, in_features)``.
+        rpu_config: the tile config (default ``SingleRPUConfig()``). Its
+            ``mapping.digital_bias`` (default True) keeps the bias a plain array, updated by plain
+            SGD; False stores it on the tile as an extra last input column driven by a constant 1
+            (tile shape ``(out, in + 1)``). ``mapping.max_input_size``/``max_output_size`` split a
+            larger layer into balanced tiles whose partial outputs are summed digitally; a split
+            layer keeps its bias digital (spec/mapping.md).
+        bias: whether the layer has a bias.
+        seed: the layer's seed (0 … 2³²−1): the initial weights (streams ``nn.init_weight`` and
+            ``nn.init_bias``) and the tile's seed (the tiles' seeds, derived from it by stream
+            ``nn.tile_seed``, when the layer is split).
+        xp, dtype, device: the array namespace (numpy by default), float dtype (float64 by
+            default) and device of the weights and of the arrays the layer accepts.
+        backend: the tiles' backend, ``"auto"``, ``"reference"`` or ``"fast"``.
+
+    The weights start like torch's / aihwkit's Linear: ``W`` and ``b`` uniform in
+    ``±1/sqrt(in_features)``, here drawn from refsim's random streams (the same numbers on every
+    namespace and backend), set with ``set_weights(clip=True)`` (pulsed devices clamp them to
+    their bounds, as aihwkit does).
+    """
+
+    def __init__(self, in_features: int, out_features: int, rpu_config: Any = None, *,
+                 bias: bool = True, seed: int = 0, xp: Any = None, dtype: Any = None,
+                 device: Any = None, backend: str = "auto") -> None:
+        self.in_features = _check_int(in_features, "in_features", 1)
+        self.out_features = _check_int(out_features, "out_features", 1)
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias: expected a bool, got {type(bias).__name__}")
+        self.seed = _check_int(seed, "seed", 0, rng.MAX_SEED)
+        rpu_config = SingleRPUConfig() if rpu_config is None else rpu_config
+        if not isinstance(rpu_config, (IOManagedRPUConfig, FloatingPointRPUConfig)):
+            raise TypeError(f"rpu_config: expected an RPU config, got "
+                            f"{type(rpu_config).__name__}")
+        rpu_config.validate()
+        missing = _unsupported(rpu_config)
+        if missing is not None:
+            raise NotImplementedError(f"rpu_config: refsim.nn does not implement {missing} yet")
+        self.xp = rng._namespace(xp)
+        self.dtype = self.xp.float64 if dtype is None else dtype
+        if self.dtype not in (self.xp.float32, self.xp.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}")
+        self.device = device
+        mapping = rpu_config.mapping
+        self.in_sizes = _split_sizes(self.in_features, mapping.max_input_size)
+        self.out_sizes = _split_sizes(self.out_features, mapping.max_output_size)
+        split = len(self.in_sizes) > 1 or len(self.out_sizes) > 1
+        self.digital_bias = bias and (mapping.digital_bias or split)
+        self.analog_bias = bias and not self.digital_bias
+        n_tiles = len(self.in_sizes) * len(self.out_sizes)
+        if n_tiles == 1:
+            seeds = [self.seed]
+        else:
+            seeds = [int(s) for s in rng.random_words(self.seed, "nn.tile_seed", 0, 0, n_tiles)]
+        extra = 1 if self.analog_bias else 0
+        self.tiles: List[List[AnalogTile]] = [
+            [AnalogTile(out, inp + extra, rpu_config, seed=seeds[j * len(self.in_sizes) + i],
+                        dtype=self.dtype, xp=xp, device=device, backend=backend)
+             for i, inp in enumerate(self.in_sizes)]
+            for j, out in enumerate(self.out_sizes)
+        ]
+        self.rpu_config = self.tiles[0][0].rpu_config
+        self.bias: Any = None
+        if self.digital_bias:
+            self.bias = self.xp.zeros((self.out_features,), dtype=self.dtype, device=device)
+        self._xs: Optional[List[Any]] = None  # per input block, as fed to the tiles
+        self._d: Optional[Any] = None
+        self.reset_parameters()
+
+    @property
+    def has_bias(self) -> bool:
+        return self.digital_bias or self.analog_bias
+
+    def reset_parameters(self) -> None:
+        """The initial weights (see the class docstring)."""
+        xp, bound = self.xp, 1.0 / math.sqrt(self.in_features)
+        w = rng.uniform(self.seed, "nn.init_weight", 0, (self.out_features, self.in_features),
+                        xp=xp, device=self.device) * (2 * bound) - bound
+        b = None
+        if self.has_bias:
+            b = rng.uniform(self.seed, "nn.init_bias", 0, (self.out_features,), xp=xp,
+                            device=self.device) * (2 * bound) - bound
+        self.set_weights(xp.astype(w, self.dtype), None if b is None else xp.astype(b, self.dtype))
+
+    # -- weights -----------------------------------------------------------------------------------
+    def _check(self, a: Any, name: str, shape: Tuple[int, ...]) -> Any:
+        xp = _namespace_of(a, name)
+        if xp.__name__ != self.xp.__name__:
+            raise TypeError(f"{name}: array of {xp.__name__}, but the layer holds arrays of "
+                            f"{self.xp.__name__}")
+        if not xp.isdtype(a.dtype, "real floating"):
+            raise TypeError(f"{name}: expected a float array, got {a.dtype}")
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
+        return self.xp.astype(a, self.dtype, copy=True)
+
+    def set_weights(self, weight: Any, bias: Any = None) -> None:
+        """Store ``weight`` ``(out_features, in_features)`` and ``bias`` ``(out_features,)`` (None
+        for a layer without bias; required with one) in the tiles, clamped to the device bounds
+        of a pulsed device."""
+        xp = self.xp
+        w = self._check(weight, "weight", (self.out_features, self.in_features))
+        if self.has_bias != (bias is not None):
+            raise ValueError("bias: expected an array exactly when the layer has a bias")
+        b = None if bias is None else self._check(bias, "bias", (self.out_features,))
+        for j, (o0, o1) in enumerate(_offsets(self.out_sizes)):
+            for i, (i0, i1) in enumerate(_offsets(self.in_sizes)):
+                block = w[o0:o1, i0:i1]
+                if self.analog_bias:
+                    block = xp.concat([block, xp.reshape(b[o0:o1], (-1, 1))], axis=1)
+                self.tiles[j][i].set_weights(block, clip=True)
+        if self.digital_bias:
+            self.bias = b
+
+    def get_weights(self) -> Tuple[Any, Any]:
+        """``(weight, bias)``: copies of the weights and of the bias (None without bias)."""
+        xp = self.xp
+        rows, biases = [], []
+        for row in self.tiles:
+            blocks = [t.get_weights() for t in row]
+            if self.analog_bias:
+                biases.append(blocks[-1][:, -1])
+                blocks[-1] = blocks[-1][:, :-1]
+            rows.append(xp.concat(blocks, axis=1) if len(blocks) > 1 else blocks[0])
+        w = xp.concat(rows, axis=0) if len(rows) > 1 else rows[0]
+        if self.digital_bias:
+            b = xp.asarray(self.bias, copy=True)
+        elif self.analog_bias:
+            b = xp.concat(biases, axis=0) if len(biases) > 1 else biases[0]
+        else:
+            b = None
+        return w, b
+
+    # -- passes ------------------------------------------------------------------------------------
+    def _rows(self, a: Any, name: str, size: int) -> Tuple[Any, bool]:
+        xp = _namespace_of(a, name)
+        if xp.__name__ != self.xp.__name__:
+            raise TypeError(f"{name}: array of {xp.__name__}, but the layer holds arrays of "
+                            f"{self.xp.__name__}")
+        if not xp.isdtype(a.dtype, "real floating"):
+            raise TypeError(f"{name}: expected a float array, got {a.dtype}")
+        if a.ndim == 1 and a.shape[0] == size:
+            return self.xp.astype(xp.reshape(a, (1, size)), self.dtype), True
+        if a.ndim == 2 and a.shape[1] == size:
+            return self.xp.astype(a, self.dtype), False
+        raise ValueError(f"{name}: expected shape ({size},) or (batch, {size}), got "
+                         f"{tuple(a.shape)}")
+
+    def forward(self, x: Any) -> Any:
+        """``y = W x + b`` through the analog forward pass of the tiles; keeps ``x`` for the
+        update."""
+        xp = self.xp
+        rows, vector = self._rows(x, "x", self.in_features)
+        xs = []
+        for i0, i1 in _offsets(self.in_sizes):
+            xi = rows if len(self.in_sizes) == 1 else rows[:, i0:i1]
+            if self.analog_bias:
+                ones = xp.ones((rows.shape[0], 1), dtype=self.dtype, device=self.device)
+                xi = xp.concat([xi, ones], axis=1)
+            xs.append(xi)
+        outs = []
+        for row in self.tiles:
+            acc = None
+            for tile, xi in zip(row, xs):
+                y = tile.forward(xi)
+                acc = y if acc is None else acc + y
+            outs.append(acc)
+        y = xp.concat(outs, axis=1) if len(outs) > 1 else outs[0]
+        if self.digital_bias:
+            y = y + self.bias
+        self._xs, self._d = xs, None
+        return xp.reshape(y, (-1,)) if vector else y
+
+    def backward(self, grad_out: Any) -> Any:
+        """The gradient with respect to the last forward input, ``Wᵀ grad_out`` through the
+        analog backward pass; keeps ``grad_out`` for the update."""
+        xp = self.xp
+        if self._xs is None:
+            raise RuntimeError("backward: call forward first")
+        d, vector = self._rows(grad_out, "grad_out", self.out_features)
+        if d.shape[0] != self._xs[0].shape[0]:
+            raise ValueError(f"grad_out: {d.shape[0]} rows, the last forward had "
+                             f"{self._xs[0].shape[0]}")
+        ds = [d if len(self.out_sizes) == 1 else d[:, o0:o1]
+              for o0, o1 in _offsets(self.out_sizes)]
+        grads = []
+        for i in range(len(self.in_sizes)):
+            acc = None
+            for j, dj in enumerate(ds):
+                z = self.tiles[j][i].backward(dj)
+                acc = z if acc is None else acc + z
+            grads.append(acc[:, :-1] if self.analog_bias else acc)
+        z = xp.concat(grads, axis=1) if len(grads) > 1 else grads[0]
+        self._d = d
+        return xp.reshape(z, (-1,)) if vector else z
+
+    def update(self, lr: float) -> None:
+        """One SGD step with the last forward input and backward gradient: each tile
+        ``W ← W − lr·dᵀx`` (its pulsed or exact update), the digital bias ``b ← b − lr·Σ d``."""
+        lr = check_lr(lr)
+        if self._xs is None or self._d is None:
+            raise RuntimeError("update: call forward and backward first")
+        ds = [self._d if len(self.out_sizes) == 1 else self._d[:, o0:o1]
+              for o0, o1 in _offsets(self.out_sizes)]
+        for j, row in enumerate(self.tiles):
+            for tile, xi in zip(row, self._xs):
+                tile.update(xi, ds[j], lr)
+        if self.digital_bias:
+            self.bias = self.bias - lr * self.xp.sum(self._d, axis=0)
+        self._d = None  # one update per backward
+
+    def post_update_step(self) -> None:
+        """The tiles' post-update operations (diffusion, decay)."""
+        for row in self.tiles:
+            for tile in row:
+                tile.post_update_step()
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """The tiles' states (weights, random and noise-management state) and the digital bias."""
+        return {"type": type(self).__name__,
+                "sizes": [self.out_features, self.in_features],
+                "tiles": [[t.state_dict() for t in row] for row in self.tiles],
+                "bias": None if self.bias is None else self.xp.asarray(self.bias, copy=True)}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._check_state_type(state)
+        if list(state.get("sizes", ())) != [self.out_features, self.in_features]:
+            raise ValueError(f"state['sizes']: {state.get('sizes')!r}, the layer is "
+                             f"{[self.out_features, self.in_features]}")
+        tiles = state.get("tiles")
+        if not isinstance(tiles, list) or [len(r) if isinstance(r, list) else -1
+                                           for r in tiles] != [len(r) for r in self.tiles]:
+            raise ValueError("state['tiles']: not the tile layout of this layer")
+        if (state.get("bias") is None) != (self.bias is None):
+            raise ValueError("state['bias']: expected a bias exactly when the layer has a "
+                             "digital bias")
+        bias = None
+        if self.bias is not None:
+            bias = self._check(state["bias"], "state['bias']", (self.out_features,))
+        for row, row_states in zip(self.tiles, tiles):
+            for tile, s in zip(row, row_states):
+                tile.load_state_dict(s)
+        self.bias = bias
+        self._xs = self._d = None
+
+    def __repr__(self) -> str:
+        bias = "digital" if self.digital_bias else "analog" if self.analog_bias else "none"
+        return (f"AnalogLinear({self.in_features}, {self.out_features}, "
+                f"{type(self.rpu_config).__name__}, bias={bias}, seed={self.seed}, "
+                f"tiles={len(self.out_sizes)}x{len(self.in_sizes)})")
+
+
+class _Activation(Module):
+    """An elementwise activation; keeps what its derivative needs."""
+
+    def __init__(self) -> None:
+        self._saved: Any = None
+
+    def forward(self, x: Any) -> Any:
+        xp = _namespace_of(x, "x")
+        out, self._saved = self._apply(xp, x)
+        return out
+
+    def backward(self, grad_out: Any) -> Any:
+        if self._saved is None:
+            raise RuntimeError("backward: call forward first")
+        if tuple(grad_out.shape) != tuple(self._saved.shape):
+            raise ValueError(f"grad_out: expected shape {tuple(self._saved.shape)}, got "
+                             f"{tuple(grad_out.shape)}")
+        xp = _namespace_of(grad_out, "grad_out")
+        return grad_out * self._derivative(xp, self._saved)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ReLU(_Activation):
+    """max(x, 0); derivative 1 where x > 0, else 0."""
+
+    def _apply(self, xp: Any, x: Any) -> Tuple[Any, Any]:
+        out = xp.where(x > 0, x, xp.zeros_like(x))
+        return out, x
+
+    def _derivative(self, xp: Any, x: Any) -> Any:
+        return xp.astype(x > 0, x.dtype)
+
+
+class Sigmoid(_Activation):
+    """1 / (1 + exp(−x)) (computed from exp(−|x|), without overflow); derivative s·(1 − s)."""
+
+    def _apply(self, xp: Any, x: Any) -> Tuple[Any, Any]:
+        e = xp.exp(-xp.abs(x))
+        s = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return s, s
+
+    def _derivative(self, xp: Any, s: Any) -> Any:
+        return s * (1.0 - s)
+
+
+class Tanh(_Activation):
+    """tanh(x); derivative 1 − tanh²."""
+
+    def _apply(self, xp: Any, x: Any) -> Tuple[Any, Any]:
+        t = xp.tanh(x)
+        return t, t
+
+    def _derivative(self, xp: Any, t: Any) -> Any:
+        return 1.0 - t * t
+
+
+#: Activation name -> class (for :func:`mlp` and the demo).
+ACTIVATIONS = {"relu": ReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+
+
+class AnalogSequential(Module):
+    """Modules applied in order; backward in reverse order; update and post_update_step on
+    every module."""
+
+    def __init__(self, *modules: Module) -> None:
+        for k, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise TypeError(f"modules[{k}]: expected a refsim.nn module, got "
+                                f"{type(m).__name__}")
+        self.modules: List[Module] = list(modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.modules)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __getitem__(self, index: int) -> Module:
+        return self.modules[index]
+
+    def forward(self, x: Any) -> Any:
+        for m in self.modules:
+            x = m.forward(x)
+        return x
+
+    def backward(self, grad_out: Any) -> Any:
+        for m in reversed(self.modules):
+            grad_out = m.backward(grad_out)
+        return grad_out
+
+    def update(self, lr: float) -> None:
+        lr = check_lr(lr)
+        for m in self.modules:
+            m.update(lr)
+
+    def post_update_step(self) -> None:
+        for m in self.modules:
+            m.post_update_step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"type": type(self).__name__, "modules": [m.state_dict() for m in self.modules]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self._check_state_type(state)
+        states = state.get("modules")
+        if not isinstance(states, list) or len(states) != len(self.modules):
+            raise ValueError(f"state['modules']: expected a list of {len(self.modules)} states")
+        for m, s in zip(self.modules, states):
+            m.load_state_dict(s)
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(m) for m in self.modules)
+        return f"AnalogSequential(\n  {inner}\n)"
+
+
+def mlp(sizes: Sequence[int], rpu_config: Any = None, *, activation: str = "relu",
+        bias: bool = True, seed: int = 0, xp: Any = None, dtype: Any = None, device: Any = None,
+        backend: str = "auto") -> AnalogSequential:
+    """A multi-layer perceptron ``sizes[0] → sizes[1] → … → sizes[-1]``: AnalogLinear layers
+    with the activation between them (none after the last). Layer ``k`` gets seed word ``k`` of
+    stream ``nn.layer_seed`` of ``seed``, so layers differ and the whole model follows from one
+    seed."""
+    sizes = [_check_int(s, f"sizes[{k}]", 1) for k, s in enumerate(sizes)]
+    if len(sizes) < 2:
+        raise ValueError(f"sizes: expected at least two sizes, got {sizes}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got "
+                         f"{activation!r}")
+    seed = _check_int(seed, "seed", 0, rng.MAX_SEED)
+    seeds = rng.random_words(seed, "nn.layer_seed", 0, 0, len(sizes) - 1)
+    modules: List[Module] = []
+    for k in range(len(sizes) - 1):
+        if k:
+            modules.append(ACTIVATIONS[activation]())
+        modules.append(AnalogLinear(sizes[k], sizes[k + 1], rpu_config, bias=bias,
+                                    seed=int(seeds[k]), xp=xp, dtype=dtype, device=device,
+                                    backend=backend))
+    return AnalogSequential(*modules)
