@@ -70,6 +70,9 @@ STREAMS: Tuple[str, ...] = (
     # the compounds' internal pulsed writes (spec/compounds.md): the same, and their c2c noise
     "transfer", "transfer.x_bits", "transfer.d_bits", "transfer.x_sto_round",
     "transfer.d_sto_round", "transfer.c2c",
+    # refsim.nn and refsim.data: initial weights, per-layer seeds, shuffling, the digits split
+    "nn.init_weight", "nn.init_bias", "nn.tile_seed", "nn.layer_seed", "nn.shuffle",
+    "data.digits_split",
     # the compounds' own random choices (spec/compounds.md)
     *(f"compound.{q}" for q in ("select", "chop_in", "chop_out", "column", "reset_prob",
                                 "reset_noise", "x_round", "d_round")),
