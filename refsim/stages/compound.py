@@ -81,12 +81,15 @@ class SubDevice:
         self.w = device_stage.clip_weights(ctx.xp, ctx.xp.astype(w, ctx.dtype), self.params)
 
     def pulse(self, ctx: Context, xs: Any, ds: Any, lr: float, up: UpdateParameters,
-              first_call: int, prefix: str = "update") -> None:
+              first_call: int, prefix: str = "update", granularity: Optional[float] = None
+              ) -> None:
         """One pulsed cycle per row of ``xs`` (batch, n) / ``ds`` (batch, m), W ← W − lr·dᵀx in
-        expectation, cycle k with call ``first_call + k`` of the ``prefix`` streams."""
+        expectation, cycle k with call ``first_call + k`` of the ``prefix`` streams; the pulse
+        trains use ``granularity`` when given (else the device's own g)."""
         self.w, _, _ = update_stage.pulsed_cycles(
             ctx.xp, self.w, xs, ds, lr, self.cfg, up, self.params, ctx.seed, first_call,
-            device_index=self.index, fast=ctx.fast_update, prefix=prefix)
+            device_index=self.index, fast=ctx.fast_update, prefix=prefix,
+            granularity=granularity)
 
     def decay(self, ctx: Context) -> None:
         if self.cfg.lifetime > 0.0:
