@@ -28,7 +28,7 @@ from refsim.configs import (
     UnitCellRPUConfig,
     construction_seed_of,
 )
-from refsim.stages import compound as compound_stage
+from refsim.stages import compounds as compound_stage
 from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage

@@ -1,4 +1,4 @@
-"""Transfer compounds (spec/compounds.md, "Transfer compounds (stage semantics)"): Tiki-taka v1,
+"""Transfer compounds (spec/transfer.md): Tiki-taka v1,
 buffered TTv2, chopped TTv2 and AGAD on refsim/stages/transfer.py.
 
 Schedules (transfer counts, lines, chopper flips, AGAD warm-up), hand-checked buffer arithmetic on
@@ -566,7 +566,7 @@ FIELD_CASES = [
     ("agad", "momentum", 0.5),
 ]
 
-#: fields that do not change the result, with the reason (spec/compounds.md §T9)
+#: fields that do not change the result, with the reason (spec/transfer.md §T9)
 INERT_CASES = [
     ("tt", "no_self_transfer", False),        # a transfer of the last device onto itself: none
     ("chopped", "no_self_transfer", False),   # refsim runs no extra A→C transfer

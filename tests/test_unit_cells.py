@@ -1,5 +1,5 @@
 """VectorUnitCell, OneSidedUnitCell and MixedPrecisionCompound (refsim/stages/unit_cells.py,
-spec/compounds.md "Unit cells and mixed precision (stage semantics)"): schedules, weight
+spec/unit_cells.md): schedules, weight
 formulas, bookkeeping, every field acting, backends, namespaces, checkpoints, bad configs."""
 
 import math

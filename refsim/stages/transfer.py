@@ -1,8 +1,8 @@
 """Transfer compounds: Tiki-taka v1 (``TransferCompound``), its buffered version v2
 (``BufferedTransferCompound``), chopped TTv2 (``ChoppedTransferCompound``) and AGAD
-(``DynamicTransferCompound``); spec/compounds.md, "Transfer compounds (stage semantics)".
+(``DynamicTransferCompound``); spec/transfer.md.
 
-Each class is a :class:`refsim.stages.compound.Compound` registered under the config class it
+Each class is a :class:`refsim.stages.compounds.Compound` registered under the config class it
 implements. The devices are :class:`SubDevice` arrays ``D_0`` (fast, gradient pulses) …
 ``D_{K-1}``; the digital state (buffers, choppers, running maxima and means, counters, column
 pointers) lives in arrays of the tile's namespace.
@@ -34,7 +34,7 @@ from refsim.configs import (
 from refsim.stages import devices as device_stage
 from refsim.stages import io as io_stage
 from refsim.stages import pulses as pulse_stage
-from refsim.stages.compound import Compound, Context, SubDevice, register
+from refsim.stages.compounds import Compound, Context, SubDevice, register
 
 #: Pulse types of ``transfer_update`` that write exactly (no pulses): the line is changed by
 #: −lr·d·xᵀ, clamped to the device bounds for 'NoneWithDevice'.
@@ -78,7 +78,7 @@ def num_states(cfg: Any) -> float:
 def sliceable(io: IOParameters) -> bool:
     """True when the read of one-hot inputs e_c through ``io`` (noise and bound management off)
     depends only on the read lines of the array, so that reading an (ℓ, r) slice with the
-    identity input gives bit for bit the read of the full array (spec/compounds.md §T3): no input
+    identity input gives bit for bit the read of the full array (spec/transfer.md §T3): no input
     noise, no IR drop and no stochastic input rounding (their numbers or values involve every
     input)."""
     if io.is_perfect or io.mv_type == AnalogMVType.IDEAL:
@@ -97,7 +97,7 @@ def _floats(xp: Any, a: Any) -> List[float]:
 
 @register("TransferCompound")
 class TransferCompound(Compound):
-    """Tiki-taka v1 (spec/compounds.md §T1-§T4): gradient pulses on D_0, periodic transfers of
+    """Tiki-taka v1 (spec/transfer.md §T1-§T4): gradient pulses on D_0, periodic transfers of
     lines of D_k onto D_{k+1}, visible weight W = Σ_k γ_k·D_k."""
 
     #: fixed number of devices of the rule (None: any K >= 2)
@@ -411,7 +411,7 @@ class TransferCompound(Compound):
 
 @register("BufferedTransferCompound")
 class BufferedTransferCompound(TransferCompound):
-    """TTv2 (spec/compounds.md §T5): reads of D_k accumulate in a digital buffer H_k; whole
+    """TTv2 (spec/transfer.md §T5): reads of D_k accumulate in a digital buffer H_k; whole
     thresholds thres_scale·g_{k+1} are written to D_{k+1}."""
 
     gamma_ratio = True
@@ -467,7 +467,7 @@ class BufferedTransferCompound(TransferCompound):
 
 @register("ChoppedTransferCompound")
 class ChoppedTransferCompound(TransferCompound):
-    """TTv2 / c-TTv2 (spec/compounds.md §T6): A = D_0 with input/output choppers, buffer H in units
+    """TTv2 / c-TTv2 (spec/transfer.md §T6): A = D_0 with input/output choppers, buffer H in units
     of β, thresholded single-pulse writes onto C = D_1, optional auto-scaled fast lr."""
 
     n_devices = 2
@@ -556,7 +556,7 @@ class ChoppedTransferCompound(TransferCompound):
 
     def _threshold(self, h: Any) -> Tuple[Any, Any, Any]:
         """Counts k, the new buffer and the crossing mask of buffer values h
-        (spec/compounds.md §T6, step 3)."""
+        (spec/transfer.md §T6, step 3)."""
         xp, cell = self.ctx.xp, self.cell
         steps = float(self.tu.desired_bl)
         cross = xp.abs(h) >= 1.0
@@ -645,7 +645,7 @@ def _running_max(m: float, value: float, tau: float) -> float:
 
 @register("DynamicTransferCompound")
 class DynamicTransferCompound(ChoppedTransferCompound):
-    """AGAD (spec/compounds.md §T7): chopped transfer against a dynamic reference P, the running
+    """AGAD (spec/transfer.md §T7): chopped transfer against a dynamic reference P, the running
     mean M of the reads taken when a line's chopper switches; writes after a warm-up."""
 
     def __init__(self, ctx: Context, rpu_config: Any) -> None:

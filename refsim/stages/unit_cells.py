@@ -1,7 +1,7 @@
 """Unit cells and mixed precision: VectorUnitCell, OneSidedUnitCell and MixedPrecisionCompound
-(spec/compounds.md, "Unit cells and mixed precision (stage semantics)").
+(spec/unit_cells.md).
 
-Built on the compound framework of refsim/stages/compound.py. A *cell* (:class:`SingleCell`,
+Built on the compound framework of refsim/stages/compounds.py. A *cell* (:class:`SingleCell`,
 :class:`VectorCell`, :class:`OneSidedCell`) is a set of pulsed device arrays behind one weight,
 with the pulse routing of its class: :meth:`cycles` runs one pulsed update cycle per row of
 (xs, ds) with given update parameters, calls and stream prefix. The registered compounds wrap a
@@ -9,7 +9,7 @@ cell for the gradient update of a UnitCellRPUConfig tile (prefix ``update``, the
 counter), and MixedPrecisionCompound wraps one as its analog device, written by its transfers
 (prefix ``transfer``, the ``transfer`` counter).
 
-Random streams (besides those of the pulsed writes and reads, refsim/stages/compound.py):
+Random streams (besides those of the pulsed writes and reads, refsim/stages/compounds.py):
 ``compound.select`` (SingleRandom device choice), ``compound.reset_noise`` (one-sided refresh
 resets), ``compound.x_round`` / ``compound.d_round`` (mixed-precision stochastic rounding),
 ``compound.column`` (mixed-precision random start row).
@@ -32,7 +32,7 @@ from refsim.configs import (
 from refsim.stages import devices as device_stage
 from refsim.stages import io as io_stage
 from refsim.stages import pulses as pulse_stage
-from refsim.stages.compound import Compound, Context, SubDevice, register
+from refsim.stages.compounds import Compound, Context, SubDevice, register
 
 Policy = VectorUnitCellUpdatePolicy
 
@@ -292,7 +292,7 @@ class OneSidedCell(Cell):
 
     def refresh(self) -> None:
         """Read both devices, reset the pairs past the thresholds and rewrite their difference
-        onto the larger one (spec/compounds.md)."""
+        onto the larger one (spec/unit_cells.md)."""
         ctx, xp, cell = self.ctx, self.ctx.xp, self.cell
         n = ctx.shape[1]
         eye = xp.eye(n, dtype=ctx.dtype, device=ctx.device)
@@ -390,17 +390,17 @@ class _CellCompound(Compound):
 
 @register("VectorUnitCell")
 class VectorUnitCellCompound(_CellCompound):
-    """VectorUnitCell (spec/compounds.md)."""
+    """VectorUnitCell (spec/unit_cells.md)."""
 
 
 @register("OneSidedUnitCell")
 class OneSidedUnitCellCompound(_CellCompound):
-    """OneSidedUnitCell (spec/compounds.md)."""
+    """OneSidedUnitCell (spec/unit_cells.md)."""
 
 
 @register("MixedPrecisionCompound")
 class MixedPrecision(Compound):
-    """MixedPrecisionCompound (spec/compounds.md): digital χ, thresholded pulsed transfers."""
+    """MixedPrecisionCompound (spec/unit_cells.md): digital χ, thresholded pulsed transfers."""
 
     def __init__(self, ctx: Context, rpu_config: Any) -> None:
         super().__init__(ctx, rpu_config)
@@ -465,7 +465,7 @@ class MixedPrecision(Compound):
             self.rows += 1
 
     def transfer(self, batch: int) -> None:
-        """Move whole multiples of ĝ of the next rows of χ onto the device (spec/compounds.md)."""
+        """Move whole multiples of ĝ of the next rows of χ onto the device (spec/unit_cells.md)."""
         ctx, xp, cfg = self.ctx, self.ctx.xp, self.cfg
         m = ctx.shape[0]
         count = cfg.n_rows_per_transfer
