@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from refsim import configs
+from refsim import cli
 from refsim.cli import main
 
 
@@ -67,11 +68,11 @@ def test_demo_runs_as_a_module():
     assert len(summary["history"]) == 1
 
 
-def test_demo_default_algorithm_fails_cleanly_until_compounds_land():
-    """c-ttv2 (the default) needs the compound update: until it is implemented the demo exits
-    with code 1 and one line, never a traceback."""
+def test_demo_default_algorithm_runs():
+    """c-ttv2 (the default) with the demo's config changes, as a subprocess: exit 0, one JSON
+    line that records the changes."""
     proc = _run("demo", "--epochs", "1", "--limit", "16", "--quiet")
-    assert "Traceback" not in proc.stderr
-    if proc.returncode != 0:
-        assert proc.returncode == 1
-        assert len(proc.stderr.strip().splitlines()) == 1 and "c-ttv2" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["algorithm"] == "c-ttv2"
+    assert summary["config_changes"] == cli.DEMO_TUNING["c-ttv2"]

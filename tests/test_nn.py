@@ -396,14 +396,36 @@ def test_demo_quiet_prints_only_the_summary(capsys):
     assert len(out) == 1 and json.loads(out[0])["bias"] == "analog"
 
 
-def test_demo_unimplemented_algorithm_exits_1(capsys):
-    code = cli.main(["demo", "--algorithm", "c-ttv2", "--epochs", "1", "--limit", "16",
-                     "--backend", "reference"])
-    err = capsys.readouterr().err
-    if code == 0:  # the compound stage has landed
-        return
-    assert code == 1
-    assert "cannot train yet" in err and len(err.strip().splitlines()) == 1
+@pytest.mark.parametrize("algorithm", sorted(configs.ALGORITHMS))
+def test_demo_every_algorithm_runs(algorithm, capsys):
+    code = cli.main(["demo", "--algorithm", algorithm, "--epochs", "1", "--limit", "16",
+                     "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["config_changes"] == cli.DEMO_TUNING.get(algorithm, {})
+    assert np.isfinite(summary["loss"])
+
+
+def test_demo_config_applies_the_tuning_and_stock_leaves_build_config():
+    dev = configs.SoftBoundsReferenceDevice
+    for name in configs.ALGORITHMS:
+        assert cli.demo_config(name, dev, stock=True) == configs.build_config(name, dev)
+        if name not in cli.DEMO_TUNING:
+            assert cli.demo_config(name, dev) == configs.build_config(name, dev)
+    tuned = cli.demo_config("ttv3", dev)  # an alias of c-ttv2
+    assert tuned.device.fast_lr == 1.0 and tuned.device.in_chop_prob == 0.02
+    assert tuned.device.transfer_update.desired_bl == 5
+    assert tuned.device.transfer_update.update_management
+    assert tuned.device.transfer_update.update_bl_management
+    agad = cli.demo_config("agad", dev)
+    assert agad.device.fast_lr == 1.0 and agad.device.transfer_update.desired_bl == 5
+    assert agad.device.in_chop_prob == configs.build_config("agad", dev).device.in_chop_prob
+
+
+def test_demo_stock_config_records_no_changes(capsys):
+    assert cli.main(["demo", "--algorithm", "agad", "--epochs", "1", "--limit", "16", "--quiet",
+                     "--stock-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["config_changes"] == {}
 
 
 @pytest.mark.parametrize("args", [
