@@ -3,6 +3,8 @@
 import importlib.util
 import sys
 
+import pytest
+
 
 def load_script(path, name: str):
     """A vector builder script of spec/vectors/ (not part of the package), imported once."""
@@ -21,3 +23,10 @@ def fast_missing() -> str:
     except ImportError as err:
         return f"refsim_fast is not importable ({err})"
     return ""
+
+
+def backends() -> list:
+    """The backends a golden vector is replayed on: the reference, and the fast one unless it is
+    missing (then skipped with the reason)."""
+    reason = fast_missing()
+    return ["reference", pytest.param("fast", marks=pytest.mark.skipif(bool(reason), reason=reason))]

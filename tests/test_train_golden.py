@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 import pytest
-from golden_support import fast_missing, load_script
+from golden_support import backends, load_script
 
 from refsim.configs import from_dict
 from refsim.tile import AnalogTile
@@ -254,16 +254,9 @@ def test_every_vector_trains_and_transfers(name):
         raise AssertionError(f"unexpected compound {cls}")
 
 
-BACKENDS = ["reference", "fast"]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", backends())
 @pytest.mark.parametrize("name", NAMES)
 def test_backend_reproduces_vector(name, backend):
-    if backend == "fast":
-        reason = fast_missing()
-        if reason:
-            pytest.skip(reason)
     check_record(load(name), backend)
 
 

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 import pytest
-from golden_support import fast_missing, load_script
+from golden_support import backends, load_script
 
 from refsim.configs import SingleRPUConfig, from_dict
 from refsim.stages import devices as device_stage
@@ -208,16 +208,9 @@ def test_stored_pulse_counts_are_the_pulse_stage(name):
         calls = step["rng_calls"].get("update", 0)
 
 
-BACKENDS = ["reference", "fast"]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", backends())
 @pytest.mark.parametrize("name", NAMES)
 def test_backend_reproduces_vector(name, backend):
-    if backend == "fast":
-        reason = fast_missing()
-        if reason:
-            pytest.skip(reason)
     check_record(load(name), backend)
 
 
