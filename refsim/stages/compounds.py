@@ -47,6 +47,13 @@ class Context:
     fast_update: Any = None  # refsim_fast.update, or None for the reference loop
     fast_io: Any = None  # refsim_fast.io, or None
 
+    @property
+    def draws(self) -> Any:
+        """refsim.rng, or the same numbers from the compiled streams (refsim_fast.update) when the
+        tile uses the fast backend: ``draws.uniform`` / ``draws.normal`` with refsim.rng's
+        signature."""
+        return rng if self.fast_update is None else self.fast_update
+
     def read(self, w: Any, x: Any, io: IOParameters, direction: str) -> Any:
         """``f(w x)`` for rows ``x`` (batch, n) of weights ``w`` (m, n) through ``io`` (spec/io.md,
         no periphery variation), drawing the next call of ``io.<direction>``."""
@@ -99,12 +106,12 @@ class SubDevice:
         if self.cfg.diffusion > 0.0:
             call = ctx.streams.next_call("device.diffusion_noise")
             self.w = device_stage.diffuse_weights(ctx.xp, self.w, self.params, ctx.seed, call,
-                                                  ctx.fast_update or rng)
+                                                  ctx.draws)
 
     def reset(self, ctx: Context, prob: float) -> None:
         call = ctx.streams.next_call("device.reset_noise")
         self.w = device_stage.reset_weights(ctx.xp, self.w, self.params, self.cfg.reset_std, prob,
-                                            ctx.seed, call, ctx.fast_update or rng)
+                                            ctx.seed, call, ctx.draws)
 
 
 class Compound:

@@ -22,7 +22,6 @@ import math
 import struct
 from typing import Any, Dict, List, Tuple
 
-from refsim import rng
 from refsim.configs import (
     AnalogMVType,
     BoundManagementType,
@@ -255,8 +254,8 @@ class TransferCompound(Compound):
         ctx = self.ctx
         if self.cell.random_selection:
             call = ctx.streams.next_call("compound.column")
-            u = float(rng.uniform(ctx.seed, "compound.column", call, 1, xp=ctx.xp,
-                                  device=ctx.device)[0])
+            u = float(ctx.draws.uniform(ctx.seed, "compound.column", call, 1, xp=ctx.xp,
+                                        device=ctx.device)[0])
             start = min(int(math.floor(u * self.L)), self.L - 1)
         else:
             start = self.pointers[k]
@@ -275,8 +274,8 @@ class TransferCompound(Compound):
         p = float(self.cell.with_reset_prob)
         if p > 0.0:
             call = ctx.streams.next_call("compound.reset_prob")
-            u = _floats(xp, rng.uniform(ctx.seed, "compound.reset_prob", call, len(lines),
-                                        xp=xp, device=ctx.device))
+            u = _floats(xp, ctx.draws.uniform(ctx.seed, "compound.reset_prob", call, len(lines),
+                                              xp=xp, device=ctx.device))
             for b, c in enumerate(lines):
                 if u[b] < p:
                     self._reset_line(k, c, call, b)
@@ -290,9 +289,9 @@ class TransferCompound(Compound):
         new = self._line(params.reset_bias, c)
         std = float(dev.cfg.reset_std)
         if std > 0.0:
-            new = new + std * rng.normal(ctx.seed, "compound.reset_noise", call, self.ell,
-                                         start=b * self.ell, xp=xp, dtype=ctx.dtype,
-                                         device=ctx.device)
+            new = new + std * ctx.draws.normal(ctx.seed, "compound.reset_noise", call, self.ell,
+                                               start=b * self.ell, xp=xp, dtype=ctx.dtype,
+                                               device=ctx.device)
         new = xp.clip(new, min=self._line(params.b_min, c), max=self._line(params.b_max, c))
         self._set_line(dev.w, c, new)
 
@@ -586,8 +585,8 @@ class ChoppedTransferCompound(TransferCompound):
         if cell.in_chop_prob > 0.0:
             if cell.in_chop_random:
                 call = ctx.streams.next_call("compound.chop_in")
-                flip = float(rng.uniform(ctx.seed, "compound.chop_in", call, 1, xp=xp,
-                                         device=ctx.device)[0]) < cell.in_chop_prob
+                flip = float(ctx.draws.uniform(ctx.seed, "compound.chop_in", call, 1, xp=xp,
+                                               device=ctx.device)[0]) < cell.in_chop_prob
             else:
                 flip = (self.sweep % self.n_chop) + 1 == self.n_chop
             if flip:
@@ -595,8 +594,8 @@ class ChoppedTransferCompound(TransferCompound):
         if c == self.L - 1:
             if cell.out_chop_prob > 0.0:
                 call = ctx.streams.next_call("compound.chop_out")
-                u = rng.uniform(ctx.seed, "compound.chop_out", call, self.ell, xp=xp,
-                                device=ctx.device)
+                u = ctx.draws.uniform(ctx.seed, "compound.chop_out", call, self.ell, xp=xp,
+                                      device=ctx.device)
                 self.chop_elem = xp.where(u < cell.out_chop_prob, -self.chop_elem,
                                           self.chop_elem)
             self.sweep += 1
@@ -682,8 +681,8 @@ class DynamicTransferCompound(ChoppedTransferCompound):
         switch = q == big_n
         if cell.in_chop_random:
             call = ctx.streams.next_call("compound.chop_in")
-            if float(rng.uniform(ctx.seed, "compound.chop_in", call, 1, xp=xp,
-                                 device=ctx.device)[0]) < cell.in_chop_prob:
+            if float(ctx.draws.uniform(ctx.seed, "compound.chop_in", call, 1, xp=xp,
+                                       device=ctx.device)[0]) < cell.in_chop_prob:
                 switch = True
         if switch:
             self.chop_line[c] = -self.chop_line[c]
