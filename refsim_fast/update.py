@@ -52,6 +52,10 @@ MODELS = {
     "PiecewiseStepDevice": 5,
 }
 _TRAINS, _PRODUCTS = 0, 1
+#: Below this many element-cycles (batch·m·n) a call without ``num_threads`` runs on one thread:
+#: waking the sleeping OpenMP threads (OMP_WAIT_POLICY=PASSIVE, refsim_fast/__init__.py) costs
+#: more than it saves (measured: one row of a 512² tile, 1.8 ms on one thread, 3.0 ms on two).
+_SERIAL_WORK = 1 << 19
 _SIDS = {name: _rng_ref.stream_id(name) for name in _pulses.stream_names()
          + tuple(_pulses.c2c_stream(p) for p in _pulses.PREFIXES)}
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -163,8 +167,11 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
             ds.shape != (xs.shape[0], m):
         raise ValueError(f"xs, ds: expected (batch, {n}) and (batch, {m}), got "
                          f"{xs.shape} and {ds.shape}")
-    threads = resolve_threads(num_threads)
     batch = xs.shape[0]
+    if num_threads is None:  # the module's setting, one thread for small calls
+        threads = 1 if batch * m * n < _SERIAL_WORK else globals()["num_threads"]
+    else:
+        threads = resolve_threads(num_threads)
     out = np.array(w, dtype=dtype, order="C", copy=True)
     if batch == 0:
         return out
