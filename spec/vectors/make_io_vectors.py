@@ -29,7 +29,7 @@ import numpy as np
 from refsim import rng
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vector_json import file_text  # noqa: E402  (this folder)
+from vector_json import write_vectors  # noqa: E402  (this folder)
 from refsim.configs import (
     ConstantStepDevice,
     FloatingPointRPUConfig,
@@ -353,18 +353,7 @@ def run_case(case: Case) -> Dict[str, Any]:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    names = {case.name for case in CASES}
-    for stale in OUT_DIR.glob("*.json"):
-        if stale.stem not in names:
-            stale.unlink()
-    total = 0
-    for case in CASES:
-        text = file_text(run_case(case))
-        (OUT_DIR / f"{case.name}.json").write_text(text)
-        total += len(text)
-    print(f"wrote {len(CASES)} vectors to {OUT_DIR} ({total / 1024:.0f} kB)")
-    return 0
+    return write_vectors(OUT_DIR, CASES, run_case)
 
 
 if __name__ == "__main__":

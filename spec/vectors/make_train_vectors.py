@@ -39,7 +39,7 @@ import numpy as np
 from refsim import rng
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vector_json import file_text  # noqa: E402  (this folder)
+from vector_json import write_vectors  # noqa: E402  (this folder)
 from refsim.configs import (
     BufferedTransferCompound,
     ConstantStepDevice,
@@ -460,20 +460,7 @@ def check_case(case: Case, record: dict) -> None:
 
 
 def main(argv: Sequence[str] = ()) -> int:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    names = {case.name for case in CASES}
-    assert len(names) == len(CASES), "duplicate case names"
-    for stale in OUT_DIR.glob("*.json"):
-        if stale.stem not in names:
-            stale.unlink()
-    total = 0
-    for case in CASES:
-        text = file_text(run_case(case))
-        assert len(text) < MAX_BYTES, (case.name, f"{len(text)} bytes")
-        (OUT_DIR / f"{case.name}.json").write_text(text)
-        total += len(text)
-    print(f"wrote {len(CASES)} vectors to {OUT_DIR} ({total / 1024:.0f} kB)")
-    return 0
+    return write_vectors(OUT_DIR, CASES, run_case, MAX_BYTES)
 
 
 if __name__ == "__main__":

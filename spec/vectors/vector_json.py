@@ -3,7 +3,8 @@ per line, lists of scalars on one line, floats as Python's repr (which round-tri
 
 import json
 import math
-from typing import Any
+import pathlib
+from typing import Any, Callable, Optional, Sequence
 
 
 def _scalar_list(v: Any) -> bool:
@@ -30,3 +31,23 @@ def dumps(obj: Any, indent: int = 0) -> str:
 def file_text(record: dict) -> str:
     """The file content of one vector."""
     return dumps(record) + "\n"
+
+
+def write_vectors(out_dir: pathlib.Path, cases: Sequence[Any], run_case: Callable[[Any], dict],
+                  max_bytes: Optional[int] = None) -> int:
+    """Write one file per case (``case.name``), delete files of cases that no longer exist, and
+    print a one-line summary; the builders' ``main``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = {case.name for case in cases}
+    assert len(names) == len(cases), "duplicate case names"
+    for stale in out_dir.glob("*.json"):
+        if stale.stem not in names:
+            stale.unlink()
+    total = 0
+    for case in cases:
+        text = file_text(run_case(case))
+        assert max_bytes is None or len(text) < max_bytes, (case.name, f"{len(text)} bytes")
+        (out_dir / f"{case.name}.json").write_text(text)
+        total += len(text)
+    print(f"wrote {len(cases)} vectors to {out_dir} ({total / 1024:.0f} kB)")
+    return 0
