@@ -39,7 +39,7 @@ import numpy as np
 from refsim import rng
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vector_json import write_vectors  # noqa: E402  (this folder)
+from vector_json import file_text, write_vectors  # noqa: E402,F401  (file_text: used by the tests)
 from refsim.configs import (
     BufferedTransferCompound,
     ConstantStepDevice,
