@@ -55,7 +55,9 @@ class AnalogTile:
 
     Args:
         out_size, in_size: the weight shape ``(out_size, in_size)``.
-        rpu_config: an RPU config (default ``SingleRPUConfig()``); validated and copied.
+        rpu_config: an RPU config (default ``SingleRPUConfig()``); validated and copied. The
+            tile's ``rpu_config`` is that copy, read-only: changing a field of it raises
+            ConfigError (build a new tile from a changed ``copy.deepcopy(tile.rpu_config)``).
         seed: the tile's seed (0 … 2³²−1): per-call noise, and device/periphery variation unless
             the config sets a construction seed.
         dtype: float32 or float64 of the stored weights (default float64).
@@ -75,7 +77,8 @@ class AnalogTile:
         rpu_config = SingleRPUConfig() if rpu_config is None else rpu_config
         if not isinstance(rpu_config, (IOManagedRPUConfig, FloatingPointRPUConfig)):
             raise TypeError(f"rpu_config: expected an RPU config, got {type(rpu_config).__name__}")
-        self.rpu_config = type(rpu_config).from_dict(rpu_config.validate().to_dict())
+        # the tile's own validated, read-only copy (spec/README.md, "A tile's config")
+        self.rpu_config = rpu_config.frozen()
         self.streams = rng.RandomStreams(seed)
         self.xp = rng._namespace(xp)
         self.device = device
@@ -587,6 +590,90 @@ class AnalogTile:
                                  f"array of shape {(2,) + shape}")
             counters = xp.astype(counters, xp.int64, copy=True)
         return persistent, counters
+
+    # -- copies and checkpoint files ---------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        """For ``pickle`` and ``copy.deepcopy``: the tile's attributes with the array namespace
+        (a module, which cannot be pickled) replaced by its name; the compound's context does the
+        same for its modules. A copy continues exactly as the original would, independently."""
+        from refsim import checkpoint
+
+        return checkpoint.strip_modules(self.__dict__)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        from refsim import checkpoint
+
+        self.__dict__.update(checkpoint.restore_modules(state))
+
+    def save(self, path: Any) -> None:
+        """Save the tile to one ``.npz`` file (:func:`refsim.checkpoint.save`).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file: the config JSON, the constructor arguments and every array of
+            :meth:`state_dict` (converted to numpy); no pickle inside.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from refsim.configs import SingleRPUConfig, ConstantStepDevice
+        >>> from refsim.tile import AnalogTile
+        >>> tile = AnalogTile(3, 4, SingleRPUConfig(device=ConstantStepDevice()), seed=1)
+        >>> tile.update(np.ones(4), np.ones(3), 0.01)
+        >>> path = os.path.join(tempfile.mkdtemp(), "tile.npz")
+        >>> tile.save(path)
+        >>> same = AnalogTile.load(path)
+        >>> bool(np.all(same.get_weights() == tile.get_weights()))
+        True
+        """
+        from refsim import checkpoint
+
+        checkpoint.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any, *, xp: Any = None, device: Any = None,
+             backend: str = "auto") -> "AnalogTile":
+        """A tile saved by :meth:`save`, in this or a fresh process (:func:`refsim.checkpoint.load`).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file written by :meth:`save`.
+        xp, device, backend
+            The namespace (numpy by default), device and backend of the loaded tile.
+
+        Returns
+        -------
+        AnalogTile
+            A tile that continues exactly (same noise, same updates) as the saved one would.
+
+        Raises
+        ------
+        ValueError
+            The file is not a tile checkpoint, or is corrupt (the message names file and key).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from refsim.configs import InferenceRPUConfig
+        >>> from refsim.tile import AnalogTile
+        >>> tile = AnalogTile(3, 4, InferenceRPUConfig(), seed=1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "tile.npz")
+        >>> tile.save(path)
+        >>> same = AnalogTile.load(path)
+        >>> bool(np.all(same.forward(np.ones(4)) == tile.forward(np.ones(4))))
+        True
+        """
+        from refsim import checkpoint
+
+        obj = checkpoint.load(path, xp=xp, device=device, backend=backend)
+        if not isinstance(obj, cls):
+            raise ValueError(f"{checkpoint._name(path)}: header key 'kind': the file holds a "
+                             f"{type(obj).__name__}, not a {cls.__name__}")
+        return obj
 
     def __repr__(self) -> str:
         return (f"AnalogTile({self.out_size}, {self.in_size}, {type(self.rpu_config).__name__}, "

@@ -29,7 +29,8 @@ def test_every_compound_class_is_registered():
 
 
 @pytest.mark.parametrize("config", [C.UnitCellRPUConfig(), C.DigitalRankUpdateRPUConfig(
-    device=C.DigitalRankUpdateCell())])
+    device=C.DigitalRankUpdateCell(device=C.VectorUnitCell(
+        unit_cell_devices=[C.ConstantStepDevice()])))])
 def test_abstract_cell_forwards_but_does_not_update(config):
     tile = AnalogTile(3, 4, config, seed=1)
     assert tile.compound is None

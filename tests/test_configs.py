@@ -336,10 +336,41 @@ def test_generated_configs_round_trip_exactly(cfg):
             assert math.copysign(1, a) == math.copysign(1, b) and a.hex() == b.hex()
 
 
+def _short_cells(cfg):
+    """Paths of the unit cells in ``cfg`` with fewer devices than a tile needs."""
+    out, stack = [], [("", cfg)]
+    while stack:
+        prefix, obj = stack.pop()
+        if isinstance(obj, C.UnitCell) and len(obj.unit_cell_devices) < obj.min_devices:
+            out.append(prefix + "unit_cell_devices")
+        for f, dom in obj.domains():
+            value = getattr(obj, f.name)
+            if isinstance(value, C.ConfigBase):
+                stack.append((prefix + f.name + ".", value))
+    return out
+
+
 @given(rpu_config)
 def test_generated_rpu_configs_round_trip_and_validate(cfg):
     assert C.from_dict(cfg.to_dict()) == cfg
-    assert cfg.validate() is cfg
+    short = _short_cells(cfg)
+    if not short:
+        assert cfg.validate() is cfg
+        return
+    # validate() also checks that a tile can be built: a cell without its devices is named
+    with pytest.raises(C.ConfigError, match="needs at least"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("cell", [C.VectorUnitCell(), C.OneSidedUnitCell(), C.TransferCompound(),
+                                  C.BufferedTransferCompound(), C.ChoppedTransferCompound(),
+                                  C.DynamicTransferCompound()])
+def test_validate_names_a_cell_without_devices(cell):
+    with pytest.raises(C.ConfigError, match=r"^device\.unit_cell_devices: .*needs at least"):
+        C.UnitCellRPUConfig(device=cell).validate()
+    cell.unit_cell_devices = [C.ConstantStepDevice()] * max(cell.min_devices, 2 if isinstance(
+        cell, C.ChoppedTransferCompound) else 1)
+    C.UnitCellRPUConfig(device=cell).validate()
 
 
 def invalid_value(dom: Domain):

@@ -9,6 +9,7 @@ the two equal.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -22,6 +23,12 @@ from .errors import ConfigError
 SCHEMA_VERSION = 1
 
 CLASS_KEY = "__class__"
+
+#: Integer fields hold int64 values (spec/README.md): larger Python ints are rejected.
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+#: Deepest nesting of configs accepted by :func:`from_dict` (real configs nest at most ~4 deep).
+MAX_DEPTH = 32
 SCHEMA_KEY = "__schema__"
 
 _REGISTRY: Dict[str, Type["ConfigBase"]] = {}
@@ -91,6 +98,8 @@ class Domain:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
             value = int(value)
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ConfigError(f"{path}: {_show(value)} is beyond the int64 range")
             self._check_range(value, path)
             return value
         if kind == "reals":
@@ -123,7 +132,10 @@ class Domain:
     def _check_real(self, value: Any, path: str) -> float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ConfigError(f"{path}: expected a real number, got {_show(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a Python int beyond the float64 range
+            raise ConfigError(f"{path}: {_show(value)} is beyond the float64 range") from None
         if not math.isfinite(value):
             raise ConfigError(f"{path}: must be finite, got {value!r}")
         self._check_range(value, path)
@@ -210,6 +222,42 @@ def nested_list(*classes: str) -> Any:
     return _field(factory=list, kind="configs", classes=classes)
 
 
+# -- read-only configs ----------------------------------------------------------------------------
+
+#: Attribute marking a read-only config; its value is the config's dotted path prefix.
+_FROZEN = "_frozen_path"
+
+READ_ONLY = ("read-only: this is a tile's validated copy of its config, taken at construction "
+             "(spec/README.md, 'A tile's config'); change a copy (copy.deepcopy(tile.rpu_config)) "
+             "and build a new tile with it")
+
+
+class FrozenList(list):
+    """A list field of a read-only config: every mutation raises :class:`ConfigError`."""
+
+    def __init__(self, items: Any, path: str) -> None:
+        super().__init__(items)
+        self._path = path
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError(f"{self._path}: {READ_ONLY}")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+
+    def __reduce__(self) -> Any:  # a copy or unpickled value is a plain list
+        return (list, (list(self),))
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> list:
+        return [copy.deepcopy(v, memo) for v in self]
+
+
+def _rebuild(data: Dict[str, Any], frozen: bool) -> "ConfigBase":
+    """Unpickle a config (see :meth:`ConfigBase.__reduce__`)."""
+    obj = from_dict(data)
+    return obj.frozen() if frozen else obj
+
+
 # -- the base class -------------------------------------------------------------------------------
 
 
@@ -225,6 +273,64 @@ class ConfigBase:
 
     def __post_init__(self) -> None:
         self._normalize("")
+
+    # -- read-only copies ---------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        frozen = self.__dict__.get(_FROZEN)
+        if frozen is not None:
+            raise ConfigError(f"{frozen}{name}: {READ_ONLY}")
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        frozen = self.__dict__.get(_FROZEN)
+        if frozen is not None:
+            raise ConfigError(f"{frozen}{name}: {READ_ONLY}")
+        object.__delattr__(self, name)
+
+    @property
+    def is_frozen(self) -> bool:
+        """Whether this config is read-only (a tile's copy, see :meth:`frozen`)."""
+        return self.__dict__.get(_FROZEN) is not None
+
+    def frozen(self) -> "ConfigBase":
+        """A validated, read-only deep copy of this config: setting any field (at any depth) or
+        changing a list field raises :class:`ConfigError` naming the field. A tile keeps its config
+        this way (spec/README.md, "A tile's config"); ``copy.deepcopy`` of it is an ordinary,
+        changeable config.
+
+        Examples
+        --------
+        >>> from refsim.configs import SingleRPUConfig
+        >>> cfg = SingleRPUConfig().frozen()
+        >>> cfg.forward.out_noise = 0.1
+        Traceback (most recent call last):
+        ...
+        refsim.configs.errors.ConfigError: forward.out_noise: read-only: ...
+        """
+        out = from_dict(self.validate().to_dict())
+        out._freeze("")
+        return out
+
+    def _freeze(self, prefix: str) -> None:
+        for f, dom in self.domains():
+            value, path = getattr(self, f.name), prefix + f.name
+            if isinstance(value, ConfigBase):
+                value._freeze(path + ".")
+            elif isinstance(value, list):
+                if dom.kind == "configs":
+                    for i, item in enumerate(value):
+                        item._freeze(f"{path}[{i}].")
+                object.__setattr__(self, f.name, FrozenList(value, path))
+        object.__setattr__(self, _FROZEN, prefix)
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.to_dict(), self.is_frozen))
+
+    def __copy__(self) -> "ConfigBase":
+        return from_dict(self.to_dict())
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "ConfigBase":
+        return from_dict(self.to_dict())
 
     # -- validation ---------------------------------------------------------------------------
     def _normalize(self, prefix: str) -> None:
@@ -243,12 +349,31 @@ class ConfigBase:
     def _check_consistency(self, prefix: str) -> None:
         """Cross-field rules of this class; raise ConfigError naming ``prefix + field``."""
 
+    def _check_complete(self, prefix: str) -> None:
+        """Rules a config must meet to build a tile (checked by :meth:`validate`, not at
+        construction, since aihwkit-style code fills e.g. a unit cell's device list later)."""
+
+    def _walk(self, prefix: str) -> Iterator[Tuple[str, "ConfigBase"]]:
+        """This config and every nested one, with their dotted path prefixes."""
+        yield prefix, self
+        for f, dom in self.domains():
+            value, path = getattr(self, f.name), prefix + f.name
+            if isinstance(value, ConfigBase):
+                yield from value._walk(path + ".")
+            elif isinstance(value, list) and dom.kind == "configs":
+                for i, item in enumerate(value):
+                    yield from item._walk(f"{path}[{i}].")
+
     def validate(self) -> "ConfigBase":
         """Check every field (recursively); raise :class:`ConfigError` naming the dotted path.
 
         Fields may be changed after construction (as in aihwkit); this re-checks them all.
         """
         self._normalize("")
+        for prefix, config in self._walk(""):
+            config._check_complete(prefix)
+        if self.is_frozen:  # the checks hand back plain lists: keep them read-only
+            self._freeze(self.__dict__[_FROZEN])
         return self
 
     # -- introspection ------------------------------------------------------------------------
@@ -304,9 +429,9 @@ def from_dict(data: Dict[str, Any]) -> ConfigBase:
     if not isinstance(data, dict):
         raise ConfigError(f"expected a dict, got {_show(data)}")
     version = data.get(SCHEMA_KEY, SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
         raise ConfigError(
-            f"{SCHEMA_KEY}: unsupported schema version {version!r} (this refsim reads "
+            f"{SCHEMA_KEY}: unsupported schema version {_show(version)} (this refsim reads "
             f"{SCHEMA_VERSION})"
         )
     return _decode_config(data, "")
@@ -314,16 +439,30 @@ def from_dict(data: Dict[str, Any]) -> ConfigBase:
 
 def from_json(text: str) -> ConfigBase:
     """Build a config from the JSON written by :meth:`ConfigBase.to_json`."""
-    return from_dict(json.loads(text))
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise ConfigError(f"expected JSON text, got {_show(text)}")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"the JSON nests deeper than a config can (at most {MAX_DEPTH} "
+                          f"levels)") from None
+    except ValueError as err:  # json.JSONDecodeError, UnicodeDecodeError
+        raise ConfigError(f"not valid JSON: {err}") from None
+    return from_dict(data)
 
 
 def _decode_config(data: Any, path: str) -> ConfigBase:
     where = path or "<root>"
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a dict with a {CLASS_KEY!r} key, got {_show(data)}")
+    if path.count(".") + path.count("[") >= MAX_DEPTH:
+        raise ConfigError(f"{where}: configs nest at most {MAX_DEPTH} levels deep")
     name = data.get(CLASS_KEY)
-    if name not in _REGISTRY:
-        raise ConfigError(f"{where}: unknown config class {name!r}")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ConfigError(f"{where}: unknown config class {_show(name)}")
+    if path and SCHEMA_KEY in data and data[SCHEMA_KEY] != SCHEMA_VERSION:
+        raise ConfigError(f"{path}.{SCHEMA_KEY}: unsupported schema version "
+                          f"{_show(data[SCHEMA_KEY])} (this refsim reads {SCHEMA_VERSION})")
     cls = _REGISTRY[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     prefix = path + "." if path else ""

@@ -3,7 +3,7 @@
 (``aihwkit.simulator.configs.compounds``)."""
 
 from dataclasses import dataclass
-from typing import List
+from typing import ClassVar, List
 
 from .base import ConfigBase, choice, flag, integer, nested, nested_list, real, reals
 from .devices import MAX_SEED, PulsedDevice
@@ -36,14 +36,24 @@ class UnitCell(ConfigBase):
     """Base of the unit cells: a list of devices and a construction seed."""
 
     spec_area = "compounds"
+    #: The fewest devices a cell of this class needs to build a tile (checked by validate()).
+    min_devices: ClassVar[int] = 0
 
     unit_cell_devices: List[PulsedDevice] = nested_list("PulsedDevice")
     construction_seed: int = integer(0, ge=0, le=MAX_SEED)
+
+    def _check_complete(self, prefix: str) -> None:
+        k = len(self.unit_cell_devices)
+        _require(k >= self.min_devices, prefix + "unit_cell_devices",
+                 f"{type(self).__name__} needs at least {self.min_devices} device"
+                 f"{'s' if self.min_devices > 1 else ''} to build a tile ({k} given)")
 
 
 @dataclass
 class VectorUnitCell(UnitCell):
     """Several devices per cross point; the weight is their weighted sum."""
+
+    min_devices: ClassVar[int] = 1
 
     update_policy: VectorUnitCellUpdatePolicy = choice(
         VectorUnitCellUpdatePolicy, VectorUnitCellUpdatePolicy.ALL
@@ -59,6 +69,8 @@ class VectorUnitCell(UnitCell):
 class OneSidedUnitCell(UnitCell):
     """Two devices that only receive up pulses; the weight is their difference, with refresh."""
 
+    min_devices: ClassVar[int] = 1  # one device spec serves both (aihwkit)
+
     refresh_every: int = integer(0, ge=0)
     units_in_mbatch: bool = flag(True)
     refresh_upper_thres: float = real(0.75, ge=0, le=1)
@@ -71,6 +83,8 @@ class OneSidedUnitCell(UnitCell):
 @dataclass
 class TransferCompound(UnitCell):
     """Tiki-taka v1: gradient on a fast device, periodic transfer to slower devices."""
+
+    min_devices: ClassVar[int] = 2
 
     gamma: float = real(0.0, ge=0)
     gamma_vec: List[float] = reals(list)
