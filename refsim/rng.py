@@ -485,6 +485,9 @@ class RandomStreams:
         return {"seed": self.seed, "calls": dict(sorted(self.calls.items()))}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if not isinstance(state, dict):
+            raise ValueError(f"state: expected the dict of RandomStreams.state_dict(), got "
+                             f"{type(state).__name__}")
         seed = _check_int(state.get("seed"), "state['seed']", 0, MAX_SEED)
         calls = state.get("calls")
         if not isinstance(calls, dict):

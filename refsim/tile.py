@@ -9,9 +9,11 @@ state (seed + call counters, spec/rng.md §5). ``forward``/``backward`` run the 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
-from typing import Any, Dict, Optional
+import sys
+from typing import Any, Callable, Dict, Optional
 
 import array_api_compat
 
@@ -50,6 +52,55 @@ def _is_numpy_cpu(xp: Any) -> bool:
     return xp.__name__.endswith("numpy")
 
 
+def _real(value: Any, name: str, *, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """``value`` as a finite float in [lo, hi], or a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}: expected a finite real number, got {value!r}")
+    try:
+        out = float(value)
+    except OverflowError:  # a Python int beyond float64
+        raise ValueError(f"{name}: {value!r} is beyond the float64 range") from None
+    if not math.isfinite(out) or not lo <= out <= hi:
+        want = "a finite real number" if (lo, hi) == (-math.inf, math.inf) else \
+            f"a finite number in [{lo!r}, {hi!r}]"
+        raise ValueError(f"{name}: expected {want}, got {value!r}")
+    return out
+
+
+def _atomic(compound: bool = True) -> Callable[[Callable], Callable]:
+    """Decorator of the public calls that change a tile: the call completes or leaves the tile
+    exactly as it was (spec/README.md, "Failed calls"). On any exception (a bad argument found
+    late, an overflow, KeyboardInterrupt) the attributes, the random counters and, when the call
+    may touch it (``compound``), the compound's state are restored before the error propagates.
+    Stage functions return new arrays, so restoring the attribute references restores the arrays.
+    """
+
+    def wrap(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def guarded(self: "AnalogTile", *args: Any, **kwargs: Any) -> Any:
+            if self.__dict__.get("_in_call"):  # nested in a guarded call: that one restores
+                return method(self, *args, **kwargs)
+            attributes, streams = dict(self.__dict__), self.streams.state_dict()
+            inner = self.compound.state_dict() if compound and self.compound is not None \
+                else None
+            self._in_call = True
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException:
+                self.__dict__.clear()
+                self.__dict__.update(attributes)
+                self.streams.load_state_dict(streams)
+                if inner is not None:
+                    self.compound.load_state_dict(inner)
+                raise
+            finally:
+                self.__dict__.pop("_in_call", None)
+
+        return guarded
+
+    return wrap
+
+
 class AnalogTile:
     """One analog tile (spec/io.md for forward/backward).
 
@@ -74,6 +125,9 @@ class AnalogTile:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         self.out_size, self.in_size = int(out_size), int(in_size)
+        if self.out_size * self.in_size * 8 > sys.maxsize:
+            raise ValueError(f"out_size, in_size: a ({self.out_size}, {self.in_size}) tile has more "
+                             f"elements than an array can address")
         rpu_config = SingleRPUConfig() if rpu_config is None else rpu_config
         if not isinstance(rpu_config, (IOManagedRPUConfig, FloatingPointRPUConfig)):
             raise TypeError(f"rpu_config: expected an RPU config, got {type(rpu_config).__name__}")
@@ -92,6 +146,14 @@ class AnalogTile:
         self.backend = backend
         for direction in ("forward", "backward"):
             io_stage.check_supported(self._io(direction), direction, direction == "backward")
+        try:
+            self._build_state(device)
+        except MemoryError:
+            raise ValueError(f"out_size, in_size: the state of a ({self.out_size}, {self.in_size}) "
+                             f"tile does not fit in memory") from None
+
+    def _build_state(self, device: Any) -> None:
+        """The tile's arrays: periphery and device variation, weights, compound, write noise."""
         self.construction_seed = construction_seed_of(self.rpu_config) or self.streams.seed
         self.periphery = self._draw_periphery()
         self.nm_running: Optional[float] = None
@@ -169,6 +231,7 @@ class AnalogTile:
         return fast
 
     # -- weights ----------------------------------------------------------------------------------
+    @_atomic()
     def set_weights(self, weights: Any, *, clip: bool = False) -> None:
         """Store ``weights`` ``(out_size, in_size)`` (copied, in the tile's dtype).
 
@@ -180,6 +243,9 @@ class AnalogTile:
             raise TypeError(f"clip: expected a bool, got {type(clip).__name__}")
         w = self._check_array(weights, "weights", (self.out_size, self.in_size), exact=True)
         self.weights = self.xp.astype(w, self.dtype, copy=True)
+        if not bool(self.xp.all(self.xp.isfinite(self.weights))):
+            raise ValueError(f"weights: values beyond the range of the tile's dtype "
+                             f"{_dtype_name(self.dtype)} (they would be stored as infinity)")
         if self.compound is not None:  # the compound distributes them (spec/compounds.md)
             self.compound.set_weights(self.weights)
             self.weights = self.compound.weights()
@@ -230,10 +296,12 @@ class AnalogTile:
             self.streams.seed, call)
 
     # -- the analog passes ------------------------------------------------------------------------
+    @_atomic(compound=False)
     def forward(self, x: Any) -> Any:
         """``y = f(W x)`` for ``x`` of shape ``(in_size,)`` or ``(batch, in_size)``."""
         return self._pass(x, "forward", "x", self.in_size, self.weights)
 
+    @_atomic(compound=False)
     def backward(self, d: Any) -> Any:
         """``z = f(Wᵀ d)`` for ``d`` of shape ``(out_size,)`` or ``(batch, out_size)``."""
         return self._pass(d, "backward", "d", self.out_size,
@@ -253,9 +321,14 @@ class AnalogTile:
         y, self.nm_running = io_stage.mvm(xp, rows, w, io, periphery, draws,
                                           backward=direction == "backward",
                                           nm_running=self.nm_running, impl=self._impl(xp))
+        if not bool(xp.all(xp.isfinite(y))):  # spec/io.md §S9: no silent infinity or NaN
+            raise ValueError(f"{name}: the {direction} result overflows "
+                             f"{_dtype_name(rows.dtype)} (max abs({name}) = "
+                             f"{float(xp.max(xp.abs(rows)))!r}); scale {name} down")
         return xp.reshape(y, (-1,)) if vector else y
 
     # -- update ---------------------------------------------------------------------------------------
+    @_atomic()
     def update(self, x: Any, d: Any, lr: float) -> None:
         """The weight update W ← W − lr·dᵀx (spec/devices.md §V4), one update cycle per batch row
         in row order. ``x`` is ``(in_size,)`` or ``(batch, in_size)``, ``d`` ``(out_size,)`` or
@@ -266,10 +339,7 @@ class AnalogTile:
         of each row and clamps to the device bounds; pulse type 'None', IdealDevice,
         InferenceRPUConfig and FloatingPointRPUConfig tiles do one exact GEMM without bounds.
         """
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or \
-                not math.isfinite(float(lr)):
-            raise ValueError(f"lr: expected a finite real number, got {lr!r}")
-        lr = float(lr)
+        lr = _real(lr, "lr")
         x = self._check_array(x, "x", (self.in_size,))
         d = self._check_array(d, "d", (self.out_size,))
         xp = self.xp
@@ -280,6 +350,15 @@ class AnalogTile:
                              f"{ds.shape[0]} rows of d)")
         mode = self._update_mode()
         xs, ds = xp.astype(xs, self.dtype), xp.astype(ds, self.dtype)
+        self._apply_update(mode, xs, ds, lr)
+        if not bool(xp.all(xp.isfinite(self.weights))):  # the call is undone (_atomic)
+            raise ValueError(f"x, d, lr: the update lr·dᵀx overflows "
+                             f"{_dtype_name(self.dtype)} (lr = {lr!r}, max abs(x) = "
+                             f"{float(xp.max(xp.abs(xs)))!r}, max abs(d) = "
+                             f"{float(xp.max(xp.abs(ds)))!r}); the weights are unchanged")
+
+    def _apply_update(self, mode: str, xs: Any, ds: Any, lr: float) -> None:
+        xp = self.xp
         if mode == "compound":
             self.compound.update(xs, ds, lr)
             self.weights = self.compound.weights()
@@ -381,6 +460,7 @@ class AnalogTile:
         self._update_mode()  # rejects compounds
         return self.rpu_config.device
 
+    @_atomic()
     def decay_weights(self) -> None:
         """One decay step (spec/devices.md §V4): pulsed devices relax toward their reset bias,
         w ← β + (w − β)·κ, and clamp (only when lifetime > 0); the simple rules multiply by
@@ -399,6 +479,7 @@ class AnalogTile:
         if lifetime > 1.0:
             self.weights = self.weights * (1.0 - 1.0 / lifetime)
 
+    @_atomic()
     def diffuse_weights(self) -> None:
         """One diffusion step (spec/devices.md §V4): w ← w + ρ·ξ and clamp for pulsed devices,
         w ← w + diffusion·ξ without clamp for the simple rules; nothing when diffusion = 0. Each
@@ -422,18 +503,18 @@ class AnalogTile:
                                   device=self.device)
         self.weights = self.weights + dev.diffusion * xi
 
+    @_atomic()
     def post_update_step(self) -> None:
         """The hook run after every optimizer step: diffusion, then decay."""
         self.diffuse_weights()
         self.decay_weights()
 
+    @_atomic()
     def reset(self, prob: float = 1.0) -> None:
         """Reset each weight with probability ``prob`` (spec/devices.md §V4): pulsed devices to
         β + reset_std·ξ (clamped), the simple rules to reset_std·ξ. One call of the streams
         ``device.reset_noise`` / ``device.reset_prob`` per reset."""
-        if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or \
-                not 0.0 <= float(prob) <= 1.0:
-            raise ValueError(f"prob: expected a probability in [0, 1], got {prob!r}")
+        prob = _real(prob, "prob", lo=0.0, hi=1.0)
         if self.compound is not None:
             if prob > 0.0:
                 self.compound.reset(float(prob))
@@ -457,14 +538,13 @@ class AnalogTile:
             call, self._draws()))
 
     # -- drift ----------------------------------------------------------------------------------------
+    @_atomic()
     def drift_weights(self, delta_t: float = 1.0) -> None:
         """Let the weights drift for ``delta_t`` time units (spec/drift.md §D3). Weights changed
         since the last call (beyond ``reset_tol``) restart their drift; pulsed devices clamp the
         result to their bounds. Implemented for FloatingPointRPUConfig tiles and single pulsed
         devices (compound devices: with the compound stage)."""
-        if isinstance(delta_t, bool) or not isinstance(delta_t, (int, float)) or \
-                not math.isfinite(delta_t) or delta_t < 0:
-            raise ValueError(f"delta_t: expected a finite number >= 0, got {delta_t!r}")
+        delta_t = _real(delta_t, "delta_t", lo=0.0)
         device = getattr(self.rpu_config, "device", None)
         drift = getattr(device, "drift", None)
         pulsed = self.device_params is not None
@@ -501,7 +581,10 @@ class AnalogTile:
             raise ValueError(f"{name}: on device {array_api_compat.device(a)}, the tile is on "
                              f"{self.device}")
         if a.dtype not in (xp.float32, xp.float64):
-            raise TypeError(f"{name}: expected a float32 or float64 array, got {a.dtype}")
+            native = _native_byte_order(a)  # e.g. big-endian float64 from a file
+            if native is None:
+                raise TypeError(f"{name}: expected a float32 or float64 array, got {a.dtype}")
+            a = native
         if exact:
             ok = tuple(a.shape) == shape
         else:
@@ -526,6 +609,7 @@ class AnalogTile:
                 "pulse_counters": None if self.pulse_counters is None
                 else self.get_pulse_counters()}
 
+    @_atomic()
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore a :meth:`state_dict` of a tile with the same config and sizes. The fixed
         periphery variation and the device-to-device parameters are redrawn from the saved
@@ -548,12 +632,18 @@ class AnalogTile:
             self.periphery = self._draw_periphery()
             if self.device_params is not None:
                 self.device_params = self._draw_device()
+        try:  # checked before anything moves (the call is also undone on error: _atomic)
+            rng.RandomStreams(0).load_state_dict(state.get("rng"))
+        except ValueError as err:  # "state['seed']: ..." -> "state['rng']['seed']: ..."
+            raise ValueError("state['rng']" + str(err)[len("state"):]) from None
+        weights = self._check_array(state.get("weights"), "state['weights']",
+                                    (self.out_size, self.in_size), exact=True)
         persistent, counters = self._checked_device_state(state)
-        self.set_weights(state["weights"])
+        self.set_weights(weights)
         self.streams.load_state_dict(state["rng"])
         if self.persistent is not None:  # set_weights drew write noise: restore both exactly
             self.persistent = persistent
-            self.weights = self.xp.astype(state["weights"], self.dtype, copy=True)
+            self.weights = self.xp.astype(weights, self.dtype, copy=True)
         if self.pulse_counters is not None:
             self.pulse_counters = counters
         if self.compound is not None:
@@ -678,6 +768,21 @@ class AnalogTile:
     def __repr__(self) -> str:
         return (f"AnalogTile({self.out_size}, {self.in_size}, {type(self.rpu_config).__name__}, "
                 f"seed={self.streams.seed}, backend={self.backend!r})")
+
+
+def _dtype_name(dtype: Any) -> str:
+    """'float32' for numpy's float32 type or dtype, torch.float32, ..."""
+    return (getattr(dtype, "__name__", None) or str(dtype)).rsplit(".", 1)[-1]
+
+
+def _native_byte_order(a: Any) -> Any:
+    """A numpy float32/float64 array of the other byte order, converted to the native one (one
+    copy); None for anything else."""
+    dtype = a.dtype
+    if getattr(dtype, "byteorder", "=") in ("=", "|") or getattr(dtype, "kind", "") != "f" or \
+            dtype.itemsize not in (4, 8):
+        return None
+    return a.astype(dtype.newbyteorder("="))
 
 
 def _cast_periphery(xp: Any, periphery: io_stage.Periphery, dtype: Any) -> io_stage.Periphery:

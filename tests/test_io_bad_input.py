@@ -326,9 +326,11 @@ def test_bad_state_is_rejected():
     for running in (math.nan, math.inf, "1.0"):
         with pytest.raises(ValueError, match=r"^state\['nm_running'\]: "):
             tile.load_state_dict(dict(good, nm_running=running))
-    with pytest.raises(ValueError, match=r"^weights: expected shape"):
+    with pytest.raises(ValueError, match=r"^state\['weights'\]: expected shape"):
         tile.load_state_dict(dict(good, weights=np.ones((IN, OUT))))
-    with pytest.raises(ValueError, match=r"^state\['seed'\]: "):
+    with pytest.raises(ValueError, match=r"^state\['rng'\]\['seed'\]: "):
         tile.load_state_dict(dict(good, rng={"seed": -1, "calls": {}}))
-    with pytest.raises(ValueError, match=r"^state\['calls'\]: "):
+    with pytest.raises(ValueError, match=r"^state\['rng'\]: expected the dict"):
+        tile.load_state_dict(dict(good, rng="x"))
+    with pytest.raises(ValueError, match=r"^state\['rng'\]\['calls'\]: "):
         tile.load_state_dict(dict(good, rng={"seed": 1, "calls": [1]}))

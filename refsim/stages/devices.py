@@ -89,6 +89,13 @@ def check_supported(cfg: Any, prefix: str = "device.") -> None:
     if not eff["w_min"] <= 0.0 <= eff["w_max"]:
         raise ConfigError(f"{prefix}w_max: the interval [w_min, w_max] = [{eff['w_min']!r}, "
                           f"{eff['w_max']!r}] must contain 0")
+    g = granularity(cfg)
+    if not (g > 0.0 and math.isfinite(g)):  # spec/devices.md §V5
+        fields = {"PowStepDevice": "dw_min, pow_gamma", "PowStepReferenceDevice":
+                  "dw_min, pow_gamma", "PiecewiseStepDevice": "dw_min, piecewise_up"}
+        raise ConfigError(f"{prefix}dw_min: the weight granularity is {g!r}, not a positive "
+                          f"finite number (from {fields.get(name, 'dw_min')}); pulse trains "
+                          f"need g > 0")
 
 
 def granularity(cfg: Any) -> float:

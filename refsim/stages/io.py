@@ -167,14 +167,14 @@ def noise_management(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagement
     if nm_type == NoiseManagementType.NONE:
         return xp.ones_like(abs_max), running
     if nm_type == NoiseManagementType.CONSTANT:
-        return xp.full_like(abs_max, theta if theta > 0 else 1.0), running
+        return flush_tiny(xp, xp.full_like(abs_max, theta if theta > 0 else 1.0)), running
     if nm_type == NoiseManagementType.AVERAGE_ABS_MAX:
         values = []
         for a in (float(v) for v in _to_list(xp, abs_max)):
             running = a if running is None else (1.0 - NM_DECAY) * running + NM_DECAY * a
             values.append(running)
         alpha = xp.asarray(values, dtype=x.dtype, device=rng.device_of(x))
-        return alpha, running
+        return flush_tiny(xp, alpha), running
     if nm_type == NoiseManagementType.MAX:
         alpha = xp.max(x, axis=1)
     else:  # AbsMax and AbsMaxNPSum start from the abs-max
@@ -183,7 +183,14 @@ def noise_management(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagement
         alpha = xp.clip(alpha, max=theta)
     if nm_type == NoiseManagementType.ABS_MAX_NP_SUM:
         alpha = np_sum_scale(xp, x, alpha, io)
-    return alpha, running
+    return flush_tiny(xp, alpha), running
+
+
+def flush_tiny(xp: Any, alpha: Any) -> Any:
+    """Scales with 0 < α < the dtype's smallest normal number count as 0 (spec/io.md §S3,
+    "Tiny scales"): 1/α would overflow to infinity."""
+    tiny = xp.finfo(alpha.dtype).smallest_normal
+    return xp.where((alpha > 0) & (alpha < tiny), xp.zeros_like(alpha), alpha)
 
 
 def np_sum_scale(xp: Any, x: Any, alpha: Any, io: IOParameters) -> Any:

@@ -68,6 +68,9 @@ def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
     bl_max = up.desired_bl
     if eta == 0.0:
         return PulsePlan(0.0, 0.0, 0)
+    if not math.isfinite(eta / granularity):  # §U2.4
+        raise ValueError(f"lr: abs(lr)/granularity = {eta!r}/{granularity!r} overflows float64; "
+                         f"the pulse trains are undefined (spec/pulses.md §U2.4)")
     blm = up.update_bl_management
     managed = up.update_management or blm  # BL management implies update management
     if up.fixed_bl or blm or granularity * bl_max >= eta:
@@ -85,6 +88,10 @@ def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
         return PulsePlan(a, b, 0)
     d_v = up.um_grad_scale * d_max
     k = eta * x_max * d_v / granularity
+    if not math.isfinite(k):  # §U2.4
+        raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {eta!r}·{x_max!r}·"
+                         f"{up.um_grad_scale!r}·{d_max!r}/{granularity!r} overflows float64 "
+                         f"(spec/pulses.md §U2.4)")
     if blm:
         bl = min(math.ceil(k), bl_max)
         if bl == 0:  # k underflowed to 0: nothing to send
@@ -92,7 +99,12 @@ def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
         a = b = math.sqrt(eta / (granularity * bl))
     if k > bl_max:
         d_v = d_v * bl_max / k
-    return PulsePlan(a * math.sqrt(x_max / d_v), b * math.sqrt(d_v / x_max), bl)
+    a, b = a * math.sqrt(x_max / d_v), b * math.sqrt(d_v / x_max)
+    if not (math.isfinite(a) and math.isfinite(b) and a > 0.0 and b > 0.0):  # §U2.4
+        raise ValueError(f"x, d: max|x| = {x_max!r} and max|d| = {d_max!r} are too far apart: "
+                         f"the update-management scales A = {a!r}, B = {b!r} leave float64 "
+                         f"(spec/pulses.md §U2.4); rescale x or d")
+    return PulsePlan(a, b, bl)
 
 
 def probabilities(xp: Any, values: Any, scale: float, step: float, uniforms: Any = None) -> Any:
