@@ -1,5 +1,5 @@
-"""Runs inside aihwkit's own environment (see ../shared/reference/aihwkit-setup.md) and prints one
-JSON line of median timings. Called by the benchmarks as a separate process; never imported.
+"""Runs inside aihwkit's own environment (see "aihwkit beside refsim" in the README) and prints
+one JSON line of median timings. Called by the benchmarks as a separate process; never imported.
 
 Cases of kind "forward"/"backward" (bench_io.py) time a pass on random inputs; cases of kind
 "update" (bench_update.py) time ``AnalogTile.update`` on the inputs bench_update.py wrote; a spec

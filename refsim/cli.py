@@ -4,16 +4,24 @@
 main job; see :func:`_demo`); ``refsim config ALGORITHM --device DEVICE`` prints the RPU config that
 ``build_config`` makes, as JSON; ``refsim mvm`` runs an analog matrix-vector product and prints its
 error against the exact product; ``refsim info`` tells how refsim and its compiled backend are
-installed. Bad arguments give a one-line error and exit code 2; a valid demo run that the simulator
-cannot do yet (an algorithm whose update is not implemented) gives a one-line error and exit code 1.
+installed.
+
+Errors are one line on stderr, the same for every subcommand (:func:`_error_text`):
+``refsim SUBCOMMAND: error: WHAT, see 'refsim SUBCOMMAND --help'``. Exit codes (:data:`EXIT_CODES`):
+0 done; 2 bad arguments, including a ``--plot`` file that cannot be written (checked before the
+demo trains); 1 a valid demo run that the simulator cannot do yet (an algorithm whose update is not
+implemented); 141 the reader of the output went away (``refsim config ... | head``): the output
+stops quietly, without a traceback, as for a Unix tool that SIGPIPE ends (128 + 13).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import math
+import os
+import sys
+import tempfile
 import time
 from typing import Any, Dict, List, NoReturn, Optional
 
@@ -100,19 +108,41 @@ def _tuning_text(algorithm: str) -> str:
     return ", ".join(f"{k.replace('device.', '')}={v}" for k, v in DEMO_TUNING[algorithm].items())
 
 
+#: Exit status when the reader of the output closes the pipe early (128 + SIGPIPE, as a shell
+#: reports a Unix tool that SIGPIPE ends).
+EXIT_BROKEN_PIPE = 141
+
+#: The exit codes, as the help of every subcommand states them.
+EXIT_CODES = ("exit codes: 0 done; 2 bad arguments (one line on stderr; for demo also a --plot file "
+              "that cannot be written, checked before training); 1 a valid demo run that the "
+              "simulator cannot do yet; 141 the reader of the output closed the pipe early (e.g. "
+              "'| head'): the output stops quietly")
+
+
+def _error_text(prog: str, message: str) -> str:
+    """The one form of every command-line error, one line:
+    ``PROG: error: MESSAGE, see 'PROG --help'`` (PROG is e.g. ``refsim demo``)."""
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    return f"{prog}: error: {message}, see '{prog} --help'\n"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a one-line error message (``PROG: error: MESSAGE``, exit code 2)."""
+    """argparse whose errors are one line of :func:`_error_text` naming this (sub)parser's own
+    prog, exit code 2. Subparsers are made with this class too, so ``refsim demo --epochs 0``
+    names ``refsim demo --help``; the subcommands' own checks call ``args.subparser.error``."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, _error_text(self.prog, message))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="refsim", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="refsim", description=__doc__.splitlines()[0], epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"refsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    cfg = sub.add_parser("config", help="print the RPU config of a training algorithm as JSON")
+    cfg = sub.add_parser("config", help="print the RPU config of a training algorithm as JSON",
+                         description="Print the RPU config that build_config makes for a training "
+                                     "algorithm and a pulsed device, as JSON.", epilog=EXIT_CODES)
     cfg.add_argument("algorithm", help="one of: " + ", ".join(sorted(configs.ALGORITHMS)) +
                      " (or an alias)")
     cfg.add_argument("--device", default="ConstantStepDevice",
@@ -120,8 +150,12 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--n-devices", type=int, default=1, help="devices per cell ('sgd' only)")
     cfg.add_argument("--seed", type=int, default=0, help="construction seed")
     cfg.add_argument("--indent", type=int, default=2, help="JSON indentation")
+    cfg.set_defaults(subparser=cfg)
 
-    mvm = sub.add_parser("mvm", help="an analog matrix-vector product against the exact one")
+    mvm = sub.add_parser("mvm", help="an analog matrix-vector product against the exact one",
+                         description="Run an analog matrix-vector product on a tile with random "
+                                     "weights and print its error against the exact product.",
+                         epilog=EXIT_CODES)
     mvm.add_argument("--config", choices=("inference", "single"), default="inference",
                      help="InferenceRPUConfig (default) or SingleRPUConfig defaults")
     mvm.add_argument("--out-size", type=_positive, default=256)
@@ -130,8 +164,12 @@ def _parser() -> argparse.ArgumentParser:
     mvm.add_argument("--seed", type=int, default=1)
     mvm.add_argument("--backend", choices=("auto", "reference", "fast"), default="auto")
     mvm.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    mvm.set_defaults(subparser=mvm)
 
-    sub.add_parser("info", help="report the installation (version, compiled backend, OpenMP)")
+    info = sub.add_parser("info", help="report the installation (version, compiled backend, OpenMP)",
+                          description="Report how refsim and its compiled backend are installed "
+                                      "(JSON).", epilog=EXIT_CODES)
+    info.set_defaults(subparser=info)
 
     demo = sub.add_parser(
         "demo", help="train an MLP on analog tiles to classify the 8x8 handwritten digits",
@@ -139,9 +177,7 @@ def _parser() -> argparse.ArgumentParser:
                     "analog tiles to classify the 8x8 handwritten digits (1500 training, 297 test "
                     "images, standardized features). Prints one line per epoch and a JSON summary "
                     "line. For c-ttv2 and agad the demo adjusts build_config's config (see "
-                    "--stock-config). Exit codes: 0 done, 2 bad arguments, 1 a valid run the "
-                    "simulator cannot do yet (e.g. an algorithm whose update is not "
-                    "implemented).")
+                    "--stock-config).", epilog=EXIT_CODES)
     demo.add_argument("--algorithm", default="c-ttv2",
                       help="training algorithm (build_config): " +
                       ", ".join(sorted(configs.ALGORITHMS)) + " or an alias; default c-ttv2")
@@ -168,7 +204,9 @@ def _parser() -> argparse.ArgumentParser:
                       "for c-ttv2: " + _tuning_text("c-ttv2") + "; for agad: " +
                       _tuning_text("agad") + " (see the README)")
     demo.add_argument("--plot", metavar="PATH",
-                      help="write a PNG of the training curve (needs matplotlib)")
+                      help="write a PNG of the training curve (needs matplotlib: pip install "
+                      "'refsim[plot]'); a plot that cannot be written is an error (exit 2) "
+                      "before training starts")
     demo.add_argument("--quiet", action="store_true",
                       help="print only the JSON summary (no progress bar, no epoch lines)")
     demo.add_argument("--limit", type=_positive, default=None, help=argparse.SUPPRESS)
@@ -176,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _config(args: argparse.Namespace) -> int:
+    parser = args.subparser
     if args.device not in configs.PULSED_DEVICES:
         parser.error(f"--device: unknown device {args.device!r} "
                      f"(choose from {', '.join(_device_names())})")
@@ -191,13 +230,13 @@ def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _mvm(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-
+def _mvm(args: argparse.Namespace) -> int:
     import numpy as np
 
     from refsim import rng
     from refsim.tile import AnalogTile
 
+    parser = args.subparser
     config = configs.InferenceRPUConfig() if args.config == "inference" else \
         configs.SingleRPUConfig()
     dtype = np.dtype(args.dtype)
@@ -254,6 +293,46 @@ class _Progress:
             sys.stderr.flush()
 
 
+def _plot_format(path: str) -> str:
+    """The image format of a plot path: its suffix, PNG when it has none."""
+    return os.path.splitext(path)[1][1:].lower() or "png"
+
+
+def _plot_problem(path: str) -> Optional[str]:
+    """Why the demo could not write its plot to ``path``, or None when it can: the directory
+    exists and takes a new file, an existing file there is writable, matplotlib is importable
+    and writes the format. Checked before training, so a bad ``--plot`` fails at once."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return f"{path} is a directory"
+    if not os.path.isdir(folder):
+        return f"directory {folder} does not exist"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"cannot write in directory {folder}: {err.strerror or err}"
+    if os.path.exists(target) and not os.access(target, os.W_OK):
+        return f"{path} is not writable"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return ("matplotlib is not installed (install the plot extra: pip install "
+                "'refsim[plot]')")
+    except Exception as err:   # a broken installation
+        return f"matplotlib cannot be imported: {type(err).__name__}: {err}"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if _plot_format(path) not in formats:
+        return (f"cannot write a {_plot_format(path)!r} image to {path} (matplotlib writes "
+                f"{', '.join(sorted(formats))})")
+    return None
+
+
 def _plot(path: str, history: List[Dict[str, Any]], title: str) -> None:
     import matplotlib
 
@@ -275,11 +354,11 @@ def _plot(path: str, history: List[Dict[str, Any]], title: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format=_plot_format(path))
     plt.close(fig)
 
 
-def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _demo(args: argparse.Namespace) -> int:
     """Train the MLP; see the ``demo`` subcommand's description."""
     import numpy as np
 
@@ -295,6 +374,10 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.device not in configs.PULSED_DEVICES:
         parser.error(f"--device: unknown device {args.device!r} "
                      f"(choose from {', '.join(_device_names())})")
+    if args.plot:
+        problem = _plot_problem(args.plot)
+        if problem:
+            parser.error(f"--plot: {problem}")
     try:
         rpu_config = demo_config(algorithm, getattr(configs, args.device),
                                  stock=args.stock_config)
@@ -304,15 +387,6 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                        dtype=dtype, backend=args.backend)
     except (ValueError, TypeError, configs.ArgumentError, configs.ConfigError) as err:
         parser.error(str(err))
-    can_plot = False
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-
-            can_plot = True
-        except ImportError:
-            print(f"refsim demo: --plot: matplotlib is not installed, no plot will be written "
-                  f"to {args.plot}", file=sys.stderr)
     data = load_digits(standardize=True, dtype=dtype)
     x_train, y_train, x_test, y_test = data
     if args.limit is not None:
@@ -352,7 +426,7 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 f"{elapsed:7.1f} s")
     except NotImplementedError as err:
         progress.clear()
-        print(f"refsim demo: error: {algorithm} cannot train yet: {err}", file=sys.stderr)
+        sys.stderr.write(_error_text(parser.prog, f"{algorithm} cannot train yet: {err}"))
         return 1
     except KeyboardInterrupt:
         progress.clear()
@@ -368,24 +442,62 @@ def _demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                "loss": last["loss"], "train_accuracy": last["train_accuracy"],
                "test_accuracy": last["test_accuracy"], "seconds": last["seconds"],
                "history": history}
-    if can_plot:
+    plot_error = None
+    if args.plot:
         try:
             _plot(args.plot, history, f"refsim demo: {algorithm} on {args.device}, seed "
                                       f"{args.seed}")
             summary["plot"] = args.plot
-        except OSError as err:
-            print(f"refsim demo: --plot: could not write {args.plot}: {err}", file=sys.stderr)
+        except (OSError, ValueError) as err:   # checked up front; e.g. the disk filled up since
+            plot_error = f"--plot: could not write {args.plot}: {err}"
     print(json.dumps(summary))
+    if plot_error:
+        sys.stdout.flush()
+        sys.stderr.write(_error_text(parser.prog, plot_error))
+        return 2
     return 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _stdout_to_devnull() -> None:
+    """Point file descriptor 1 at /dev/null, so that the interpreter's final flush of what is
+    still buffered for a closed pipe does not raise (and print a traceback) at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # no real file behind sys.stdout
+        pass
+
+
+def _run(argv: List[str]) -> int:
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:   # argparse would report them as the top-level parser's; name the subcommand
+        getattr(args, "subparser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "config":
-        return _config(args, parser)
+        return _config(args)
     if args.command == "mvm":
-        return _mvm(args, parser)
+        return _mvm(args)
     if args.command == "demo":
-        return _demo(args, parser)
+        return _demo(args)
     return _info()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """The ``refsim`` command: returns the exit code (argument errors raise SystemExit(2)).
+
+    When the reader of the output goes away (``refsim config ... | head``), the output stops
+    quietly with :data:`EXIT_BROKEN_PIPE`: the BrokenPipeError is caught here, including the
+    one of the last flush (done here, not at interpreter exit), and stdout is pointed at
+    /dev/null so that nothing is raised at exit either."""
+    try:
+        try:
+            return _run(sys.argv[1:] if argv is None else argv)
+        finally:
+            if sys.stdout is not None:
+                sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
