@@ -2,6 +2,8 @@
 
 * :mod:`refsim.configs` -- aihwkit-compatible configuration classes and ``build_config``;
 * :mod:`refsim.rng`     -- the counter-based random streams every stage draws from;
+* :mod:`refsim.checkpoint` -- save tiles and :mod:`refsim.nn` models to one ``.npz`` file and
+  load them (``AnalogTile.save`` / ``AnalogTile.load``);
 * ``refsim_fast``       -- optional compiled kernels (see :func:`fast_info`).
 
 The semantics of every parameter are written in ``spec/``.

@@ -646,6 +646,8 @@ class AnalogTile:
             self.weights = self.xp.astype(weights, self.dtype, copy=True)
         if self.pulse_counters is not None:
             self.pulse_counters = counters
+        if self.compound is None and state.get("compound") is not None:
+            raise ValueError("state['compound']: this tile has no compound device")
         if self.compound is not None:
             compound_state = state.get("compound")
             if not isinstance(compound_state, dict):
@@ -694,6 +696,8 @@ class AnalogTile:
         from refsim import checkpoint
 
         self.__dict__.update(checkpoint.restore_modules(state))
+        if not self.rpu_config.is_frozen:  # copy.deepcopy copies configs as changeable ones
+            self.rpu_config = self.rpu_config.frozen()
 
     def save(self, path: Any) -> None:
         """Save the tile to one ``.npz`` file (:func:`refsim.checkpoint.save`).

@@ -118,6 +118,87 @@ class Module:
             raise ValueError(f"state['type']: the state of a {state.get('type')!r}, "
                              f"not of a {type(self).__name__}")
 
+    # -- copies and checkpoint files ---------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        """For ``pickle`` and ``copy.deepcopy``: the attributes with the array namespace (a
+        module) replaced by its name; the tiles pickle themselves the same way."""
+        from refsim import checkpoint
+
+        return checkpoint.strip_modules(self.__dict__)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        from refsim import checkpoint
+
+        self.__dict__.update(checkpoint.restore_modules(state))
+
+    def save(self, path: Any) -> None:
+        """Save the model (its modules, tile configs and :meth:`state_dict`) to one ``.npz``
+        file (:func:`refsim.checkpoint.save`).
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file (no pickle inside; loadable in a fresh process).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from refsim import nn
+        >>> from refsim.configs import FloatingPointRPUConfig
+        >>> model = nn.mlp([4, 3, 2], FloatingPointRPUConfig(), seed=1)
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+        >>> model.save(path)
+        >>> same = nn.AnalogSequential.load(path)
+        >>> bool(np.all(same.forward(np.ones(4)) == model.forward(np.ones(4))))
+        True
+        """
+        from refsim import checkpoint
+
+        checkpoint.save(self, path)
+
+    @classmethod
+    def load(cls, path: Any, *, xp: Any = None, device: Any = None,
+             backend: str = "auto") -> "Module":
+        """A model saved by :meth:`save`, in this or a fresh process
+        (:func:`refsim.checkpoint.load`); it must be a ``cls``.
+
+        Parameters
+        ----------
+        path : str, os.PathLike or binary file object
+            The file written by :meth:`save`.
+        xp, device, backend
+            The namespace (numpy by default), device and tile backend of the loaded model.
+
+        Returns
+        -------
+        Module
+            A model that continues training exactly as the saved one would.
+
+        Raises
+        ------
+        ValueError
+            The file holds another kind of object, or is corrupt (the message names the key).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from refsim import nn
+        >>> from refsim.configs import FloatingPointRPUConfig
+        >>> layer = nn.AnalogLinear(4, 2, FloatingPointRPUConfig(), seed=3)
+        >>> path = os.path.join(tempfile.mkdtemp(), "layer.npz")
+        >>> layer.save(path)
+        >>> nn.AnalogLinear.load(path)
+        AnalogLinear(4, 2, FloatingPointRPUConfig, bias=digital, seed=3, tiles=1x1)
+        """
+        from refsim import checkpoint
+
+        obj = checkpoint.load(path, xp=xp, device=device, backend=backend)
+        if not isinstance(obj, cls):
+            raise ValueError(f"{checkpoint._name(path)}: header key 'kind': the file holds a "
+                             f"{type(obj).__name__}, not a {cls.__name__}")
+        return obj
+
 
 def _namespace_of(a: Any, name: str) -> Any:
     try:

@@ -66,6 +66,32 @@ class Context:
                             nm_running=None, impl=self.fast_io)
         return y
 
+    # pickle / copy.deepcopy of a tile: its modules (namespace, compiled kernels) by name
+    _MODULE_FIELDS = ("xp", "fast_update", "fast_io")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._MODULE_FIELDS:
+            module = state[name]
+            state[name] = None if module is None else module.__name__
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        import importlib
+
+        state = dict(state)
+        for name in self._MODULE_FIELDS:
+            module = state[name]
+            if module is None:
+                continue
+            try:
+                state[name] = importlib.import_module(module)
+            except ImportError:
+                if name == "xp":
+                    raise
+                state[name] = None  # no compiled backend here: the reference (as a new tile)
+        self.__dict__.update(state)
+
 
 class SubDevice:
     """One pulsed device array of a compound (index = its device_index)."""
