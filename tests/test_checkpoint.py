@@ -482,15 +482,3 @@ def test_a_mismatched_object_is_a_value_error(saved):
         AnalogTile.load(bad)
     with pytest.raises(ValueError, match="backend"):
         AnalogTile.load(saved, backend="gpu")
-
-
-# -- README -------------------------------------------------------------------------------------
-
-
-def test_the_readme_example_runs():
-    """The python block of the README's "Saving and loading" subsection."""
-    with open(os.path.join(REPO, "README.md")) as f:
-        text = f.read()
-    section = text.split("### Saving and loading", 1)[1]
-    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    exec(compile(block, "README.md: Saving and loading", "exec"), {})
