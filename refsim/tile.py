@@ -616,7 +616,8 @@ class AnalogTile:
         construction seed, so the restored tile continues exactly as the saved one would."""
         if not isinstance(state, dict):
             raise TypeError(f"state: expected a dict, got {type(state).__name__}")
-        if state.get("rpu_config") != self.rpu_config.to_dict():
+        config = state.get("rpu_config")
+        if not isinstance(config, dict) or config != self.rpu_config.to_dict():
             raise ValueError("state['rpu_config']: the state belongs to a tile with another config")
         running = state.get("nm_running")
         if running is not None and not (isinstance(running, float) and math.isfinite(running)):

@@ -19,6 +19,7 @@ from .compounds import (
     VectorUnitCell,
 )
 from .configs import DigitalRankUpdateRPUConfig, SingleRPUConfig, UnitCellRPUConfig
+from .devices import IdealDevice, PulsedDevice
 from .enums import BoundManagementType, NoiseManagementType, VectorUnitCellUpdatePolicy
 from .errors import ArgumentError, ConfigError
 from .io import IOParameters
@@ -49,7 +50,7 @@ def _factory(arg: Any, kind: type, name: str) -> Callable[..., Any]:
     """A callable ``f(**overrides)`` making a fresh object from a class, instance or callable."""
     if isinstance(arg, ConfigBase):
         if not isinstance(arg, kind):
-            raise ArgumentError(f"{name}: expected a {kind.__name__}, got {type(arg).__name__}")
+            raise ArgumentError(f"{name}: expected a {_names(kind)}, got {type(arg).__name__}")
         template = arg
 
         def make(**overrides: Any) -> Any:
@@ -59,9 +60,16 @@ def _factory(arg: Any, kind: type, name: str) -> Callable[..., Any]:
             return obj.validate()
 
         return make
+    if isinstance(arg, type) and issubclass(arg, ConfigBase) and not issubclass(arg, kind):
+        raise ArgumentError(f"{name}: expected a {_names(kind)} class, got {arg.__name__}")
     if callable(arg):
         return arg
     raise ArgumentError(f"{name}: expected a class, an instance or a callable, got {arg!r}")
+
+
+def _names(kind: Any) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
 
 
 def build_config(
@@ -93,7 +101,7 @@ def build_config(
     name = canonical_algorithm(algorithm)
     if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
         raise ArgumentError(f"n_devices: expected an integer >= 1, got {n_devices!r}")
-    dev = _factory(device, ConfigBase, "device")
+    dev = _factory(device, (PulsedDevice, IdealDevice), "device")
     io = _factory(io_parameters, IOParameters, "io_parameters")
     up = _factory(up_parameters, UpdateParameters, "up_parameters")
 

@@ -10,6 +10,8 @@ with.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import numbers
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -44,9 +46,15 @@ def _check_int(value: Any, name: str, lo: int, hi: Optional[int] = None) -> int:
 
 def check_lr(lr: Any) -> float:
     """``lr`` as a float (a finite real number; ValueError otherwise)."""
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(float(lr)):
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
         raise ValueError(f"lr: expected a finite real number, got {lr!r}")
-    return float(lr)
+    try:
+        value = float(lr)
+    except OverflowError:  # a Python int beyond float64
+        raise ValueError(f"lr: {lr!r} is beyond the float64 range") from None
+    if not math.isfinite(value):
+        raise ValueError(f"lr: expected a finite real number, got {lr!r}")
+    return value
 
 
 def _split_sizes(size: int, maximum: int) -> List[int]:
@@ -85,6 +93,19 @@ def _unsupported(rpu_config: Any) -> Optional[str]:
         if rpu_config.remap.type != WeightRemapType.NONE:
             return "remap (weight remapping)"
     return None
+
+
+@contextlib.contextmanager
+def unchanged_on_error(module: "Module") -> Iterator[None]:
+    """Run the block as one call that completes or changes nothing (spec/README.md, "Failed
+    calls"): on any exception (KeyboardInterrupt included) the module's :meth:`Module.state_dict`
+    taken before the block is loaded back, then the error propagates."""
+    saved = module.state_dict()
+    try:
+        yield
+    except BaseException:
+        module.load_state_dict(saved)
+        raise
 
 
 class Module:
@@ -414,11 +435,15 @@ class AnalogLinear(Module):
             raise RuntimeError("update: call forward and backward first")
         ds = [self._d if len(self.out_sizes) == 1 else self._d[:, o0:o1]
               for o0, o1 in _offsets(self.out_sizes)]
-        for j, row in enumerate(self.tiles):
-            for tile, xi in zip(row, self._xs):
-                tile.update(xi, ds[j], lr)
-        if self.digital_bias:
-            self.bias = self.bias - lr * self.xp.sum(self._d, axis=0)
+        with unchanged_on_error(self):  # several tiles: all of them or none
+            for j, row in enumerate(self.tiles):
+                for tile, xi in zip(row, self._xs):
+                    tile.update(xi, ds[j], lr)
+            if self.digital_bias:
+                bias = self.bias - lr * self.xp.sum(self._d, axis=0)
+                if not bool(self.xp.all(self.xp.isfinite(bias))):
+                    raise ValueError(f"lr: the bias update overflows (lr = {lr!r})")
+                self.bias = bias
         self._d = None  # one update per backward
 
     def post_update_step(self) -> None:
@@ -557,8 +582,9 @@ class AnalogSequential(Module):
 
     def update(self, lr: float) -> None:
         lr = check_lr(lr)
-        for m in self.modules:
-            m.update(lr)
+        with unchanged_on_error(self):  # every layer or none
+            for m in self.modules:
+                m.update(lr)
 
     def post_update_step(self) -> None:
         for m in self.modules:

@@ -10,7 +10,7 @@ import numpy as np
 
 from refsim import rng
 from refsim.nn.losses import cross_entropy
-from refsim.nn.modules import Module, check_lr
+from refsim.nn.modules import Module, check_lr, unchanged_on_error
 
 __all__ = ["SGD", "accuracy", "permutation", "train_epoch"]
 
@@ -27,8 +27,9 @@ class SGD:
         self.model, self.lr = model, check_lr(lr)
 
     def step(self) -> None:
-        self.model.update(self.lr)
-        self.model.post_update_step()
+        with unchanged_on_error(self.model):
+            self.model.update(self.lr)
+            self.model.post_update_step()
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -78,6 +79,12 @@ def train_epoch(model: Module, x: Any, y: Any, lr: float, batch_size: int, rng_s
     batch_size = _int(batch_size, "batch_size", 1, 2**31 - 1)
     order = xp.asarray(permutation(n, rng_seed, epoch), device=array_api_compat.device(x))
     opt = SGD(model, lr)
+    with unchanged_on_error(model):  # an epoch completes, or the model is as before it
+        return _epoch(model, opt, loss, x, y, xp, order, n, batch_size, progress)
+
+
+def _epoch(model: Module, opt: SGD, loss: Callable, x: Any, y: Any, xp: Any, order: Any, n: int,
+           batch_size: int, progress: Optional[Callable[[int, int], None]]) -> float:
     total = 0.0
     for start in range(0, n, batch_size):
         idx = order[start:min(start + batch_size, n)]
