@@ -52,8 +52,10 @@ def _is_numpy_cpu(xp: Any) -> bool:
     return xp.__name__.endswith("numpy")
 
 
-def _real(value: Any, name: str, *, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """``value`` as a finite float in [lo, hi], or a ValueError naming ``name``."""
+def real_argument(value: Any, name: str, *, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """``value`` (any real: int, float, numpy scalar) as a finite float in [lo, hi], or a
+    ValueError naming ``name`` (spec/README.md, "Failed calls"); the argument check of every
+    numeric argument of the tile and refsim.nn."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: expected a finite real number, got {value!r}")
     try:
@@ -339,7 +341,7 @@ class AnalogTile:
         of each row and clamps to the device bounds; pulse type 'None', IdealDevice,
         InferenceRPUConfig and FloatingPointRPUConfig tiles do one exact GEMM without bounds.
         """
-        lr = _real(lr, "lr")
+        lr = real_argument(lr, "lr")
         x = self._check_array(x, "x", (self.in_size,))
         d = self._check_array(d, "d", (self.out_size,))
         xp = self.xp
@@ -514,7 +516,7 @@ class AnalogTile:
         """Reset each weight with probability ``prob`` (spec/devices.md §V4): pulsed devices to
         β + reset_std·ξ (clamped), the simple rules to reset_std·ξ. One call of the streams
         ``device.reset_noise`` / ``device.reset_prob`` per reset."""
-        prob = _real(prob, "prob", lo=0.0, hi=1.0)
+        prob = real_argument(prob, "prob", lo=0.0, hi=1.0)
         if self.compound is not None:
             if prob > 0.0:
                 self.compound.reset(float(prob))
@@ -544,7 +546,7 @@ class AnalogTile:
         since the last call (beyond ``reset_tol``) restart their drift; pulsed devices clamp the
         result to their bounds. Implemented for FloatingPointRPUConfig tiles and single pulsed
         devices (compound devices: with the compound stage)."""
-        delta_t = _real(delta_t, "delta_t", lo=0.0)
+        delta_t = real_argument(delta_t, "delta_t", lo=0.0)
         device = getattr(self.rpu_config, "device", None)
         drift = getattr(device, "drift", None)
         pulsed = self.device_params is not None
@@ -798,4 +800,4 @@ def _cast_periphery(xp: Any, periphery: io_stage.Periphery, dtype: Any) -> io_st
                               cast(periphery.noise_std), cast(periphery.read_asymmetry))
 
 
-__all__ = ["AnalogTile", "BACKENDS"]
+__all__ = ["AnalogTile", "BACKENDS", "real_argument"]

@@ -28,7 +28,7 @@ from refsim.configs import (
     WeightModifierType,
     WeightRemapType,
 )
-from refsim.tile import AnalogTile
+from refsim.tile import AnalogTile, real_argument
 
 __all__ = ["ACTIVATIONS", "AnalogLinear", "AnalogSequential", "Module", "ReLU", "Sigmoid", "Tanh",
            "mlp"]
@@ -45,16 +45,8 @@ def _check_int(value: Any, name: str, lo: int, hi: Optional[int] = None) -> int:
 
 
 def check_lr(lr: Any) -> float:
-    """``lr`` as a float (a finite real number; ValueError otherwise)."""
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise ValueError(f"lr: expected a finite real number, got {lr!r}")
-    try:
-        value = float(lr)
-    except OverflowError:  # a Python int beyond float64
-        raise ValueError(f"lr: {lr!r} is beyond the float64 range") from None
-    if not math.isfinite(value):
-        raise ValueError(f"lr: expected a finite real number, got {lr!r}")
-    return value
+    """``lr`` as a float (a finite real number; ValueError naming lr otherwise)."""
+    return real_argument(lr, "lr")
 
 
 def _split_sizes(size: int, maximum: int) -> List[int]:
