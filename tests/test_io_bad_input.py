@@ -269,12 +269,39 @@ def test_unsupported_settings_raise_config_error_naming_the_path(direction, fiel
         AnalogTile(OUT, IN, cfg, backend="reference")  # ... that the tile does not implement
 
 
-def test_backward_shift_is_accepted_and_ignored():
-    """§S1: the backward pass never uses bound management, so backward 'Shift' is not checked
-    (and acts as 'None', tested in test_io_properties.py)."""
-    cfg = SingleRPUConfig(backward=IOParameters(bound_management="Shift"))
-    tile = make(rpu_config=cfg)
-    assert tile.backward(np.ones((2, OUT))).shape == (2, IN)
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_backward_shift_is_accepted_and_ignored(backend):
+    """§S1, §S7: the backward pass never uses bound management, so backward 'Shift' is not
+    checked and acts as 'None': on a problem whose outputs all clip (20 rows of weights in
+    [0.5, 1] summed against a normalized positive input: about 14 > out_bound 12), backward
+    with 'Shift' equals backward with 'None' and with 'Iterative', bit for bit over two calls (the
+    same noise), while the same numbers through a forward pass, where bound management acts,
+    differ between 'Iterative' and 'None'."""
+    if backend == "fast":
+        pytest.importorskip("refsim_fast")
+    gen = np.random.default_rng(5)
+    m, n = 20, 6
+    w = gen.uniform(0.5, 1.0, (m, n))
+    d = gen.uniform(0.8, 1.0, (2, m))
+
+    def tile(out_size, in_size, weights, **io):
+        t = AnalogTile(out_size, in_size, SingleRPUConfig(**io), seed=3, backend=backend)
+        t.set_weights(weights)
+        return t
+
+    backward = {}
+    for bm in ("Shift", "None", "Iterative"):
+        t = tile(m, n, w, backward=IOParameters(bound_management=bm))
+        backward[bm] = np.stack([t.backward(d), t.backward(d)])
+    assert backward["Shift"].shape == (2, 2, n)
+    clipped = 12.0 * np.max(np.abs(d), axis=1)[:, None]  # out_bound times α_b (AbsMax)
+    np.testing.assert_allclose(backward["None"], np.broadcast_to(clipped, (2, 2, n)), rtol=1e-12)
+    np.testing.assert_array_equal(backward["Shift"], backward["None"])
+    np.testing.assert_array_equal(backward["Shift"], backward["Iterative"])
+    forward = {bm: tile(n, m, w.T, forward=IOParameters(bound_management=bm)).forward(d)
+               for bm in ("None", "Iterative")}
+    np.testing.assert_allclose(forward["None"], np.broadcast_to(clipped, (2, n)), rtol=1e-12)
+    assert np.all(forward["Iterative"] > clipped * (1 + 1e-3))
 
 
 @pytest.mark.parametrize("field, value", [

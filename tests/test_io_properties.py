@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import to_numpy
+from conftest import OTHER_NAMESPACES, to_numpy
 from refsim import rng
 from refsim.configs import (
     FloatingPointRPUConfig,
@@ -1089,16 +1089,20 @@ def test_state_dict_restore_continues_the_same_numbers(seed, name, before, after
 
 @pytest.mark.parametrize("name", ["default", "periphery"])
 def test_state_restore_into_a_tile_built_with_another_seed(name):
+    """AnalogTile.load_state_dict: a state loads into a tile of the same config built with
+    another seed, which takes over the saved construction seed (the periphery variation is
+    redrawn from it) and the random state, and continues exactly as the saved tile does."""
     w, x, d = _problem(1)
     tile = _rich_tile(name, w, 1)
     run(tile, x)
     state = tile.state_dict()
     expected = _sequence(tile, x, d, ["forward", "backward"])
     other = _rich_tile(name, w, 2)
-    try:
-        other.load_state_dict(state)
-    except ValueError:
-        return  # refusing a state of another construction seed is an acceptable answer
+    assert other.construction_seed != state["construction_seed"]
+    unrestored = _sequence(_rich_tile(name, w, 2), x, d, ["forward", "forward"])[1]
+    assert not np.array_equal(unrestored, expected[0])  # the seed does matter
+    other.load_state_dict(state)  # must succeed (no ValueError)
+    assert other.construction_seed == state["construction_seed"]
     for ya, yb in zip(expected, _sequence(other, x, d, ["forward", "backward"])):
         np.testing.assert_array_equal(ya, yb)
 
@@ -1180,6 +1184,7 @@ def _assert_quantized_agreement(a, b, unit):
         assert np.all(np.min(np.abs(k[:, None] - [1, 2, 4, 8, 16]), axis=1) <= 1e-9 * k), k
 
 
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
 @pytest.mark.parametrize("name", sorted(AGREE))
 def test_namespaces_agree(xp, name):
     fwd, bwd = AGREE[name]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import to_numpy
+from conftest import OTHER_NAMESPACES, to_numpy
 from refsim import rng
 from refsim.configs import UpdateParameters
 from refsim.stages import pulses
@@ -117,6 +117,7 @@ def test_sto_round_is_unbiased():
     assert abs(q.mean() - 0.23) < 5 * 0.05 / math.sqrt(200_000)
 
 
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
 def test_counts_agree_across_namespaces(xp):
     gen = np.random.default_rng(0)
     x, d = gen.uniform(-1, 1, 16), gen.uniform(-1, 1, 8)

@@ -349,6 +349,62 @@ def test_chopped_regular_chopper_schedule():
         [10, 4, 3, 2, 2, 2, 2]
 
 
+def _chopped_by_hand(a, events, lam, momentum, n_chop, out_prob, seed, g_c=0.01):
+    """spec/transfer.md §T6 written out for columns, A fixed (no gradient), perfect reads and
+    one-pulse writes: per event on line c = event mod L, h = H[:, c] + χ_line,c·χ_elem·(v·Λ) with
+    the choppers as they are *before* this event; threshold; write; then χ_line,c flips (regular
+    mode: during every N-th sweep); after the last line χ_elem flips where number i of the next
+    call of ``compound.chop_out`` is < out_prob, and the sweep counter advances."""
+    ell, lines = a.shape
+    buffer, c_dev = np.zeros_like(a), np.zeros_like(a)
+    chop_line, chop_elem, sweep = np.ones(lines), np.ones(ell), 0
+    signs = []
+    for event in range(events):
+        c = event % lines
+        signs.append(chop_line[c] * chop_elem)
+        h = buffer[:, c] + chop_line[c] * chop_elem * (a[:, c] * lam)
+        cross = np.abs(h) >= 1.0
+        k = np.where(cross, np.clip(np.trunc(h), -1.0, 1.0), 0.0)
+        buffer[:, c] = np.where(cross, h * momentum, h)
+        c_dev[:, c] = c_dev[:, c] + g_c * k
+        if sweep % n_chop + 1 == n_chop:
+            chop_line[c] = -chop_line[c]
+        if c == lines - 1:
+            u = np.asarray(rng.uniform(seed, "compound.chop_out", sweep, ell))
+            chop_elem = np.where(u < out_prob, -chop_elem, chop_elem)
+            sweep += 1
+    return buffer, c_dev, chop_line, chop_elem, sweep, signs
+
+
+def test_chopped_chopper_order_by_hand():
+    """c-TTv2's chopper order (spec/transfer.md §T6 steps 2, 5, 6) on a 2×3 tile with regular
+    in-choppers (N = 2) and random out-choppers: the read of line c is accumulated with the signs
+    χ_line,c·χ_elem in force *before* the event, χ_line,c flips right after its read, χ_elem
+    after the last line of a sweep; buffer, C, visible weights and both choppers by hand over
+    five sweeps."""
+    a = np.array([[0.0043, -0.0071, 0.0025], [-0.0058, 0.0016, 0.0062]])
+    seed = 7
+    tile = make(chopped(in_chop_prob=0.5, in_chop_random=False, out_chop_prob=0.5,
+                        momentum=0.25, units_in_mbatch=False), 2, 3, seed=seed)
+    with_state(tile, devices=[a, np.zeros((2, 3))])
+    events = 15
+    zeros_update(tile, events, lr=1.0)  # Λ = 1/(buffer_granularity·g_A) = 100
+    buffer, c_dev, chop_line, chop_elem, sweep, signs = _chopped_by_hand(
+        a, events, lam=100.0, momentum=0.25, n_chop=2, out_prob=0.5, seed=seed)
+    # the schedule really mixes the signs: both choppers flipped, and per element the sign of
+    # an accumulation changes between sweeps
+    assert np.any(chop_elem < 0) and len({tuple(sg) for sg in signs}) >= 3
+    state = tile.state_dict()["compound"]
+    assert state["sweep"] == sweep == 5
+    np.testing.assert_array_equal(state["chop_in"], chop_line)
+    np.testing.assert_array_equal(state["chop_out"], chop_elem)
+    np.testing.assert_allclose(state["buffer"], buffer, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(state["devices"][1], c_dev, rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(state["devices"][0], a)  # x = 0: no gradient pulses
+    assert np.count_nonzero(c_dev) >= 3  # crossings were written
+    np.testing.assert_allclose(tile.get_weights(), c_dev, rtol=0, atol=1e-15)  # γ = (0, 1)
+
+
 def test_chopped_random_chopper_flips_follow_their_streams():
     tile = make(chopped(in_chop_prob=0.3, out_chop_prob=0.5, units_in_mbatch=False), seed=11)
     zeros_update(tile, 8)

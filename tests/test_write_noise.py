@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import to_numpy
+from conftest import OTHER_NAMESPACES, to_numpy
 
 from refsim import rng
 from refsim.configs import (
@@ -422,6 +422,7 @@ def test_bad_states():
 # -- namespaces and dtypes ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
 def test_namespaces_agree(xp):
     if xp is None:
         pytest.skip("namespace missing")
