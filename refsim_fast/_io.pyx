@@ -18,8 +18,11 @@ the CPU has AVX; AVX has no FMA, so every operation stays the separately rounded
 tail branch element by element with ``refsim_normal``. Numbers equal ``_philox.h``'s and
 ``refsim.rng``'s bit for bit (tests/test_io_fast_kernels.py).
 
-Argument checking happens in the wrapper: the arrays reaching these functions are C-contiguous,
-of one real type, and of consistent shapes.
+The wrapper prepares the arguments: the arrays reaching these functions are C-contiguous and of
+one real type (the typed memoryviews refuse anything else). The functions check once more, at the
+compiled boundary, every shape the loops index with (for the effects that are on) and the range
+of the random-number addresses, and raise ValueError rather than read or write out of bounds,
+whatever they are given (spec/pulses.md, "Compiled kernels").
 """
 
 import numpy as np
@@ -160,6 +163,66 @@ cdef struct Product:
     int64_t spread_cols        # 1 or m
 
 
+#: Largest random-number index of a call (refsim.rng.MAX_INDEX).
+_MAX_INDEX = 2**62
+#: A run of numbers start .. start+n-1 must end by here (no uint64 wrap-around in _philox.h).
+_MAX_RUN_END = 2**63
+
+
+cdef object _pyint(int64_t v):
+    """v as a Python int (overflow-free arithmetic in the argument checks)."""
+    return v
+
+
+cdef object _pyuint(uint64_t v):
+    return v
+
+
+cdef int _expect(object a, tuple shape, str name) except -1:
+    """ValueError unless the array ``a`` has ``shape``."""
+    if a is None:
+        raise ValueError(f"{name}: required, expected an array of shape {shape}")
+    got = tuple(a.shape[:a.ndim])
+    if got != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {got}")
+    return 0
+
+
+cdef int _check_address(const Address* ad, const int64_t[::1] rows, int64_t half_max,
+                        int64_t width) except -1:
+    """ValueError unless every random number the rows draw has an index in [0, 2^62]: number
+    ((p·B + row)·H + half)·width + k, k < width, half <= half_max (no int64 overflow in _start,
+    no wrap-around in the runs)."""
+    cdef int64_t r, lo = 0, hi = 0
+    if ad.batch < 0 or ad.halves < 0 or ad.pass_index < 0:
+        raise ValueError(f"address: expected non-negative batch, halves and pass_index, got "
+                         f"{ad.batch}, {ad.halves}, {ad.pass_index}")
+    if rows.shape[0] == 0 or width == 0:
+        return 0
+    lo = hi = rows[0]
+    for r in range(1, rows.shape[0]):
+        lo = min(lo, rows[r])
+        hi = max(hi, rows[r])
+    if lo < 0:
+        raise ValueError(f"rows: expected non-negative batch-row indices, got {lo}")
+    # each partial result of _start, in Python integers (the module has wraparound=False: no
+    # negative indices here)
+    t0 = _pyint(ad.pass_index) * ad.batch
+    t1 = t0 + hi
+    t2 = t1 * ad.halves
+    t3 = (t2 + half_max) * width + width
+    top = max(t0, t1, t2, t3)
+    if top > _MAX_INDEX:
+        raise ValueError(f"rows: random-number index {top} exceeds 2^62")
+    return 0
+
+
+cdef int _check_run(uint64_t start, int64_t n) except -1:
+    if _pyuint(start) + n > _MAX_RUN_END:
+        raise ValueError(f"start: numbers {start} .. {start} + {n} - 1 run past 2^63")
+    return 0
+
+
 cdef inline real_t _abs(real_t v) noexcept nogil:
     if real_t is float:
         return fabsf(v)
@@ -240,7 +303,7 @@ cdef void _prepare_row(const real_t* x, real_t s, int64_t row, int64_t n, real_t
             out[k] = v if v > zero else zero          # clip(min=0)
 
 
-def prepare(const real_t[:, ::1] x, const real_t[::1] scale, const int64_t[::1] rows,
+def prepare(const real_t[:, ::1] x not None, const real_t[::1] scale, const int64_t[::1] rows,
             real_t[:, ::1] out, real_t[:, ::1] neg, real_t[:, ::1] pos, DacArgs args,
             Address address, int num_threads):
     """The DAC of refsim.stages.io.prepare_input for the rows ``rows``: writes x̃ (R, n) to
@@ -249,6 +312,14 @@ def prepare(const real_t[:, ::1] x, const real_t[::1] scale, const int64_t[::1] 
     cdef int64_t R = x.shape[0]
     cdef int64_t n = x.shape[1]
     cdef int64_t r
+    _expect(scale, (R,), "scale")
+    _expect(rows, (R,), "rows")
+    if args.pos_neg:
+        _expect(neg, (R, n), "neg")
+        _expect(pos, (R, n), "pos")
+    else:
+        _expect(out, (R, n), "out")
+    _check_address(&address, rows, 0, n)
     if R == 0 or n == 0:
         return
     cdef const real_t* px = &x[0, 0]
@@ -456,7 +527,7 @@ def finalize(real_t[:, ::1] y0, real_t[:, ::1] ir_a0, real_t[:, ::1] ir_g0,
              real_t[:, ::1] y1, real_t[:, ::1] ir_a1, real_t[:, ::1] ir_g1,
              real_t[::1] row_sum1, real_t[:, ::1] spread1,
              real_t[::1] v_offset, real_t[::1] nonlinearity, real_t[::1] noise_std,
-             const int64_t[::1] rows, real_t[:, ::1] out, uint8_t[::1] ok,
+             const int64_t[::1] rows, real_t[:, ::1] out not None, uint8_t[::1] ok,
              AdcArgs args, Address address, int num_threads):
     """The element-wise rest of analog_mv after the matrix products: for each row, the analog
     terms of analog_product for the product(s) (``*0``: the one pass, or the negative pass of the
@@ -466,19 +537,46 @@ def finalize(real_t[:, ::1] y0, real_t[:, ::1] ir_a0, real_t[:, ::1] ir_g0,
     cdef int64_t R = out.shape[0]
     cdef int64_t m = out.shape[1]
     cdef int64_t r
-    cdef Product p0 = _product(y0, ir_a0, ir_g0, row_sum0, spread0)
-    cdef Product p1 = _product(y1, ir_a1, ir_g1, row_sum1, spread1)
-    cdef const real_t* pv = _ptr(v_offset)
-    cdef const real_t* pnl = _ptr(nonlinearity)
-    cdef const real_t* pstd = _ptr(noise_std)
-    cdef const int64_t* prow = &rows[0] if R > 0 else NULL
-    cdef real_t* po = &out[0, 0] if R * m > 0 else NULL
-    cdef uint8_t* pok = &ok[0] if R > 0 else NULL
+    _expect(ok, (R,), "ok")
+    _expect(rows, (R,), "rows")
+    if args.mode < ONE_PASS or args.mode > POS_NEG_DIGITAL_SUM:
+        raise ValueError(f"args.mode: expected 0, 1 or 2, got {args.mode}")
+    if args.voff < VOFF_NONE or args.voff > VOFF_REF_SERIES:
+        raise ValueError(f"args.voff: expected 0..3, got {args.voff}")
     if R == 0:
         return
     if m == 0:
         ok[:] = 1
         return
+    # the arrays of the effects that are on, against the sizes the row loops index with
+    parts = [("0", y0, ir_a0, ir_g0, row_sum0, spread0)]
+    if args.mode != ONE_PASS:
+        parts.append(("1", y1, ir_a1, ir_g1, row_sum1, spread1))
+    for k, y, ir_a, ir_g, row_sum, spread in parts:
+        _expect(y, (R, m), "y" + k)
+        if args.ir:
+            _expect(ir_a, (R, m), "ir_a" + k)
+            _expect(ir_g, (R, m), "ir_g" + k)
+        if args.voff == VOFF_REF or args.voff == VOFF_REF_SERIES:
+            _expect(row_sum, (R,), "row_sum" + k)
+        if args.w_noise_on:
+            _expect(spread, (R, 1 if spread is not None and spread.shape[1] == 1 else m),
+                    "spread" + k)
+    if args.voff != VOFF_NONE:
+        _expect(v_offset, (m,), "v_offset")
+    if args.nonlinearity:
+        _expect(nonlinearity, (m,), "nonlinearity")
+    if args.out_noise > 0 and args.noise_std:
+        _expect(noise_std, (m,), "noise_std")
+    _check_address(&address, rows, 0 if args.mode == ONE_PASS else 1, m)
+    cdef Product p0 = _product(y0, ir_a0, ir_g0, row_sum0, spread0)
+    cdef Product p1 = _product(y1, ir_a1, ir_g1, row_sum1, spread1)
+    cdef const real_t* pv = _ptr(v_offset)
+    cdef const real_t* pnl = _ptr(nonlinearity)
+    cdef const real_t* pstd = _ptr(noise_std)
+    cdef const int64_t* prow = &rows[0]
+    cdef real_t* po = &out[0, 0]
+    cdef uint8_t* pok = &ok[0]
     # per-thread scratch: words, normals, uniforms and the second pass of one row
     cdef int nt = max(1, num_threads)
     cdef uint32_t[:, ::1] words_all = np.empty((nt, m + 8), dtype=np.uint32)
@@ -496,16 +594,18 @@ def finalize(real_t[:, ::1] y0, real_t[:, ::1] ir_a0, real_t[:, ::1] ir_g0,
                       pd + tid * 2 * m + m)
 
 
-def normals_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, double[::1] out):
+def normals_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                double[::1] out not None):
     """out[k] = normal start+k of a call, through this module's vectorized path (for tests)."""
     cdef int64_t n = out.shape[0]
+    _check_run(start, n)
     cdef uint32_t[::1] words = np.empty(n + 8, dtype=np.uint32)
     if n > 0:
         refsim_words(seed, sid, call, start, n, &words[0])
         refsim_normals(&words[0], n, &out[0])
 
 
-def normals_of_words(const uint32_t[::1] words, double[::1] out):
+def normals_of_words(const uint32_t[::1] words not None, double[::1] out not None):
     """out[k] = the normal of word words[k], through this module's vectorized path (for tests)."""
     if words.shape[0] != out.shape[0]:
         raise ValueError("words, out: expected equal lengths")
@@ -513,16 +613,18 @@ def normals_of_words(const uint32_t[::1] words, double[::1] out):
         refsim_normals(&words[0], words.shape[0], &out[0])
 
 
-def uniforms_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, double[::1] out):
+def uniforms_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                 double[::1] out not None):
     """out[k] = uniform start+k of a call, through this module's vectorized path (for tests)."""
     cdef int64_t n = out.shape[0]
+    _check_run(start, n)
     cdef uint32_t[::1] words = np.empty(n + 8, dtype=np.uint32)
     if n > 0:
         refsim_words(seed, sid, call, start, n, &words[0])
         refsim_uniforms(&words[0], n, &out[0])
 
 
-def rint(real_t[::1] a):
+def rint(real_t[::1] a not None):
     """In place: a[k] = round-half-to-even of a[k] by this module's rint (for tests)."""
     cdef int64_t k
     for k in range(a.shape[0]):

@@ -3,7 +3,10 @@
 
 The output is cut into fixed chunks of CHUNK elements that threads take in any order; each chunk
 is made with the vectorized run routines of _philox.h. Element ``i`` is a pure function of word
-``start + i`` of the call, so the result does not depend on the thread count. Argument checking happens in refsim_fast.rng (the Python wrapper).
+``start + i`` of the call, so the result does not depend on the thread count. Argument checking
+happens in refsim_fast.rng (the Python wrapper); these functions check again what the C loops rely
+on (a run start .. start+n-1 that ends by 2^63, so that no index wraps around; the table's length)
+and raise ValueError otherwise (spec/pulses.md, "Compiled kernels").
 """
 
 from cython.parallel cimport prange
@@ -28,7 +31,22 @@ cdef enum Transform:
     WORDS, UNIFORM, NORMAL
 
 
+#: A run of numbers start .. start+n-1 must end by here (no uint64 wrap-around in _philox.h).
+_MAX_RUN_END = 2**63
+
+
 refsim_streams_init()
+
+
+cdef object _pyuint(uint64_t v):
+    """v as a Python int (overflow-free arithmetic in the argument checks)."""
+    return v
+
+
+cdef int _check_run(uint64_t start, int64_t n) except -1:
+    if _pyuint(start) + n > _MAX_RUN_END:
+        raise ValueError(f"start: numbers {start} .. {start} + {n} - 1 run past 2^63")
+    return 0
 
 
 def openmp_enabled():
@@ -67,20 +85,22 @@ cdef void _chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out
         out[lo + k] = <out_t>values[k]
 
 
-cdef void _fill(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t[::1] out,
-                int num_threads, Transform kind):
+cdef int _fill(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t[::1] out,
+               int num_threads, Transform kind) except -1:
     cdef int64_t n = out.shape[0]
     cdef int64_t c
+    _check_run(start, n)
     if n == 0:
-        return
+        return 0
     cdef out_t* p = &out[0]
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static",
-                    num_threads=num_threads):
+                    num_threads=max(1, num_threads)):
         _chunk(seed, sid, call, start, p, c * CHUNK, min(c * CHUNK + CHUNK, n), kind)
+    return 0
 
 
 def fill_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-               uint32_t[::1] out, int num_threads):
+               uint32_t[::1] out not None, int num_threads):
     """out[i] = word start+i of the call."""
     _fill(seed, sid, call, start, out, num_threads, WORDS)
 
@@ -99,29 +119,30 @@ cdef void _normal16_chunk(uint32_t seed, uint32_t sid, uint64_t call, uint64_t s
         out[i] = <out_t>table[(words[(g >> 1) - first] >> (16 * (g & 1))) & 0xFFFF]
 
 
-def fill_normal16(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, out_t[::1] out,
-                  const double[::1] table, int num_threads):
+def fill_normal16(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                  out_t[::1] out not None, const double[::1] table, int num_threads):
     """out[i] = 16-bit normal start+i of the call (``table`` holds the 65536 values)."""
     cdef int64_t n = out.shape[0]
     cdef int64_t c
+    if table is None or table.shape[0] != 65536:
+        raise ValueError("table: expected the 65536 values of refsim.rng.normal16_table()")
+    _check_run(start, n)
     if n == 0:
         return
-    if table.shape[0] != 65536:
-        raise ValueError("table: expected the 65536 values of refsim.rng.normal16_table()")
     cdef out_t* p = &out[0]
     cdef const double* t = &table[0]
     for c in prange((n + CHUNK - 1) // CHUNK, nogil=True, schedule="static",
-                    num_threads=num_threads):
+                    num_threads=max(1, num_threads)):
         _normal16_chunk(seed, sid, call, start, p, t, c * CHUNK, min(c * CHUNK + CHUNK, n))
 
 
 def fill_uniform(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-                 out_t[::1] out, int num_threads):
+                 out_t[::1] out not None, int num_threads):
     """out[i] = uniform start+i of the call."""
     _fill(seed, sid, call, start, out, num_threads, UNIFORM)
 
 
 def fill_normal(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
-                out_t[::1] out, int num_threads):
+                out_t[::1] out not None, int num_threads):
     """out[i] = normal start+i of the call (float64 quantile, cast to the output type)."""
     _fill(seed, sid, call, start, out, num_threads, NORMAL)

@@ -80,6 +80,17 @@ static REFSIM_INLINE int64_t refsim_popcount(uint64_t v) {
 #endif
 }
 
+/* A pulse count from a double (MeanCount / DeterministicImplicit products), saturating and
+ * NaN-safe: rint(v) for 0 < v < bl, 0 for v <= 0 and NaN, bl for v >= bl and +inf. Valid
+ * products lie in [0, bl], where this is plain rint; nothing else can reach a conversion whose
+ * result is undefined or a count that overruns the row's scratch (spec/pulses.md, "Compiled
+ * kernels"). */
+static REFSIM_INLINE int32_t refsim_count(double v, int64_t bl) {
+    if (!(v > 0.0)) return 0;
+    if (!(v < (double)bl)) return (int32_t)bl;
+    return (int32_t)rint(v);
+}
+
 /* Append element j with count q (> 0) to the compacted list (written always, kept when q > 0:
  * no branch); pre receives the running total of the counts before it. */
 static REFSIM_INLINE void refsim_push(int32_t *idx, int32_t *cnt, int32_t *pre, int64_t *nnz,
@@ -94,11 +105,13 @@ static REFSIM_INLINE void refsim_push(int32_t *idx, int32_t *cnt, int32_t *pre, 
 #define REFSIM_TRAIN_CHUNK 4096  /* words drawn at a time for the pulse trains */
 
 /* Pulse trains of values j0 .. j1-1 of one cycle: bit k of train j (word k / 64 of out[j nw ..])
- * is set when p[j] > uniform number j bl + k of the call (spec/pulses.md §U4). */
+ * is set when p[j] > uniform number j bl + k of the call (spec/pulses.md §U4; a NaN p sets no
+ * bit). */
 static void refsim_trains(uint32_t seed, uint32_t sid, uint64_t call, int64_t bl, int64_t nw,
                           const double *p, int64_t j0, int64_t j1, uint64_t *out) {
     uint32_t words[REFSIM_TRAIN_CHUNK];
-    if (j1 <= j0 || bl <= 0) return;
+    /* (bl > 64 nw: the trains do not fit their words; the caller rejects this, see _update.pyx) */
+    if (j1 <= j0 || bl <= 0 || nw <= 0 || bl > 64 * nw) return;
     memset(out + j0 * nw, 0, (size_t)((j1 - j0) * nw) * sizeof(uint64_t));
     uint64_t first = (uint64_t)(j0 * bl), last = (uint64_t)(j1 * bl);
     int64_t j = j0, k = 0;

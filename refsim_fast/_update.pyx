@@ -7,7 +7,10 @@ _update_impl.h over the rows of the tile (``prange``): each row goes through all
 counting coincidences by popcount (or from the MeanCount / DeterministicImplicit products) and
 applying the pulses with their 16-bit normals. Rows are independent and every random number is
 addressed by (seed, stream, call, index), so the result does not depend on the thread count or
-on the schedule. Arguments are checked by refsim_fast.update (the Python wrapper).
+on the schedule. The Python wrapper (refsim_fast.update) prepares and checks the arguments;
+these functions check again, at the compiled boundary, everything the C loops index with (shapes,
+train lengths, node counts, random-number ranges) and raise ValueError rather than read or write
+out of bounds, whatever they are given (spec/pulses.md, "Compiled kernels").
 """
 
 from cython.parallel cimport prange
@@ -65,19 +68,72 @@ ctypedef fused real_t:
 
 cdef enum:
     TRAIN_CHUNK = 256  # values per parallel task of pulse_trains
+    CONSTANT = 0       # the RefsimModel codes of _update.h
+    LINEAR = 1
+    SOFT_REFERENCE = 2
+    EXP = 3
+    POW = 4
+    PIECEWISE = 5
+
+#: Largest random-number index of a call (refsim.rng.MAX_INDEX).
+_MAX_INDEX = 2**62
+#: Pulse slots of one row and cycle, n·BL, index the kernel's int32 scratch.
+_MAX_ROW_SLOTS = 2**31 - 1
 
 
 refsim_streams_init()
 
 
-def pulse_trains(uint32_t seed, uint32_t sid, const uint64_t[::1] calls, const int32_t[::1] bl,
-                 const double[:, ::1] p, uint64_t[:, :, ::1] out, int num_threads):
+cdef object _pyint(int64_t v):
+    """v as a Python int (overflow-free arithmetic in the argument checks)."""
+    return v
+
+
+cdef object _pyuint(uint64_t v):
+    return v
+
+
+cdef object _shape(object a):
+    return None if a is None else tuple(a.shape[:a.ndim])
+
+
+cdef int _expect(object a, tuple shape, str name, bint required) except -1:
+    """ValueError unless ``a`` has ``shape`` (or is None and not ``required``)."""
+    if a is None:
+        if required:
+            raise ValueError(f"{name}: required, expected an array of shape {shape}")
+        return 0
+    if _shape(a) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {_shape(a)}")
+    return 0
+
+
+cdef int64_t _max_bl(const int32_t[::1] bl) noexcept:
+    cdef int64_t i, top = 0
+    for i in range(bl.shape[0]):
+        if bl[i] > top:
+            top = bl[i]
+    return top
+
+
+def pulse_trains(uint32_t seed, uint32_t sid, const uint64_t[::1] calls,
+                 const int32_t[::1] bl not None, const double[:, ::1] p not None,
+                 uint64_t[:, :, ::1] out not None, int num_threads):
     """out[b, j, :] = the packed pulse train of value j in cycle b (``out`` zeroed by the caller;
-    cycles with bl[b] = 0 are left alone)."""
+    cycles with bl[b] <= 0 are left alone). Shapes: calls, bl (batch,), p (batch, n),
+    out (batch, n, nw) with 64·nw >= every bl[b]; ValueError otherwise."""
     cdef int64_t batch = p.shape[0], n = p.shape[1], nw = out.shape[2]
     cdef int64_t per = (n + TRAIN_CHUNK - 1) // TRAIN_CHUNK
     cdef int64_t t, b, c
-    if batch == 0 or n == 0:
+    _expect(calls, (batch,), "calls", True)
+    _expect(bl, (batch,), "bl", True)
+    _expect(out, (batch, n, nw), "out", True)
+    cdef int64_t bl_max = _max_bl(bl)
+    if bl_max > 64 * nw:
+        raise ValueError(f"out: {nw} words per train hold {64 * nw} slots, bl has {bl_max}")
+    if _pyint(n) * bl_max > _MAX_INDEX:
+        raise ValueError(f"bl: n × BL = {n} × {bl_max} exceeds the random-number index range")
+    if batch == 0 or n == 0 or bl_max == 0:
         return
     for t in prange(batch * per, nogil=True, schedule="static", num_threads=max(1, num_threads)):
         b = t // per
@@ -94,11 +150,11 @@ cdef int64_t* _counter(int64_t[:, ::1] a):
     return NULL if a is None else &a[0, 0]
 
 
-def pulsed_update(real_t[:, ::1] w, int mode,
+def pulsed_update(real_t[:, ::1] w not None, int mode,
                   const uint64_t[:, :, ::1] xbits, const uint64_t[:, :, ::1] dbits,
                   const double[:, ::1] ax, const double[:, ::1] ad,
                   const uint8_t[:, ::1] xneg, const uint8_t[:, ::1] dneg,
-                  const int32_t[::1] bl, const uint64_t[::1] calls,
+                  const int32_t[::1] bl not None, const uint64_t[::1] calls,
                   int model, const real_t[:, ::1] b_min, const real_t[:, ::1] b_max,
                   const real_t[:, ::1] dw_up, const real_t[:, ::1] dw_down,
                   const real_t[:, ::1] p_up, const real_t[:, ::1] p_down,
@@ -107,20 +163,69 @@ def pulsed_update(real_t[:, ::1] w, int mode,
                   uint32_t seed, uint32_t sid, uint64_t offset,
                   int64_t[:, ::1] last_touch, int64_t[:, ::1] pulses_up,
                   int64_t[:, ::1] pulses_down, int num_threads):
-    """Apply every cycle of a batch to ``w`` in place (see the module docstring; the shapes are
-    checked by the caller: w, b_min, b_max, dw_up, dw_down, p_up, p_down, ref, last_touch and
-    the counters (m, n); xbits (batch, n, nw), dbits (batch, m, nw) in TRAINS mode; ax, xneg
-    (batch, n), ad, dneg (batch, m); bl, calls (batch,); table 65536 values)."""
+    """Apply every cycle of a batch to ``w`` in place (see the module docstring). Shapes, checked
+    here (ValueError): w, b_min, b_max, dw_up, dw_down, and ref, last_touch and the counters when
+    given, (m, n); p_up, p_down (m, n) for the linear and power rules; xbits (batch, n, nw),
+    dbits (batch, m, nw) in TRAINS mode (0); ax, xneg (batch, n), ad, dneg (batch, m) in
+    PRODUCTS mode (1); bl, calls (batch,); nodes_up, nodes_down of one length >= 1 for
+    PiecewiseStep; table 65536 values. Counts are clamped to [0, bl[b]] (a NaN product gives 0),
+    n·max(bl) must stay below 2^31 and (offset + m·n)·max(bl) within the random-number range."""
     cdef refsim_update_args a
     cdef refsim_update_ctx_f32 c32
     cdef refsim_update_ctx_f64 c64
     cdef int64_t i
     a.m, a.n, a.batch = w.shape[0], w.shape[1], bl.shape[0]
-    if a.m == 0 or a.n == 0 or a.batch == 0:
+    cdef int64_t m = a.m, n = a.n, batch = a.batch
+    # -- the boundary: every array the row kernel indexes, against the sizes it indexes with ----
+    if mode != 0 and mode != 1:
+        raise ValueError(f"mode: expected 0 (trains) or 1 (products), got {mode}")
+    if model < CONSTANT or model > PIECEWISE:
+        raise ValueError(f"model: expected a RefsimModel code 0..5, got {model}")
+    _expect(calls, (batch,), "calls", True)
+    _expect(xneg, (batch, n), "xneg", True)
+    _expect(dneg, (batch, m), "dneg", True)
+    if mode == 0:
+        if xbits is None:
+            raise ValueError(f"xbits: required, expected an array of shape ({batch}, {n}, nw)")
+        a.nw = xbits.shape[2]
+        _expect(xbits, (batch, n, a.nw), "xbits", True)
+        _expect(dbits, (batch, m, a.nw), "dbits", True)
+        if a.nw < 1:
+            raise ValueError("xbits, dbits: expected at least one word per train")
+    else:
+        a.nw = 0
+        _expect(ax, (batch, n), "ax", True)
+        _expect(ad, (batch, m), "ad", True)
+    for name, arr in (("b_min", b_min), ("b_max", b_max), ("dw_up", dw_up),
+                      ("dw_down", dw_down)):
+        _expect(arr, (m, n), name, True)
+    slopes = model == LINEAR or model == POW
+    _expect(p_up, (m, n), "p_up", slopes)
+    _expect(p_down, (m, n), "p_down", slopes)
+    _expect(ref, (m, n), "ref", False)
+    if model == PIECEWISE:
+        if nodes_up is None:
+            raise ValueError("nodes_up: required for PiecewiseStep, expected a 1-D array")
+        _expect(nodes_down, (nodes_up.shape[0],), "nodes_down", True)
+        if nodes_up.shape[0] < 1:
+            raise ValueError("nodes_up, nodes_down: expected at least one node")
+    _expect(table, (65536,), "table", True)
+    _expect(last_touch, (m, n), "last_touch", False)
+    if (pulses_up is None) != (pulses_down is None):
+        raise ValueError("pulses_up, pulses_down: give both or neither")
+    _expect(pulses_up, (m, n), "pulses_up", False)
+    _expect(pulses_down, (m, n), "pulses_down", False)
+    cdef int64_t bl_max = _max_bl(bl)
+    if _pyint(n) * bl_max > _MAX_ROW_SLOTS:
+        raise ValueError(f"bl: in_size × BL = {n} × {bl_max} pulse slots per row exceed the "
+                         f"kernel's int32 range")
+    if (_pyuint(offset) + _pyint(m) * n) * bl_max > _MAX_INDEX:
+        raise ValueError(f"offset: pulse-noise numbers up to ({offset} + {m}·{n})·{bl_max} exceed "
+                         f"the random-number index range 2^62")
+    if m == 0 or n == 0 or batch == 0:
         return
     a.mode, a.model = mode, model
     a.w = <void*>&w[0, 0]
-    a.nw = xbits.shape[2] if mode == 0 else 0
     a.xbits = &xbits[0, 0, 0] if mode == 0 else NULL
     a.dbits = &dbits[0, 0, 0] if mode == 0 else NULL
     a.ax = &ax[0, 0] if mode == 1 else NULL
@@ -130,9 +235,9 @@ def pulsed_update(real_t[:, ::1] w, int mode,
     a.b_min, a.b_max = _ptr(b_min), _ptr(b_max)
     a.dw_up, a.dw_down = _ptr(dw_up), _ptr(dw_down)
     a.p_up, a.p_down, a.ref = _ptr(p_up), _ptr(p_down), _ptr(ref)
-    a.n_nodes = 0 if nodes_up is None else nodes_up.shape[0]
-    a.nodes_up = NULL if nodes_up is None else <const void*>&nodes_up[0]
-    a.nodes_down = NULL if nodes_down is None else <const void*>&nodes_down[0]
+    a.n_nodes = nodes_up.shape[0] if model == PIECEWISE else 0
+    a.nodes_up = <const void*>&nodes_up[0] if model == PIECEWISE else NULL
+    a.nodes_down = <const void*>&nodes_down[0] if model == PIECEWISE else NULL
     a.table = <const void*>&table[0]
     a.sigma = scalars["sigma"]
     a.noisy, a.mult_noise, a.extended = scalars["noisy"], scalars["mult_noise"], scalars["extended"]
@@ -144,19 +249,16 @@ def pulsed_update(real_t[:, ::1] w, int mode,
     a.last_touch = _counter(last_touch)
     a.pulses_up, a.pulses_down = _counter(pulses_up), _counter(pulses_down)
     cdef int nt = max(1, num_threads)
-    cdef int64_t bl_max = 0
-    for i in range(a.batch):
-        bl_max = max(bl_max, bl[i])
     # the row's run of c2c words (up to n·BL 16-bit normals, two per word, plus an odd start)
-    cdef int64_t words_cap = (a.n * bl_max + 1) // 2 + 1 if a.noisy else 0
-    cdef size_t size = refsim_update_scratch(a.n, words_cap, sizeof(real_t))
+    cdef int64_t words_cap = (n * bl_max + 1) // 2 + 1 if a.noisy else 0
+    cdef size_t size = refsim_update_scratch(n, words_cap, sizeof(real_t))
     cdef void* scratch
     if real_t is float:
         refsim_update_ctx_init_f32(&a, &c32)
     else:
         refsim_update_ctx_init_f64(&a, &c64)
     cdef int failed = 0
-    for i in prange(a.m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
+    for i in prange(m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
         scratch = malloc(size)
         if scratch == NULL:
             failed = 1

@@ -72,7 +72,7 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_piecewise)(const CTX *c, const T *nodes
     T span = c->b_max[k] - c->b_min[k];
     if (!(span > (T)0)) return nodes[0];
     T t = (w - c->b_min[k]) / span * (T)k_max;
-    if (t < (T)0) t = (T)0;
+    if (!(t > (T)0)) t = (T)0; /* (a NaN t, from a NaN weight, takes node 0: q stays in range) */
     T kf = REFSIM_M(floor)(t);
     if (kf > (T)(k_max - 1)) kf = (T)(k_max - 1);
     T f = t - kf;
@@ -179,7 +179,11 @@ static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, c
 }
 
 /* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop).
- * `scratch`: see refsim_update_scratch (words_cap: c2c words of the longest row run). */
+ * `scratch`: see refsim_update_scratch (words_cap: c2c words of the longest row run).
+ * Memory safety rests on: every count in [0, bl[b]] (clamped here), bl[b] <= bl_max with
+ * n bl_max < 2^31 and words_cap >= (n bl_max + 1) / 2 + 1, (offset + m n) bl_max without uint64
+ * wrap-around, the array shapes of CTX, and n_nodes >= 1 for PiecewiseStep: all checked by
+ * _update.pyx before the first row runs. */
 static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i,
                                                              void *scratch, int64_t words_cap) {
     int64_t n = c->n, nw = c->nw;
@@ -197,16 +201,18 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
             const uint64_t *xw = c->xbits + b * n * nw;
             if (nw == 1 && !dw[0]) continue;
             for (int64_t j = 0; j < n; ++j) {
-                int32_t q = (int32_t)refsim_popcount(dw[0] & xw[j * nw]);
-                for (int64_t r = 1; r < nw; ++r) q += (int32_t)refsim_popcount(dw[r] & xw[j * nw + r]);
-                refsim_push(idx, cnt, pre, &nnz, &total, j, q);
+                int64_t q = refsim_popcount(dw[0] & xw[j * nw]);
+                for (int64_t r = 1; r < nw; ++r) q += refsim_popcount(dw[r] & xw[j * nw + r]);
+                /* at most bl (bits past slot bl are never set by refsim_trains; clamped all the
+                   same, so that the row's pulses always fit its scratch) */
+                refsim_push(idx, cnt, pre, &nnz, &total, j, (int32_t)(q < bl ? q : bl));
             }
         } else {
             double adi = c->ad[b * c->m + i];
             if (adi == 0.0) continue;
             const double *ax = c->ax + b * n;
             for (int64_t j = 0; j < n; ++j)
-                refsim_push(idx, cnt, pre, &nnz, &total, j, (int32_t)rint(adi * ax[j]));
+                refsim_push(idx, cnt, pre, &nnz, &total, j, refsim_count(adi * ax[j], bl));
         }
         if (!nnz) continue;
         /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element

@@ -100,7 +100,7 @@ def _table(dtype: np.dtype) -> np.ndarray:
 def _device_arrays(params: _dev.DeviceParams, cfg: PulsedDevice, dtype: np.dtype
                    ) -> Dict[str, Optional[np.ndarray]]:
     def arr(a: Any) -> Optional[np.ndarray]:
-        return None if a is None else np.ascontiguousarray(a, dtype=dtype)
+        return None if a is None else np.require(a, dtype=dtype, requirements=("C", "A"))
 
     name = type(cfg).__name__
     extra = params.extra
@@ -112,8 +112,11 @@ def _device_arrays(params: _dev.DeviceParams, cfg: PulsedDevice, dtype: np.dtype
         p_up = p_down = None
     nodes_up = nodes_down = None
     if name == "PiecewiseStepDevice":
-        nodes_up = np.array([float(v) for v in cfg.piecewise_up], dtype=dtype)
-        nodes_down = np.array([float(v) for v in cfg.piecewise_down], dtype=dtype)
+        nodes_up = np.array([float(v) for v in cfg.piecewise_up], dtype=dtype).reshape(-1)
+        nodes_down = np.array([float(v) for v in cfg.piecewise_down], dtype=dtype).reshape(-1)
+        if nodes_up.size < 1 or nodes_down.size != nodes_up.size:
+            raise ValueError(f"device.piecewise_up, piecewise_down: expected two non-empty node "
+                             f"lists of one length, got {nodes_up.size} and {nodes_down.size}")
     return dict(b_min=arr(params.b_min), b_max=arr(params.b_max), dw_up=arr(params.dw_up),
                 dw_down=arr(params.dw_down), p_up=arr(p_up), p_down=arr(p_down),
                 ref=arr(extra.get("reference")), nodes_up=nodes_up, nodes_down=nodes_down)
@@ -135,6 +138,18 @@ def _scalars(cfg: PulsedDevice) -> Dict[str, Any]:
         two_a=2.0 * get("a"), b=get("b"), A_up=get("A_up"), A_down=get("A_down"),
         gamma_up=get("gamma_up"), neg_gamma_down=-get("gamma_down"),
         std_add=get("dw_min_std_add"), std_slope=get("dw_min_std_slope"))
+
+
+def _real_rows(a: Any, name: str) -> np.ndarray:
+    """``a`` as a C-contiguous, aligned, native-order float32 / float64 array, converted once here
+    at the compiled boundary (Fortran order, transposes, strides, broadcast views, byte-swapped
+    and unaligned buffers are accepted, as the reference accepts them); other real dtypes become
+    float64, the type of the pulse arithmetic."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected a real array, got {a.dtype}")
+    dtype = a.dtype.newbyteorder("=") if a.dtype.kind == "f" else a.dtype
+    return np.require(a, dtype=dtype if dtype in (_F32, _F64) else _F64, requirements=("C", "A"))
 
 
 def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg: PulsedDevice,
@@ -159,10 +174,14 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
     name = type(cfg).__name__
     if name not in MODELS:
         raise ValueError(f"device: no compiled rule for {name}")
-    dtype = np.dtype(w.dtype)
+    w = np.asarray(w)
+    dtype = w.dtype.newbyteorder("=") if w.dtype.kind == "f" else w.dtype
     if dtype not in (_F32, _F64):
-        raise TypeError(f"w: expected float32 or float64, got {dtype}")
+        raise TypeError(f"w: expected float32 or float64, got {w.dtype}")
+    if w.ndim != 2:
+        raise ValueError(f"w: expected a 2-D array, got shape {w.shape}")
     m, n = w.shape
+    xs, ds = _real_rows(xs, "xs"), _real_rows(ds, "ds")
     if xs.ndim != 2 or ds.ndim != 2 or xs.shape != (xs.shape[0], n) or \
             ds.shape != (xs.shape[0], m):
         raise ValueError(f"xs, ds: expected (batch, {n}) and (batch, {m}), got "
@@ -182,8 +201,10 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
     calls = np.arange(first_call, first_call + batch, dtype=np.uint64)
     step = _pulses.resolution(up.res)
     sto = bool(up.sto_round) and step > 0.0
-    p_x = _probabilities(xs, b, step, sto, seed, f"{prefix}.x_sto_round", calls, threads)
-    p_d = _probabilities(ds, a, step, sto, seed, f"{prefix}.d_sto_round", calls, threads)
+    p_x = np.ascontiguousarray(
+        _probabilities(xs, b, step, sto, seed, f"{prefix}.x_sto_round", calls, threads))
+    p_d = np.ascontiguousarray(
+        _probabilities(ds, a, step, sto, seed, f"{prefix}.d_sto_round", calls, threads))
     xbits = dbits = ax = ad = None
     if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
         mode = _TRAINS

@@ -672,3 +672,175 @@ def test_tile_uses_the_fast_backend_and_agrees():
     io = InferenceRPUConfig().forward
     for a, b in zip(out["reference"], out["fast"]):
         assert_agree(a, b, io, unit=np.inf)  # any flip here would be a failure
+
+
+# -- the compiled boundary (spec/pulses.md, "Compiled kernels"): _io.prepare / _io.finalize and
+#    the row helpers called directly with inconsistent arguments raise ValueError instead of
+#    reading or writing out of bounds (CI runs these under ASan/UBSan: .ci/sanitize) ------------
+
+R_, N_, M_ = 3, 5, 4
+
+
+def _kernel_address(**kw):
+    a = dict(seed=1, call=2, batch=R_, halves=2, pass_index=0)
+    a.update(kw)
+    return a
+
+
+def _prepare_args(pos_neg=False, **changes):
+    dac, _ = fast_io._settings(make_io(mv_type="PosNegSeparate" if pos_neg else "OnePass",
+                                       inp_noise=0.1, inp_sto_round=True), "forward")
+    e2 = np.empty((0, 0))
+    a = dict(x=np.random.default_rng(0).uniform(-1, 1, (R_, N_)), scale=np.ones(R_),
+             rows=np.arange(R_, dtype=np.int64),
+             out=e2 if pos_neg else np.empty((R_, N_)),
+             neg=np.empty((R_, N_)) if pos_neg else e2, pos=np.empty((R_, N_)) if pos_neg else e2,
+             args=dac, address=_kernel_address(), num_threads=2)
+    a.update(changes)
+    return a
+
+
+def _finalize_args(**changes):
+    """Every effect on, pos/neg mode: each array the row loops read is present."""
+    _, adc = fast_io._settings(make_io(mv_type="PosNegSeparate", out_noise=0.1,
+                                       w_noise=0.02, w_noise_type="PCMRead"), "forward")
+    adc.update(ir=1, ir_scale=1.0, voff=3, nonlinearity=1, noise_std=1)
+    g = np.random.default_rng(1)
+
+    def mat(cols=M_):
+        return g.uniform(0, 1, (R_, cols))
+
+    a = dict(y0=mat(), ir_a0=mat(), ir_g0=mat(), row_sum0=np.ones(R_), spread0=mat(),
+             y1=mat(), ir_a1=mat(), ir_g1=mat(), row_sum1=np.ones(R_), spread1=mat(1),
+             v_offset=np.full(M_, 0.01), nonlinearity=np.full(M_, 0.1),
+             noise_std=np.full(M_, 0.05), rows=np.arange(R_, dtype=np.int64),
+             out=np.empty((R_, M_)), ok=np.empty(R_, np.uint8), args=adc,
+             address=_kernel_address(), num_threads=2)
+    a.update(changes)
+    return a
+
+
+def _call(kernel, a):
+    names = {"prepare": ["x", "scale", "rows", "out", "neg", "pos", "args", "address",
+                         "num_threads"],
+             "finalize": ["y0", "ir_a0", "ir_g0", "row_sum0", "spread0", "y1", "ir_a1", "ir_g1",
+                          "row_sum1", "spread1", "v_offset", "nonlinearity", "noise_std", "rows",
+                          "out", "ok", "args", "address", "num_threads"]}[kernel]
+    return getattr(_io, kernel)(*[a[k] for k in names])
+
+
+def test_kernels_run_on_the_valid_boundary_arguments():
+    a = _prepare_args()
+    _call("prepare", a)
+    assert np.all(np.isfinite(a["out"]))
+    a = _prepare_args(pos_neg=True)
+    _call("prepare", a)
+    assert np.all(a["neg"] <= 0) and np.all(a["pos"] >= 0)
+    a = _finalize_args()
+    _call("finalize", a)
+    assert np.all(np.isfinite(a["out"]))
+
+
+def _with_args(kind, **fields):
+    a = (_prepare_args if kind == "prepare" else _finalize_args)()
+    return dict(a["args"], **fields)
+
+
+E1, E2 = np.empty((0,)), np.empty((0, 0))
+
+IO_KERNEL_BAD = {
+    # prepare
+    "scale_short": ("prepare", dict(scale=np.ones(R_ - 1)), "scale"),
+    "rows_long": ("prepare", dict(rows=np.arange(R_ + 1, dtype=np.int64)), "rows"),
+    "out_short": ("prepare", dict(out=np.empty((R_, N_ - 1))), "out"),
+    "out_empty": ("prepare", dict(out=E2), "out"),
+    "neg_empty": ("prepare", dict(out=E2, neg=E2, pos=np.empty((R_, N_)),
+                                  args=_with_args("prepare", pos_neg=1)), "neg"),
+    "pos_short": ("prepare", dict(out=E2, neg=np.empty((R_, N_)), pos=np.empty((R_ - 1, N_)),
+                                  args=_with_args("prepare", pos_neg=1)), "pos"),
+    "negative_row": ("prepare", dict(rows=np.array([0, -1, 2], np.int64)), "rows"),
+    "negative_pass": ("prepare", dict(address=_kernel_address(pass_index=-1)), "address"),
+    "index_overflow": ("prepare", dict(address=_kernel_address(pass_index=2**40, batch=2**40)),
+                       "index"),
+    "index_overflow_halves_0": ("prepare", dict(address=_kernel_address(
+        pass_index=2**62, batch=2**62, halves=0)), "index"),
+    # finalize
+    "ok_short": ("finalize", dict(ok=np.empty(R_ - 1, np.uint8)), "ok"),
+    "finalize_rows": ("finalize", dict(rows=np.arange(R_ - 1, dtype=np.int64)), "rows"),
+    "y0_short": ("finalize", dict(y0=np.ones((R_, M_ - 1))), "y0"),
+    "y1_missing": ("finalize", dict(y1=E2), "y1"),
+    "ir_a0_missing": ("finalize", dict(ir_a0=E2), "ir_a0"),
+    "ir_g1_short": ("finalize", dict(ir_g1=np.ones((R_ - 1, M_))), "ir_g1"),
+    "row_sum0_missing": ("finalize", dict(row_sum0=E1), "row_sum0"),
+    "row_sum1_short": ("finalize", dict(row_sum1=np.ones(R_ - 1)), "row_sum1"),
+    "spread0_columns": ("finalize", dict(spread0=np.ones((R_, 2))), "spread0"),
+    "spread1_missing": ("finalize", dict(spread1=E2), "spread1"),
+    "v_offset_short": ("finalize", dict(v_offset=np.ones(M_ - 1)), "v_offset"),
+    "nonlinearity_missing": ("finalize", dict(nonlinearity=E1), "nonlinearity"),
+    "noise_std_missing": ("finalize", dict(noise_std=E1), "noise_std"),
+    "mode": ("finalize", dict(args=_with_args("finalize", mode=3)), "mode"),
+    "voff": ("finalize", dict(args=_with_args("finalize", voff=4)), "voff"),
+    "finalize_overflow": ("finalize", dict(address=_kernel_address(batch=2**61, pass_index=4)),
+                          "index"),
+    "finalize_negative_halves": ("finalize", dict(address=_kernel_address(halves=-2)), "address"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IO_KERNEL_BAD))
+def test_io_kernels_reject_inconsistent_arguments(case):
+    kernel, changes, word = IO_KERNEL_BAD[case]
+    a = (_prepare_args if kernel == "prepare" else _finalize_args)(**changes)
+    with pytest.raises(ValueError, match=word):
+        _call(kernel, a)
+
+
+def test_io_kernels_refuse_non_contiguous_arrays():
+    a = _prepare_args(x=np.asfortranarray(np.ones((R_, N_))))
+    with pytest.raises(ValueError, match="contiguous"):
+        _call("prepare", a)
+    a = _finalize_args(v_offset=np.ones(2 * M_)[::2])
+    with pytest.raises(ValueError, match="contiguous"):
+        _call("finalize", a)
+
+
+@pytest.mark.parametrize("helper", ["normals_row", "uniforms_row"])
+def test_row_helpers_refuse_runs_past_the_index_range(helper):
+    out = np.zeros(8)
+    for start in (2**64 - 3, 2**63 - 7):
+        with pytest.raises(ValueError, match="start"):
+            getattr(_io, helper)(1, 2, 3, start, out)
+    np.testing.assert_array_equal(out, 0.0)
+    getattr(_io, helper)(1, 2, 3, 2**63 - 8, out)  # ends exactly at 2^63
+    assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_fortran_transposed_unaligned_and_broadcast_inputs(dtype):
+    """x in Fortran order, as a transposed view, unaligned and broadcast (stride 0), scale
+    byte-swapped and broadcast: the wrapper converts them once at the compiled boundary; same
+    numbers as contiguous input."""
+    io = make_io(**TOGGLES["everything_PosNegSeparate"])
+    x, scale, w, _, periphery, draws, p, rows = _pass_args(io, dtype, 6, 9, 8)
+    want = fast_io.analog_mv(XP, x, scale, w, io, periphery, draws, p, rows)
+    for args in [(np.asfortranarray(x), scale, np.asfortranarray(w)),
+                 (np.ascontiguousarray(x.T).T, scale, w.T.copy().T)]:
+        out, ok = fast_io.analog_mv(XP, *args, io, periphery, draws, p, rows)
+        np.testing.assert_array_equal(out, want[0])
+        np.testing.assert_array_equal(ok, want[1])
+    # a C-contiguous buffer at an odd address, and byte-swapped scale: copied, not passed on
+    buf = np.zeros(x.nbytes + 1, np.uint8)
+    x_u = np.frombuffer(buf.data, dtype=x.dtype, count=x.size, offset=1).reshape(x.shape)
+    x_u[...] = x
+    assert not x_u.flags.aligned and x_u.flags.c_contiguous
+    out, ok = fast_io.analog_mv(XP, x_u, scale.astype(scale.dtype.newbyteorder(">")), w, io,
+                                periphery, draws, p, rows)
+    np.testing.assert_array_equal(out, want[0])
+    np.testing.assert_array_equal(ok, want[1])
+    x_b = np.broadcast_to(x[2], x.shape)
+    s_b = np.broadcast_to(scale[2], scale.shape)
+    assert x_b.strides[0] == 0 and s_b.strides[0] == 0
+    out, ok = fast_io.analog_mv(XP, x_b, s_b, w, io, periphery, draws, p, rows)
+    want = fast_io.analog_mv(XP, np.ascontiguousarray(x_b), np.ascontiguousarray(s_b), w, io,
+                             periphery, draws, p, rows)
+    np.testing.assert_array_equal(out, want[0])
+    assert_agree(ref.analog_mv(XP, x_b, s_b, w, io, periphery, draws, p, rows)[0], out, io)

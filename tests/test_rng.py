@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import to_numpy
+from conftest import OTHER_NAMESPACES, to_numpy
 from refsim import rng
 
 # Philox4x32-10 known-answer vectors of Random123 (kat_vectors): counter, key -> output.
@@ -61,6 +61,7 @@ def test_stream_ids_are_crc32_and_distinct():
     assert rng.stream_id("io.out_noise") == zlib.crc32(b"io.out_noise")
 
 
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
 @given(addresses)
 def test_words_and_uniforms_bit_identical_across_namespaces(xp, address):
     seed, stream, call, start, count = address
@@ -72,6 +73,7 @@ def test_words_and_uniforms_bit_identical_across_namespaces(xp, address):
     assert np.array_equal(ref_u, got_u)
 
 
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
 @given(addresses)
 def test_normals_agree_across_namespaces(xp, address):
     """spec/agreement.md: float64 normals within 1e-14 (the central branch is exact)."""
@@ -355,3 +357,42 @@ def test_normal16_statistics(fast):
     z = fast.rng.normal16(77, "test.a", 3, n)
     assert abs(z.mean()) < 5 / math.sqrt(n) and abs(z.var() - 1) < 5 * math.sqrt(2 / n)
     assert stats.kstest(z, "norm").pvalue > 1e-4
+
+
+# -- the compiled boundary (spec/pulses.md, "Compiled kernels"): refsim_fast._rng called
+#    directly with runs that would wrap around the index range, bad tables or thread counts
+#    (CI runs these under ASan/UBSan: .ci/sanitize) ---------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", ["fill_words", "fill_uniform", "fill_normal", "fill_normal16"])
+def test_fast_kernels_refuse_runs_past_the_index_range(fast, kernel):
+    r = fast._rng
+    out = np.zeros(9, dtype=np.uint32 if kernel == "fill_words" else np.float64)
+
+    def call(start, threads=1):
+        if kernel == "fill_normal16":
+            r.fill_normal16(1, 2, 3, start, out, rng.normal16_table(), threads)
+        else:
+            getattr(r, kernel)(1, 2, 3, start, out, threads)
+
+    for start in (2**64 - 1, 2**64 - 9, 2**63 - 8):
+        with pytest.raises(ValueError, match="start"):
+            call(start)
+    assert not out.any()
+    call(2**63 - 9)  # the run ends exactly at 2^63
+    call(5, 1)
+    want = out.copy()
+    assert want.any()
+    for threads in (0, -3):  # at least one thread
+        out[:] = 0
+        call(5, threads)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_fast_normal16_checks_its_table(fast):
+    out = np.zeros(4)
+    for table in (np.zeros(65535), np.zeros(65537), np.zeros(0), None):
+        with pytest.raises(ValueError, match="table"):
+            fast._rng.fill_normal16(1, 2, 3, 0, out, table, 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        fast._rng.fill_normal16(1, 2, 3, 0, out, np.zeros(2 * 65536)[::2], 1)

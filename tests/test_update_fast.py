@@ -290,3 +290,304 @@ def test_device_operations_agree(dtype):
     assert not np.array_equal(out["reference"], w0.astype(dtype))
     tol = 1e-12 if dtype == np.float64 else 1e-6  # drift's pow/log: numpy vs numpy, same calls
     np.testing.assert_allclose(out["fast"], out["reference"], rtol=tol, atol=tol)
+
+
+# -- the compiled boundary (spec/pulses.md, "Compiled kernels"): adversarial arguments to
+#    refsim_fast._update / refsim_fast.update end in a ValueError or a defined, clamped result,
+#    never in a read or write out of bounds (CI runs these under ASan/UBSan: .ci/sanitize) ------
+
+_SCALARS = dict(sigma=0.0, noisy=0, mult_noise=1, extended=0, two_a=0.0, b=0.0, A_up=0.0,
+                A_down=0.0, gamma_up=0.0, neg_gamma_down=0.0, std_add=0.0, std_slope=0.0)
+
+
+def _kernel_args(m=3, n=4, batch=2, *, mode=1, model=0, dtype=np.float64, bl=5, nw=1):
+    """Valid arguments of _update.pulsed_update: no pulses, unit steps, wide bounds (a down
+    pulse subtracts exactly 1), every optional output off."""
+    import refsim_fast.update as fu
+
+    def full(v):
+        return np.full((m, n), v, dtype)
+
+    return dict(
+        w=np.zeros((m, n), dtype), mode=mode,
+        xbits=np.zeros((batch, n, nw), np.uint64) if mode == 0 else None,
+        dbits=np.zeros((batch, m, nw), np.uint64) if mode == 0 else None,
+        ax=np.zeros((batch, n)) if mode == 1 else None,
+        ad=np.zeros((batch, m)) if mode == 1 else None,
+        xneg=np.zeros((batch, n), np.uint8), dneg=np.zeros((batch, m), np.uint8),
+        bl=np.full(batch, bl, np.int32), calls=np.arange(10, 10 + batch, dtype=np.uint64),
+        model=model, b_min=full(-1e6), b_max=full(1e6), dw_up=full(1.0), dw_down=full(1.0),
+        p_up=full(0.0) if model in (1, 4) else None, p_down=full(0.0) if model in (1, 4) else None,
+        ref=None, nodes_up=np.ones(3, dtype) if model == 5 else None,
+        nodes_down=np.ones(3, dtype) if model == 5 else None,
+        table=fu._table(np.dtype(dtype)), scalars=dict(_SCALARS), seed=1, sid=2, offset=0,
+        last_touch=None, pulses_up=None, pulses_down=None, num_threads=1)
+
+
+def _kernel(**args):
+    from refsim_fast import _update
+
+    _update.pulsed_update(**args)
+    return args["w"]
+
+
+def _with_counters(args):
+    m, n = args["w"].shape
+    args.update(last_touch=np.full((m, n), -1, np.int64), pulses_up=np.zeros((m, n), np.int64),
+                pulses_down=np.zeros((m, n), np.int64))
+    return args
+
+
+def _clamped_counts(ad, ax, bl):
+    """The kernel's count rule for the products: rint(ad_i·ax_j) clamped to [0, BL]; NaN → 0."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = ad[:, None] * ax[None, :]
+        return np.where(v > 0, np.where(v < bl, np.rint(np.where(v > 0, v, 0.0)), bl), 0.0)
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_clamps_nan_inf_and_huge_products(dtype, noisy):
+    """MeanCount / DeterministicImplicit products that are NaN (inf·0, issue 9's heap overflow),
+    infinite, negative or beyond BL give counts in [0, BL], NaN giving none; with per-pulse
+    noise every pulse's normal comes from the row's scratch, sized for n·BL pulses."""
+    ax = np.array([[np.nan, np.inf, -np.inf, -3.0, 0.4, 1e300, 2.5, 3.0, 2**40, 0.0]])
+    ad = np.array([[1.0, np.nan, np.inf, 1e300, -np.inf, 0.5]])
+    bl = 5
+    args = _with_counters(_kernel_args(6, 10, 1, dtype=dtype, bl=bl))
+    args.update(ax=ax, ad=ad)
+    if noisy:
+        args["scalars"].update(sigma=0.1, noisy=1)
+    w = _kernel(**args)
+    want = _clamped_counts(ad[0], ax[0], bl)
+    assert want.max() == bl and (want == 0).any()
+    np.testing.assert_array_equal(args["pulses_down"], want)
+    np.testing.assert_array_equal(args["pulses_up"], 0)
+    np.testing.assert_array_equal(args["last_touch"], np.where(want > 0, 10, -1))
+    if noisy:
+        assert np.all(np.isfinite(w)) and np.all((w < 0) == (want > 0))
+    else:
+        np.testing.assert_array_equal(w, -want.astype(dtype))
+
+
+def test_kernel_clamps_train_coincidences_to_the_train_length():
+    """Bits past slot BL (never set by pulse_trains) cannot push a count past BL; cycles with
+    BL <= 0 send nothing."""
+    ones = np.uint64(2**64 - 1)
+    args = _with_counters(_kernel_args(3, 4, 4, mode=0, nw=2))
+    args["xbits"][:] = ones
+    args["dbits"][:] = ones
+    args["bl"] = np.array([10, 0, 200, -7], np.int32)
+    w = _kernel(**args)
+    np.testing.assert_array_equal(args["pulses_down"], 10 + 128)
+    np.testing.assert_array_equal(w, -138.0)
+
+
+def test_kernel_with_a_nan_weight_on_piecewise_nodes_stays_in_the_table():
+    """A NaN weight makes the node position NaN: it takes node 0 instead of an undefined index."""
+    args = _kernel_args(2, 3, 1, model=5)
+    args["w"][0, 0] = np.nan
+    args.update(ax=np.ones((1, 3)), ad=np.full((1, 2), 2.0), nodes_up=np.array([1.0, 2.0, 3.0]),
+                nodes_down=np.array([1.0, 1.0, 1.0]))
+    w = _kernel(**args)
+    assert np.isnan(w[0, 0])
+    np.testing.assert_array_equal(w.reshape(-1)[1:], -2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_piecewise_node_at_the_bounds(dtype):
+    """At w = b_max the node position is the last node exactly (t = k_max): the interpolation
+    uses nodes k_max − 1 and k_max with weight 1 on the last, never a node past the table; at
+    w = b_min node 0. One pulse each way from each bound (down pulses, then up pulses)."""
+    nodes_up = np.array([0.5, 2.0, 4.0], dtype)
+    nodes_down = np.array([1.0, 2.0, 3.0], dtype)
+    for up in (False, True):
+        args = _kernel_args(2, 1, 1, model=5, dtype=dtype)
+        args["b_min"][:] = -1.0
+        args["b_max"][:] = 1.0
+        args["dw_up"][:] = 0.125
+        args["dw_down"][:] = 0.125
+        args["w"][:, 0] = [1.0, -1.0]  # row 0 at b_max, row 1 at b_min
+        args.update(ax=np.ones((1, 1)), ad=np.ones((1, 2)), nodes_up=nodes_up,
+                    nodes_down=nodes_down, bl=np.ones(1, np.int32))
+        args["xneg"][:] = up  # up pulses where xneg != dneg
+        w = _kernel(**args)
+        if up:  # b_max stays (clamped); b_min goes up by dw·nodes_up[0]
+            np.testing.assert_array_equal(w[:, 0], np.array([1.0, -1.0 + 0.125 * 0.5], dtype))
+        else:  # b_max goes down by dw·nodes_down[-1]; b_min stays
+            np.testing.assert_array_equal(w[:, 0], np.array([1.0 - 0.125 * 3.0, -1.0], dtype))
+
+
+def _bad(**changes):
+    def make(args):
+        args.update(changes)
+    return make
+
+
+KERNEL_BAD = {
+    # node tables (issue 9: 200 up nodes, 1 down node read past the end)
+    "nodes_down_short": (dict(model=5), _bad(nodes_down=np.ones(1)), "nodes_down"),
+    "nodes_down_long": (dict(model=5), _bad(nodes_down=np.ones(9)), "nodes_down"),
+    "nodes_empty": (dict(model=5), _bad(nodes_up=np.ones(0), nodes_down=np.ones(0)), "node"),
+    "nodes_missing": (dict(model=5), _bad(nodes_up=None), "nodes_up"),
+    "nodes_down_missing": (dict(model=5), _bad(nodes_down=None), "nodes_down"),
+    # device arrays
+    "b_min_short": ({}, _bad(b_min=np.zeros((2, 4))), "b_min"),
+    "dw_down_missing": ({}, _bad(dw_down=None), "dw_down"),
+    "slopes_missing": (dict(model=1), _bad(p_down=None), "p_down"),
+    "ref_wrong": ({}, _bad(ref=np.zeros((3, 5))), "ref"),
+    "table_short": ({}, _bad(table=np.zeros(65535)), "table"),
+    # cycles
+    "ax_short": ({}, _bad(ax=np.zeros((2, 3))), "ax"),
+    "ad_missing": ({}, _bad(ad=None), "ad"),
+    "xneg_short": ({}, _bad(xneg=np.zeros((1, 4), np.uint8)), "xneg"),
+    "dneg_short": ({}, _bad(dneg=np.zeros((2, 2), np.uint8)), "dneg"),
+    "calls_short": ({}, _bad(calls=np.zeros(1, np.uint64)), "calls"),
+    "xbits_missing": (dict(mode=0), _bad(xbits=None), "xbits"),
+    "dbits_words": (dict(mode=0), _bad(dbits=np.zeros((2, 3, 2), np.uint64)), "dbits"),
+    "no_words": (dict(mode=0), _bad(xbits=np.zeros((2, 4, 0), np.uint64),
+                                    dbits=np.zeros((2, 3, 0), np.uint64)), "word"),
+    "mode": ({}, _bad(mode=2), "mode"),
+    "model": ({}, _bad(model=6), "model"),
+    "model_negative": ({}, _bad(model=-1), "model"),
+    # outputs
+    "last_touch_short": ({}, _bad(last_touch=np.zeros((3, 3), np.int64)), "last_touch"),
+    "one_counter": ({}, _bad(pulses_up=np.zeros((3, 4), np.int64)), "pulses_up, pulses_down"),
+    # ranges: int32 pulse slots per row, random-number indices
+    "row_slots": ({}, _bad(bl=np.array([1, 2**30], np.int32)), "int32"),
+    "offset": ({}, _bad(offset=2**62), "offset"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KERNEL_BAD))
+def test_kernel_rejects_inconsistent_arguments(case):
+    kwargs, change, word = KERNEL_BAD[case]
+    args = _kernel_args(**kwargs)
+    change(args)
+    w0 = args["w"].copy()
+    with pytest.raises(ValueError, match=word):
+        _kernel(**args)
+    np.testing.assert_array_equal(args["w"], w0)
+
+
+@pytest.mark.parametrize("name", ["w", "ax", "ad", "xneg", "dneg", "bl", "calls", "b_min", "table"])
+def test_kernel_refuses_non_contiguous_arrays(name):
+    args = _kernel_args()
+    a = args[name]
+    args[name] = np.repeat(a, 2)[::2] if a.ndim == 1 else np.asfortranarray(a)
+    with pytest.raises(ValueError, match="contiguous"):
+        _kernel(**args)
+
+
+def test_pulse_trains_check_their_words_and_clamp_nan_and_inf():
+    from refsim_fast import _update
+
+    calls = np.arange(2, dtype=np.uint64)
+    p = np.array([[np.nan, np.inf, -np.inf, 0.0, 2.0], [0.5, np.nan, 1.0, 1e300, -1.0]])
+    out = np.zeros((2, 5, 2), np.uint64)
+    _update.pulse_trains(3, 4, calls, np.array([70, 128], np.int32), p, out, 2)
+    bits = np.unpackbits(out.view(np.uint8), axis=-1, bitorder="little").sum(axis=-1)
+    np.testing.assert_array_equal(bits[0], [0, 70, 0, 0, 70])
+    assert bits[1, 1] == bits[1, 4] == 0 and bits[1, 2] == bits[1, 3] == 128
+    # no bit past slot BL
+    assert not (out[0, :, 1] >> np.uint64(6)).any()
+    for bad, word in [(dict(bl=np.array([129, 1], np.int32)), "out"),
+                      (dict(bl=np.array([1], np.int32)), "bl"),
+                      (dict(calls=calls[:1]), "calls"),
+                      (dict(out=np.zeros((2, 4, 2), np.uint64)), "out"),
+                      (dict(out=np.zeros((1, 5, 2), np.uint64)), "out")]:
+        args = dict(seed=3, sid=4, calls=calls, bl=np.array([70, 128], np.int32), p=p,
+                    out=np.zeros((2, 5, 2), np.uint64), num_threads=1)
+        args.update(bad)
+        with pytest.raises(ValueError, match=word):
+            _update.pulse_trains(**args)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("pulse_type", PULSE_TYPES)
+def test_wrapper_with_nan_probabilities_never_crashes(pulse_type):
+    """Issue 9: x = 4e-156 beside zeros and d = 1e153 make B = inf and p_x = inf·0 = NaN. The
+    tile refuses such input (ValueError); called directly, the compiled update gives a defined
+    result (NaN probabilities send no pulse) or a ValueError, and never writes out of bounds."""
+    cfg = C.SingleRPUConfig(update=C.UpdateParameters(pulse_type=pulse_type))
+    w = np.zeros((4, 6))
+    x = np.array([[4e-156, 0, 0, 0, 0, 0]])
+    d = np.full((1, 4), 1e153)
+    try:
+        out, params = _direct(cfg, w, x, d, 0.1)
+    except ValueError:
+        pass
+    else:
+        assert np.all(np.isfinite(out))
+        assert np.all(out >= params.b_min) and np.all(out <= params.b_max)
+        np.testing.assert_array_equal(out[:, 1:], 0.0)  # the NaN probabilities: no pulse
+    tile = AnalogTile(4, 6, cfg, backend="fast")
+    try:
+        tile.update(x, d, 0.1)
+    except ValueError:
+        pass
+    assert np.all(np.isfinite(np.asarray(tile.get_weights())))
+
+
+def test_wrapper_rejects_node_tables_of_different_lengths():
+    """Issue 9: a PiecewiseStep config whose down table was shortened after validation."""
+    import copy
+
+    import refsim_fast.update as fu
+
+    cfg = C.SingleRPUConfig(device=C.PiecewiseStepDevice(piecewise_up=[1.0] * 200,
+                                                         piecewise_down=[1.0] * 200))
+    params = device_stage.draw_device(np, cfg.device, (4, 6), 1)
+    x, d = _inputs(1, 2, 4, 6, np.float64)
+    g = device_stage.granularity(cfg.device)
+    for down in ([1.0], []):
+        dev = copy.deepcopy(cfg.device)
+        object.__setattr__(dev, "piecewise_down", down)  # past any read-only guard
+        with pytest.raises(ValueError, match="piecewise_down"):
+            fu.pulsed_update(np.zeros((4, 6)), x, d, 0.1, dev, cfg.update, params, g, 1, 0)
+
+
+def _unaligned(a):
+    """A C-contiguous copy of ``a`` at an odd address (numpy allows it; C does not)."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
+LAYOUTS = {
+    "unaligned": _unaligned,
+    "fortran": lambda a: np.asfortranarray(a),
+    "transposed": lambda a: np.ascontiguousarray(a.T).T,
+    "strided": lambda a: np.repeat(a, 2, axis=1)[:, ::2],
+    "reversed": lambda a: a[::-1][::-1],
+    "big_endian": lambda a: a.astype(a.dtype.newbyteorder(">")),
+}
+
+
+@pytest.mark.parametrize("pulse_type", PULSE_TYPES)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS) + ["broadcast"])
+def test_any_layout_of_x_and_d_agrees_with_the_reference(layout, pulse_type):
+    """Issue 9: Fortran-ordered, transposed and broadcast (stride-0) x / d raised 'ndarray is not
+    C-contiguous' on the fast backend; they (and byte-swapped or unaligned buffers) are converted
+    once at the compiled boundary."""
+    cfg = C.SingleRPUConfig(device=_device("SoftBoundsReferenceDevice"),
+                            update=C.UpdateParameters(pulse_type=pulse_type))
+    m, n = 5, 7
+    w0 = 0.2 * (2 * rng.uniform(14, "test.w", 0, (m, n)) - 1)
+    x, d = _inputs(14, 3, m, n, np.float64)
+    if layout == "broadcast":
+        x, d = np.broadcast_to(x[0], x.shape), np.broadcast_to(d[:1], d.shape)
+        assert x.strides[0] == 0 and d.strides[0] == 0
+    else:
+        x, d = LAYOUTS[layout](x), LAYOUTS[layout](d)
+    contiguous = (np.ascontiguousarray(x, np.float64), np.ascontiguousarray(d, np.float64))
+    direct, _ = _direct(cfg, w0, x, d, 0.1)
+    np.testing.assert_array_equal(direct, _direct(cfg, w0, *contiguous, 0.1)[0])
+    if layout == "big_endian":  # (the tile's own dtype rule decides on these; not this test)
+        return
+    ref, _ = _run(cfg, "reference", w0, *contiguous, 0.1, np.float64)
+    fast, _ = _run(cfg, "fast", w0, x, d, 0.1, np.float64)
+    assert not np.array_equal(ref, w0)
+    np.testing.assert_array_equal(fast, ref)
