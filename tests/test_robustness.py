@@ -257,6 +257,18 @@ def test_overflowing_pulse_plans_are_named_errors(backend, pulse_type):
         tile.update(np.ones(6), np.ones(4), 1.7e308)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_overflowing_mixed_precision_accumulator_is_a_named_error(backend):
+    """chi += lr·q(d)q(x)ᵀ beyond float64 (found by the suite under a non-editable install)."""
+    tile = make_tile("mp", backend)
+    x, d = np.zeros((2, IN)), np.zeros((2, OUT))
+    x[1, 5], d[1, 3] = 1e153, 1e200
+    before = tile.state_dict()
+    with pytest.raises(ValueError, match=r"^x, d, lr: the digital accumulator"):
+        tile.update(x, d, 1e-40)
+    assert same(tile.state_dict(), before)
+
+
 def test_granularity_that_underflows_is_refused_at_construction():
     with pytest.raises(ConfigError, match=r"^device\.dw_min: .*pow_gamma"):
         AnalogTile(2, 2, C.SingleRPUConfig(device=C.PowStepDevice(pow_gamma=1e300)))

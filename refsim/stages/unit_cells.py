@@ -463,6 +463,9 @@ class MixedPrecision(Compound):
             if self.rows > 0 and self.rows % every == 0:
                 self.transfer(batch)
             self.rows += 1
+        if not bool(xp.all(xp.isfinite(self.chi))):  # the tile undoes the call (spec/README.md)
+            raise ValueError(f"x, d, lr: the digital accumulator chi += lr·q(d)q(x)ᵀ overflows "
+                             f"{self.ctx.dtype} (lr = {lr!r}); spec/unit_cells.md")
 
     def transfer(self, batch: int) -> None:
         """Move whole multiples of ĝ of the next rows of χ onto the device (spec/unit_cells.md)."""
