@@ -27,6 +27,7 @@ from typing import Any, Dict, List, NoReturn, Optional
 
 from refsim import __version__, fast_info
 from refsim import configs
+from refsim.stages import io as io_stage
 
 
 #: The demo's default hyperparameters, the same for every algorithm: with these (and
@@ -251,7 +252,7 @@ def _mvm(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     analog = tile.forward(inputs.astype(dtype)).astype(np.float64)
     seconds = time.perf_counter() - start
-    exact = inputs @ weights.T
+    exact = io_stage.matmul(inputs, weights.T)  # one BLAS thread, as the tile (agreement rule 5)
     error = analog - exact
     backend = "fast" if tile._impl(tile.xp) is not None else "reference"
     print(f"analog forward of a {args.out_size}x{args.in_size} tile ({type(config).__name__} "
@@ -266,7 +267,8 @@ def _mvm(args: argparse.Namespace) -> int:
 
 
 def _info() -> int:
-    facts = {"refsim": __version__, "refsim_fast": fast_info()}
+    facts = {"refsim": __version__, "refsim_fast": fast_info(),
+             "thread_count_independent": io_stage.blas_threads_held()}
     print(json.dumps(facts, indent=2))
     return 0
 

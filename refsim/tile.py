@@ -366,7 +366,7 @@ class AnalogTile:
             self.weights = self.compound.weights()
             return
         if mode == "simple":
-            self.weights = self.weights - lr * (xp.matrix_transpose(ds) @ xs)
+            self.weights = self.weights - lr * io_stage.matmul(xp.matrix_transpose(ds), xs)
             return
         params = self.device_params
         if mode == "none_with_device":

@@ -6,10 +6,11 @@ DAC (``prepare_input``) and everything after the matrix products (the IR-drop, v
 series-resistance and weight-noise terms of ``analog_product``, the pos/neg combination, and
 ``finalize_output``: nonlinearity, output noise, ADC, bound test, clip) run in ``_io``'s OpenMP
 loops over rows; the matrix products and the row sums are the reference's NumPy expressions on
-identically laid-out arrays, so they are the same numbers. Random numbers are the reference's
-(spec/rng.md, addressed as ``refsim.stages.io.Draws``), element-wise arithmetic is done in the same
-order and dtype, and results agree with the reference under spec/agreement.md for any thread
-count (in practice bit for bit).
+identically laid-out arrays, on one BLAS thread like the reference's ``matmul``, so they are the
+same numbers. Random numbers are the reference's (spec/rng.md, addressed as
+``refsim.stages.io.Draws``), element-wise arithmetic is done in the same order and dtype, and
+results agree with the reference under spec/agreement.md (in practice bit for bit) and are
+bit-identical for any thread count (rule 5).
 
 Differences from the reference, all at the boundary: only numpy arrays are accepted, and the
 weights, ``scale`` and the periphery arrays are cast to the dtype of ``x`` (the reference would
@@ -108,13 +109,20 @@ def _address(draws: Any, pass_index: Any, rows: np.ndarray, width: int) -> dict:
     return dict(seed=seed, call=call, batch=batch, halves=halves, pass_index=pass_index)
 
 
+def _c_array(a: Any, dt: Any) -> np.ndarray:
+    """``a`` converted once for the compiled boundary: C-contiguous, aligned, native ``dt``
+    (Fortran order, transposes, strides, broadcast views and byte-swapped or unaligned buffers
+    are accepted, as the reference accepts them)."""
+    return np.require(a, dtype=dt, requirements=("C", "A"))
+
+
 def _vector(a: Any, name: str, size: int, dt: np.dtype) -> np.ndarray:
     if a is None:
         return _EMPTY[dt][0]
     a = np.asarray(a)
     if a.shape != (size,):
         raise ValueError(f"periphery.{name}: expected shape ({size},), got {a.shape}")
-    return np.ascontiguousarray(a, dtype=dt)
+    return _c_array(a, dt)
 
 
 def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, periphery: Any,
@@ -148,7 +156,7 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
     if rows.shape != (R,) or rows.dtype.kind not in "iu":
         raise ValueError(f"rows: expected an integer array of shape ({R},), got {rows.dtype} "
                          f"{rows.shape}")
-    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    rows = _c_array(rows, np.int64)
     address = _address(draws, pass_index, rows, max(n, m))
     if R * (n + m) < _SERIAL_WORK:  # too little work to wake a team (same numbers either way)
         threads = 1
@@ -157,8 +165,8 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
         periphery = _ref.Periphery()
     e1, e2 = _EMPTY[dt]
 
-    x = np.ascontiguousarray(x, dtype=dt)
-    scale = np.ascontiguousarray(scale, dtype=dt)
+    x = _c_array(x, dt)
+    scale = _c_array(scale, dt)
     if weights.dtype != dt:
         weights = weights.astype(dt)
     v_offset = _vector(periphery.v_offset, "v_offset", m, dt)
@@ -206,15 +214,16 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
             spread = np.sqrt((inp * inp) @ abs_w[key].T)
         return tuple(np.ascontiguousarray(a) for a in (y, ir_a, ir_g, row_sum, spread))
 
-    if pos_neg:
-        if read_asymmetry is None:
-            part0 = products(neg, weights, "w")
+    with _ref.one_blas_thread:  # on one BLAS thread, as the reference (spec/agreement.md rule 5)
+        if pos_neg:
+            if read_asymmetry is None:
+                part0 = products(neg, weights, "w")
+            else:
+                part0 = products(neg, weights * (1.0 - read_asymmetry), "neg")
+            part1 = products(pos, weights, "w")
         else:
-            part0 = products(neg, weights * (1.0 - read_asymmetry), "neg")
-        part1 = products(pos, weights, "w")
-    else:
-        part0 = products(xt, weights, "w")
-        part1 = (e2, e2, e2, e1, e2)
+            part0 = products(xt, weights, "w")
+            part1 = (e2, e2, e2, e1, e2)
 
     # -- element-wise analog terms, pos/neg combination and the ADC ------------------------------
     call_adc = adc

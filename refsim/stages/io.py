@@ -15,6 +15,7 @@ The pipeline of one pass (spec/io.md §S3-§S7):
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any, Optional, Tuple
 
 from refsim import rng
@@ -153,6 +154,96 @@ def stream_names() -> Tuple[str, ...]:
 
 
 
+# -- matrix products: one BLAS thread (spec/agreement.md rule 5) ---------------------------------
+
+
+def _blas_controllers() -> list:
+    """threadpoolctl's controllers of the loaded BLAS libraries; none (the products then run with
+    the process's BLAS threads) when the optional extra ``threads`` (threadpoolctl) is missing."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return []
+    return ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+def blas_threads_held() -> bool:
+    """Whether matrix products run on one BLAS thread (threadpoolctl installed), which makes
+    results independent of the thread count (spec/agreement.md rule 5)."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class _OneThread:
+    """Context manager that holds the BLAS (through threadpoolctl) and, for torch tensors, torch's
+    intra-op pool at one thread: a threaded GEMM splits its work by the thread count and so sums
+    in a different order (float32 results differed in the last bit between OMP_NUM_THREADS=1
+    and 2). Re-entrant and shared by Python threads: the first to enter sets the counts, the last
+    to leave restores them; the library's own setting is left alone when it is already 1."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._blas: Any = None  # threadpoolctl's controllers of the loaded BLAS libraries
+        self._restore: list = []
+        self._torch = False
+
+    def enter(self, torch: bool = False) -> None:
+        with self._lock:
+            if self._depth == 0:
+                if self._blas is None:
+                    self._blas = _blas_controllers()
+                for lib in self._blas:
+                    self._hold(lib.get_num_threads, lib.set_num_threads)
+            if torch and not self._torch:
+                import torch as _torch
+
+                self._hold(_torch.get_num_threads, _torch.set_num_threads)
+                self._torch = True
+            self._depth += 1
+
+    def _hold(self, get: Any, set_: Any) -> None:
+        n = get()
+        if n != 1:
+            set_(1)
+            self._restore.append((set_, n))
+
+    def exit(self) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for set_, n in reversed(self._restore):
+                    set_(n)
+                self._restore.clear()
+                self._torch = False
+
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.exit()
+
+
+#: ``with one_blas_thread:`` runs the products inside on one BLAS thread (numpy, array-api-strict;
+#: :func:`matmul` also holds torch's pool for torch tensors).
+one_blas_thread = _OneThread()
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b``, computed on one thread, so that the result does not depend on OMP_NUM_THREADS,
+    OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or torch.set_num_threads (spec/agreement.md rule 5).
+    Every floating-point matrix product of the simulation goes through here (or
+    ``one_blas_thread``); the pulsed update's 0/1 coincidence counts are exact in any order."""
+    one_blas_thread.enter(torch=type(a).__module__.startswith("torch"))
+    try:
+        return a @ b
+    finally:
+        one_blas_thread.exit()
+
+
 # -- the stage functions ------------------------------------------------------------------------
 
 
@@ -241,16 +332,16 @@ def ir_drop(xp: Any, xt: Any, weights: Any, io: IOParameters) -> Any:
     ``a_i = (n/ir_drop_g_ratio)·Σ_j abs(W_ij)·abs(x_j)``, ``π = 0.05a³ − 0.2a² + 0.5a``."""
     n = xt.shape[1]
     position = 1.0 - ((xp.arange(n, dtype=xt.dtype, device=rng.device_of(xt)) + 1.0) / n) ** 2
-    a = (n / io.ir_drop_g_ratio) * (xp.abs(xt) @ xp.matrix_transpose(xp.abs(weights)))
+    a = (n / io.ir_drop_g_ratio) * matmul(xp.abs(xt), xp.matrix_transpose(xp.abs(weights)))
     pi = ((0.05 * a - 0.2) * a + 0.5) * a
-    return io.ir_drop * pi * ((xt * position) @ xp.matrix_transpose(weights))
+    return io.ir_drop * pi * matmul(xt * position, xp.matrix_transpose(weights))
 
 
 def analog_product(xp: Any, xt: Any, weights: Any, io: IOParameters, periphery: Periphery,
                    draws: Draws, pass_index: int, rows: Any, half: int = 0) -> Any:
     """One analog pass through the array (spec/io.md §S5): MVM, IR drop, voltage offsets and
     series resistance, output-referred weight noise. ``xt`` is (R, n), ``weights`` (m, n)."""
-    y = xt @ xp.matrix_transpose(weights)
+    y = matmul(xt, xp.matrix_transpose(weights))
     if io.ir_drop > 0:
         y = y - ir_drop(xp, xt, weights, io)
     if periphery.v_offset is not None:
@@ -259,7 +350,7 @@ def analog_product(xp: Any, xt: Any, weights: Any, io: IOParameters, periphery: 
         if io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
             spread = xp.sqrt(xp.sum(xt * xt, axis=1, keepdims=True))
         else:  # PCMRead
-            spread = xp.sqrt((xt * xt) @ xp.matrix_transpose(xp.abs(weights)))
+            spread = xp.sqrt(matmul(xt * xt, xp.matrix_transpose(xp.abs(weights))))
         m = weights.shape[0]
         noise = draws.normal(xp, "w_noise", pass_index, rows, m, xt.dtype, half)
         y = y + io.w_noise * spread * noise
@@ -362,7 +453,7 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
     impl = impl or _THIS
     batch, m = x.shape[0], weights.shape[0]
     if io.is_perfect or io.mv_type == AnalogMVType.IDEAL:
-        return (x @ xp.matrix_transpose(weights)) * io.out_scale, nm_running
+        return matmul(x, xp.matrix_transpose(weights)) * io.out_scale, nm_running
     nm_type = io.noise_management
     bm_type = BoundManagementType.NONE if backward else io.bound_management
     managed = nm_type != NoiseManagementType.NONE
