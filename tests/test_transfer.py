@@ -228,9 +228,18 @@ def test_ttv1_fast_lr_rules_and_gradient_only_on_fast_device():
     # η_A: fast_lr·η = 0.2 and 0.1, fast_lr = 0.5, and η = 0.2 for fast_lr <= 0
     np.testing.assert_array_equal(results[(1.0, True)], results[(0.0, True)])
     assert not np.array_equal(results[(0.5, True)], results[(1.0, True)])
-    same_lr = make(TransferCompound(unit_cell_devices=[cdev(), cdev()], transfer_every=0.0))
+    same_lr = make(TransferCompound(unit_cell_devices=[cdev(), cdev()], transfer_every=0.0,
+                                    scale_fast_lr=True))
     same_lr.update(x, d, 0.5)  # fast_lr 1 × η 0.5 = the absolute 0.5
     np.testing.assert_array_equal(same_lr.compound.devs[0].w, results[(0.5, False)])
+    # the default is aihwkit's: the absolute fast_lr, whatever the optimizer's lr (issue 10)
+    for lr in (0.1, 0.5):
+        default = make(TransferCompound(unit_cell_devices=[cdev(), cdev()], transfer_every=0.0))
+        default.update(x, d, lr)
+        absolute = make(TransferCompound(unit_cell_devices=[cdev(), cdev()], transfer_every=0.0,
+                                         scale_fast_lr=True, fast_lr=1.0 / lr))
+        absolute.update(x, d, lr)
+        np.testing.assert_array_equal(default.compound.devs[0].w, absolute.compound.devs[0].w)
 
 
 # -- buffered TTv2 --------------------------------------------------------------------------------
@@ -582,7 +591,7 @@ FIELD_CASES = [
     ("tt", "transfer_lr", 2.0),
     ("tt", "transfer_lr_vec", [2.0, 1.0]),
     ("tt", "scale_transfer_lr", False),
-    ("tt", "scale_fast_lr", False),
+    ("tt", "scale_fast_lr", True),
     ("tt", "transfer_forward", IOParameters(out_noise=0.2)),
     ("tt", "transfer_update", UpdateParameters(update_bl_management=False)),
     ("buffered", "thres_scale", 3.0),

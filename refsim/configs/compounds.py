@@ -100,7 +100,9 @@ class TransferCompound(UnitCell):
     transfer_lr: float = real(1.0)
     transfer_lr_vec: List[float] = reals(list)
     scale_transfer_lr: bool = flag(True)
-    scale_fast_lr: bool = flag(True)
+    # aihwkit 1.1.0 pulses D_0 with the absolute fast_lr (its TransferCompound has no such field
+    # and the C++ default is off: spec/compounds.md)
+    scale_fast_lr: bool = flag(False)
     transfer_forward: IOParameters = nested(IOParameters, "IOParameters")
     transfer_update: UpdateParameters = nested(UpdateParameters, "UpdateParameters")
 
