@@ -4,7 +4,8 @@
 main job; see :func:`_demo`); ``refsim config ALGORITHM --device DEVICE`` prints the RPU config that
 ``build_config`` makes, as JSON; ``refsim mvm`` runs an analog matrix-vector product and prints its
 error against the exact product; ``refsim info`` tells how refsim and its compiled backend are
-installed.
+installed; ``refsim verify`` checks another implementation of analog tiles against refsim's spec
+(:func:`_verify`, refsim/verify.py).
 
 Errors are one line on stderr, the same for every subcommand (:func:`_error_text`):
 ``refsim SUBCOMMAND: error: WHAT, see 'refsim SUBCOMMAND --help'``. Exit codes (:data:`EXIT_CODES`):
@@ -23,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 from refsim import __version__, fast_info
 from refsim import configs
@@ -75,14 +76,24 @@ def _device_names() -> List[str]:
     return sorted(configs.PULSED_DEVICES)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _integer(lo: int, hi: Optional[int], what: str) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi] (no upper bound when hi is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+_positive = _integer(1, None, "a positive integer")
+_non_negative = _integer(0, None, "a non-negative integer")
+_seed = _integer(0, 2**32 - 1, "an integer seed in [0, 2**32 - 1]")
 
 
 def _positive_float(text: str) -> float:
@@ -92,16 +103,6 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value <= 2**32 - 1:
-        raise argparse.ArgumentTypeError(f"expected a seed in [0, 2**32 - 1], got {value}")
     return value
 
 
@@ -118,6 +119,13 @@ EXIT_CODES = ("exit codes: 0 done; 2 bad arguments (one line on stderr; for demo
               "that cannot be written, checked before training); 1 a valid demo run that the "
               "simulator cannot do yet; 141 the reader of the output closed the pipe early (e.g. "
               "'| head'): the output stops quietly")
+
+
+#: The exit codes of ``refsim verify`` and its default number of probes.
+VERIFY_EXIT_CODES = ("exit codes: 0 every case exact or within tolerance; 1 a case differs (or the "
+                     "adapter failed a request); 2 bad arguments (one line on stderr); 141 the "
+                     "reader of the output closed the pipe early")
+VERIFY_PROBES = 150
 
 
 def _error_text(prog: str, message: str) -> str:
@@ -212,6 +220,31 @@ def _parser() -> argparse.ArgumentParser:
                       help="print only the JSON summary (no progress bar, no epoch lines)")
     demo.add_argument("--limit", type=_positive, default=None, help=argparse.SUPPRESS)
     demo.set_defaults(subparser=demo)
+
+    ver = sub.add_parser(
+        "verify", help="check another implementation of analog tiles against refsim's spec",
+        description="Check another implementation of analog tiles against refsim's spec on "
+                    "deterministic cases (noise off, device spreads 0, DeterministicImplicit "
+                    "pulses): the deterministic golden vectors of spec/vectors/ and randomized "
+                    "probes that vary one parameter at a time. Reports per stage and parameter: "
+                    "exact / within tolerance / differs, with the first differing case minimised "
+                    "and its spec section (spec/verify.md).", epilog=VERIFY_EXIT_CODES)
+    ver.add_argument("--against", metavar="refsim|refsim-fast|MODULE:ATTR", default=None,
+                     help="the implementation as a Python adapter: 'refsim' (refsim's reference "
+                     "backend, the default), 'refsim-fast' (its compiled backend) or "
+                     "MODULE:ATTR, an object (or a factory of one) with forward, backward and "
+                     "update methods")
+    ver.add_argument("--command", metavar="CMD", default=None, dest="command_adapter",
+                     help="the implementation as a command adapter: run once per request, one "
+                     "JSON request on stdin, one JSON result on stdout")
+    ver.add_argument("--probes", type=_non_negative, default=VERIFY_PROBES,
+                     help=f"number of randomized probes (default {VERIFY_PROBES})")
+    ver.add_argument("--seed", type=_seed, default=0, help="seed of the probes (default 0)")
+    ver.add_argument("--json", action="store_true", help="write the report as JSON "
+                     "(default Markdown)")
+    ver.add_argument("--out", metavar="FILE", default=None,
+                     help="write the report to FILE instead of stdout")
+    ver.set_defaults(subparser=ver)
     return parser
 
 
@@ -460,6 +493,44 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    """Check an adapter against refsim (refsim/verify.py, spec/verify.md)."""
+    from refsim import verify
+
+    parser = args.subparser
+    if args.against is not None and args.command_adapter is not None:
+        parser.error("give either --against or --command, not both")
+    if args.out:
+        target = os.path.abspath(args.out)
+        if os.path.isdir(target):
+            parser.error(f"--out: {args.out} is a directory")
+        if not os.path.isdir(os.path.dirname(target)):
+            parser.error(f"--out: directory {os.path.dirname(target)} does not exist")
+    try:
+        if args.command_adapter is not None:
+            adapter = verify.CommandAdapter(args.command_adapter)
+        else:
+            adapter = verify.load_adapter(args.against or "refsim")
+    except ValueError as err:
+        parser.error(str(err))
+    report = verify.run(adapter, probes=args.probes, seed=args.seed)
+    text = json.dumps(report, indent=1) + "\n" if args.json else verify.markdown(report)
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as err:
+            sys.stderr.write(_error_text(parser.prog, f"--out: cannot write {args.out}: "
+                                                      f"{err.strerror or err}"))
+            return 2
+        t = report["totals"]
+        print(f"refsim verify: {t['cases']} cases, {t['exact']} exact, {t['within']} within "
+              f"tolerance, {t['differs']} differ; report in {args.out}")
+    else:
+        sys.stdout.write(text)
+    return verify.exit_status(report)
+
+
 def _stdout_to_devnull() -> None:
     """Point file descriptor 1 at /dev/null, so that the interpreter's final flush of what is
     still buffered for a closed pipe does not raise (and print a traceback) at exit."""
@@ -484,6 +555,8 @@ def _run(argv: List[str]) -> int:
         return _mvm(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "verify":
+        return _verify(args)
     return _info()
 
 
