@@ -229,14 +229,25 @@ def _parser() -> argparse.ArgumentParser:
                     "probes that vary one parameter at a time. Reports per stage and parameter: "
                     "exact / within tolerance / differs, with the first differing case minimised "
                     "and its spec section (spec/verify.md).", epilog=VERIFY_EXIT_CODES)
-    ver.add_argument("--against", metavar="refsim|refsim-fast|MODULE:ATTR", default=None,
+    ver.add_argument("--against", metavar="refsim|refsim-fast|aihwkit|MODULE:ATTR", default=None,
                      help="the implementation as a Python adapter: 'refsim' (refsim's reference "
-                     "backend, the default), 'refsim-fast' (its compiled backend) or "
+                     "backend, the default), 'refsim-fast' (its compiled backend), 'aihwkit' "
+                     "(aihwkit in its own environment, needs --python) or "
                      "MODULE:ATTR, an object (or a factory of one) with forward, backward and "
                      "update methods")
+    ver.add_argument("--python", metavar="PATH", default=None,
+                     help="with --against aihwkit: the Python of aihwkit's environment, which "
+                     "runs refsim's aihwkit adapter script (refsim/adapters/aihwkit_adapter.py)")
     ver.add_argument("--command", metavar="CMD", default=None, dest="command_adapter",
                      help="the implementation as a command adapter: run once per request, one "
                      "JSON request on stdin, one JSON result on stdout")
+    ver.add_argument("--lines", action="store_true",
+                     help="with --command: start the command once and send it one JSON request "
+                     "per line, reading one JSON answer per line (the line mode)")
+    ver.add_argument("--dtype", choices=("float64", "float32"), default=None,
+                     help="the dtype of refsim's tiles that compute the expected results, with "
+                     "its tolerance (default float64; for --against aihwkit float64 when its "
+                     "tiles have it, else float32)")
     ver.add_argument("--probes", type=_non_negative, default=VERIFY_PROBES,
                      help=f"number of randomized probes (default {VERIFY_PROBES})")
     ver.add_argument("--seed", type=_seed, default=0, help="seed of the probes (default 0)")
@@ -500,6 +511,12 @@ def _verify(args: argparse.Namespace) -> int:
     parser = args.subparser
     if args.against is not None and args.command_adapter is not None:
         parser.error("give either --against or --command, not both")
+    if args.against == "aihwkit" and args.python is None:
+        parser.error("--against aihwkit needs --python PATH, the Python of aihwkit's environment")
+    if args.python is not None and args.against != "aihwkit":
+        parser.error("--python goes with --against aihwkit")
+    if args.lines and args.command_adapter is None:
+        parser.error("--lines goes with --command")
     if args.out:
         target = os.path.abspath(args.out)
         if os.path.isdir(target):
@@ -508,12 +525,21 @@ def _verify(args: argparse.Namespace) -> int:
             parser.error(f"--out: directory {os.path.dirname(target)} does not exist")
     try:
         if args.command_adapter is not None:
-            adapter = verify.CommandAdapter(args.command_adapter)
+            adapter = verify.CommandAdapter(args.command_adapter, lines=args.lines,
+                                            dtype=args.dtype or "float64")
+        elif args.against == "aihwkit":
+            adapter = verify.aihwkit_adapter(args.python, args.dtype)
         else:
-            adapter = verify.load_adapter(args.against or "refsim")
+            adapter = verify.load_adapter(args.against or "refsim", args.dtype or "float64")
     except ValueError as err:
         parser.error(str(err))
-    report = verify.run(adapter, probes=args.probes, seed=args.seed)
+    dtype = getattr(adapter, "dtype", None) if args.against == "aihwkit" else args.dtype
+    try:
+        report = verify.run(adapter, probes=args.probes, seed=args.seed,
+                            dtype=dtype or "float64")
+    finally:
+        if hasattr(adapter, "close"):
+            adapter.close()
     text = json.dumps(report, indent=1) + "\n" if args.json else verify.markdown(report)
     if args.out:
         try:

@@ -7,7 +7,10 @@ An *adapter* wraps the implementation under test (spec/verify.md describes the p
   ``config`` is refsim's ``rpu_config.to_dict()``), loaded with ``--against MODULE:ATTR`` (the
   attribute may also be a class or factory that returns such an object); or
 * a *command*: an executable that reads one JSON request on stdin and writes one JSON result on
-  stdout (:class:`CommandAdapter`), given with ``--command "CMD ..."``.
+  stdout (:class:`CommandAdapter`), given with ``--command "CMD ..."``; with ``--lines`` started
+  once and answering one request per line; ``--against aihwkit --python PATH`` is such a
+  line-mode command, refsim/adapters/aihwkit_adapter.py run by aihwkit's Python
+  (:func:`aihwkit_adapter`).
 
 Every request stands for a fresh tile: set the weights, make the one call, report the result.
 The test set is deterministic (noise off, device spreads 0, 'DeterministicImplicit' pulses), so
@@ -15,7 +18,9 @@ results are comparable bit for bit: the stored golden vectors of spec/vectors/io
 spec/vectors/update whose configs are deterministic (:func:`is_deterministic`), and randomized
 probes from a seed that vary one parameter at a time (:data:`PARAMETERS`) from a base config, so a
 difference is localised to a parameter. The expected results are the stored golden outputs and,
-for probes, refsim's reference backend in float64.
+for probes, refsim's reference backend in float64; with ``dtype`` float32 (``--dtype float32``, and
+aihwkit 1.1.0, which has no double tiles) refsim's float32 tiles for every case, with a float32
+tolerance (:data:`F32_RTOL`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,20 @@ UPDATE_ATOL = 1e-12
 UPDATE_RTOL = 1e-12
 TOLERANCE_TEXT = ("exact = bit-equal; within tolerance: forward/backward |a−e| ≤ 1e-12·max|e| of "
                   "the row, update |a−e| ≤ 1e-12 + 1e-12·|e| (float64, spec/agreement.md §3)")
+
+#: float32 (``--dtype float32``: the expected results from refsim's float32 tiles): every stage,
+#: per row of the result (an output row, or a row of the updated weights),
+#: |actual − expected| ≤ F32_RTOL·max |expected| of the row.
+F32_RTOL = 1e-6
+TOLERANCE_TEXT_F32 = ("exact = bit-equal; within tolerance: |a−e| ≤ 1e-6·max|e| of the row "
+                      "(float32: an output row, or a row of the updated weights)")
+
+DTYPES = ("float64", "float32")
+
+
+def tolerance_text(dtype: str = "float64") -> str:
+    """The report's description of the tolerance of ``dtype``."""
+    return TOLERANCE_TEXT_F32 if dtype == "float32" else TOLERANCE_TEXT
 
 _IO_SECTION = {
     "inp_res": "spec/io.md §S4", "inp_bound": "spec/io.md §S4", "out_res": "spec/io.md §S6",
@@ -313,57 +332,149 @@ class AdapterError(Exception):
 
 
 class RefsimAdapter:
-    """refsim itself (reference backend, float64, seed 0): the built-in adapter ``refsim``."""
+    """refsim itself (reference backend, float64 unless ``dtype``, seed 0): the built-in adapter
+    ``refsim``."""
 
     name = "refsim"
 
-    def __init__(self, backend: str = "reference") -> None:
+    def __init__(self, backend: str = "reference", dtype: str = "float64") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype: expected float64 or float32, got {dtype!r}")
         self.backend = backend
+        self.dtype = dtype
 
     def _tile(self, config: Dict[str, Any], weights: Any) -> Any:
         from refsim.tile import AnalogTile
 
         w = np.asarray(weights, dtype=np.float64)
         tile = AnalogTile(w.shape[0], w.shape[1], configs.from_dict(config), seed=0,
-                          dtype=np.float64, backend=self.backend)
+                          dtype=np.dtype(self.dtype).type, backend=self.backend)
         tile.set_weights(w)
         return tile
 
     def forward(self, config: Dict[str, Any], weights: Any, x: Any) -> np.ndarray:
-        return self._tile(config, weights).forward(np.asarray(x, dtype=np.float64))
+        return self._tile(config, weights).forward(np.asarray(x, dtype=self.dtype))
 
     def backward(self, config: Dict[str, Any], weights: Any, d: Any) -> np.ndarray:
-        return self._tile(config, weights).backward(np.asarray(d, dtype=np.float64))
+        return self._tile(config, weights).backward(np.asarray(d, dtype=self.dtype))
 
     def update(self, config: Dict[str, Any], weights: Any, x: Any, d: Any,
                lr: float) -> np.ndarray:
         tile = self._tile(config, weights)
-        tile.update(np.asarray(x, dtype=np.float64), np.asarray(d, dtype=np.float64), lr)
+        tile.update(np.asarray(x, dtype=self.dtype), np.asarray(d, dtype=self.dtype), lr)
         return tile.get_weights()
 
 
 class CommandAdapter:
-    """An executable run once per request: one JSON request on stdin, one JSON result on stdout
-    (``{"result": [[...]]}``, or ``{"error": "..."}``), see spec/verify.md."""
+    """An executable answering JSON requests (spec/verify.md §1): by default run once per
+    request, one JSON request on stdin, one JSON result on stdout (``{"result": [[...]]}``, or
+    ``{"error": "..."}``); with ``lines=True`` (the optional line mode) started once and kept
+    running, one request per line on its stdin, one answer per line on its stdout (restarted
+    after a crash or a timeout). ``command`` is a string (split with shell rules) or an argv list;
+    ``dtype`` is sent in every request (the dtype of the expected results)."""
 
-    def __init__(self, command: str, timeout: float = 120.0) -> None:
-        self.argv = shlex.split(command)
+    def __init__(self, command: Any, timeout: float = 120.0, *, lines: bool = False,
+                 dtype: str = "float64", name: Optional[str] = None) -> None:
+        self.argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
         if not self.argv:
             raise ValueError("--command: empty command")
-        self.name = f"command {command!r}"
+        shown = command if isinstance(command, str) else shlex.join(self.argv)
+        self.name = name or f"command {shown!r}"
         self.timeout = timeout
+        self.lines = lines
+        self.dtype = dtype
+        self._proc: Optional[subprocess.Popen] = None
+        self._stderr: Any = None
+
+    # -- the line mode: one persistent process --------------------------------------------------
+
+    def _start(self) -> subprocess.Popen:
+        import tempfile
+
+        if self._proc is None or self._proc.poll() is not None:
+            self.close()
+            self._stderr = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+            try:
+                self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE,
+                                              stdout=subprocess.PIPE, stderr=self._stderr,
+                                              text=True, bufsize=1)
+            except OSError as err:
+                self._proc = None
+                raise AdapterError(f"cannot run the command: {err}") from None
+        return self._proc
+
+    def _stderr_tail(self) -> str:
+        if self._stderr is None:
+            return "(no stderr)"
+        self._stderr.seek(0)
+        return (self._stderr.read().strip().splitlines() or ["(no stderr)"])[-1]
+
+    def close(self) -> None:
+        """Stop the line-mode process (if any)."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                if proc.stdin:
+                    proc.stdin.close()
+                proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _exchange_line(self, text: str) -> str:
+        import selectors
+
+        proc = self._start()
+        try:
+            proc.stdin.write(text.replace("\n", " ") + "\n")
+            proc.stdin.flush()
+        except OSError:
+            pass   # the process died: reported below
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(self.timeout)
+        if not ready:
+            tail = self._stderr_tail()
+            proc.kill()
+            self.close()
+            raise AdapterError(f"no answer within {self.timeout:g} s: {tail}")
+        line = proc.stdout.readline()
+        if not line:
+            status = proc.wait()
+            tail = self._stderr_tail()
+            self.close()
+            raise AdapterError(f"the command exited with {status}: {tail}")
+        return line
+
+    # -- one request -----------------------------------------------------------------------------
 
     def _run(self, request: Dict[str, Any]) -> np.ndarray:
+        request = {**request, "dtype": self.dtype}
+        if self.lines:
+            output = self._exchange_line(json.dumps(request))
+        else:
+            try:
+                proc = subprocess.run(self.argv, input=json.dumps(request), capture_output=True,
+                                      text=True, timeout=self.timeout)
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise AdapterError(f"cannot run the command: {err}") from None
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
+                raise AdapterError(f"the command exited with {proc.returncode}: {tail}")
+            output = proc.stdout
         try:
-            proc = subprocess.run(self.argv, input=json.dumps(request), capture_output=True,
-                                  text=True, timeout=self.timeout)
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise AdapterError(f"cannot run the command: {err}") from None
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["(no stderr)"])[-1]
-            raise AdapterError(f"the command exited with {proc.returncode}: {tail}")
-        try:
-            answer = json.loads(proc.stdout)
+            answer = json.loads(output)
         except ValueError as err:
             raise AdapterError(f"the command's output is not JSON: {err}") from None
         if not isinstance(answer, dict) or ("result" not in answer and "error" not in answer):
@@ -387,11 +498,23 @@ class CommandAdapter:
                           "d": np.asarray(d).tolist(), "lr": lr})
 
 
-def serve(adapter: Any, stdin: Any, stdout: Any) -> None:
+def serve(adapter: Any, stdin: Any, stdout: Any, lines: bool = False) -> None:
     """The body of a command adapter around a Python adapter: read one request from ``stdin``,
-    write the result (or the error) to ``stdout``."""
+    write the result (or the error) to ``stdout``; with ``lines``, the line mode: one request per
+    line until the end of ``stdin``, each answer a line (flushed)."""
+    if lines:
+        for line in stdin:
+            if line.strip():
+                _serve_one(adapter, line, stdout)
+                stdout.write("\n")
+                stdout.flush()
+        return
+    _serve_one(adapter, stdin.read(), stdout)
+
+
+def _serve_one(adapter: Any, text: str, stdout: Any) -> None:
     try:
-        req = json.load(stdin)
+        req = json.loads(text)
         op = req["op"]
         w = np.asarray(req["weights"], dtype=np.float64)
         if op == "forward":
@@ -408,22 +531,52 @@ def serve(adapter: Any, stdin: Any, stdout: Any) -> None:
         json.dump({"error": f"{type(err).__name__}: {err}"}, stdout)
 
 
-def load_adapter(spec: str) -> Any:
+def aihwkit_adapter(python: str, dtype: Optional[str] = None, timeout: float = 120.0) -> Any:
+    """aihwkit as a line-mode command adapter: ``[python, refsim/adapters/aihwkit_adapter.py,
+    --serve]``, ``python`` being the interpreter of aihwkit's environment. ``dtype`` None: float64
+    when that aihwkit has double tiles, else float32 (asked with ``--dtypes``). Raises ValueError
+    with a one-line reason when ``python`` cannot run or does not import aihwkit."""
+    from refsim.adapters import script_path
+
+    script = script_path("aihwkit_adapter")
+    if not os.path.isfile(python) or not os.access(python, os.X_OK):
+        raise ValueError(f"--python: {python} is not an executable file")
+    try:
+        proc = subprocess.run([python, script, "--dtypes"], capture_output=True, text=True,
+                              timeout=timeout)
+        dtypes = json.loads(proc.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError) as err:
+        raise ValueError(f"--python: {python} cannot run the aihwkit adapter: "
+                         f"{type(err).__name__}") from None
+    if not dtypes:
+        raise ValueError(f"--python: {python} cannot import aihwkit")
+    if dtype is None:
+        dtype = "float64" if "float64" in dtypes else "float32"
+    elif dtype not in dtypes:
+        raise ValueError(f"--dtype: this aihwkit has no {dtype} tiles (it has "
+                         f"{', '.join(dtypes)})")
+    return CommandAdapter([python, script, "--serve"], timeout, lines=True, dtype=dtype,
+                          name=f"aihwkit ({python}, {dtype})")
+
+
+def load_adapter(spec: str, dtype: str = "float64") -> Any:
     """``"refsim"`` (the built-in adapter: refsim's reference backend), ``"refsim-fast"`` (refsim's
     compiled backend) or ``"MODULE:ATTR"`` (MODULE imported from ``sys.path`` or the working
     directory): the attribute is an adapter
     object, or a class / factory called without arguments that returns one. Raises ValueError
     with a one-line reason."""
     if spec == "refsim":
-        return RefsimAdapter()
+        adapter = RefsimAdapter(dtype=dtype)
+        adapter.name = "refsim" if dtype == "float64" else f"refsim ({dtype})"
+        return adapter
     if spec == "refsim-fast":
         from refsim.tile import _fast_module
 
         if _fast_module() is None:
             raise ValueError("--against: refsim-fast needs the compiled backend refsim_fast, "
                              "which is not installed")
-        adapter = RefsimAdapter(backend="fast")
-        adapter.name = "refsim-fast"
+        adapter = RefsimAdapter(backend="fast", dtype=dtype)
+        adapter.name = "refsim-fast" if dtype == "float64" else f"refsim-fast ({dtype})"
         return adapter
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
@@ -619,8 +772,10 @@ class Outcome:
     message: str = ""
 
 
-def compare(stage: str, actual: np.ndarray, expected: np.ndarray) -> Outcome:
-    """exact / within tolerance / differs (see :data:`TOLERANCE_TEXT`)."""
+def compare(stage: str, actual: np.ndarray, expected: np.ndarray,
+            dtype: str = "float64") -> Outcome:
+    """exact / within tolerance / differs (see :data:`TOLERANCE_TEXT`, and
+    :data:`TOLERANCE_TEXT_F32` for ``dtype`` float32)."""
     if actual.shape != expected.shape:
         return Outcome("differs", None, f"shape {actual.shape}, expected {expected.shape}")
     if not np.all(np.isfinite(actual)):
@@ -628,7 +783,11 @@ def compare(stage: str, actual: np.ndarray, expected: np.ndarray) -> Outcome:
     if np.array_equal(actual, expected):
         return Outcome("exact", 0.0)
     diff = np.abs(actual - expected)
-    if stage == "update":
+    if dtype == "float32":
+        rows = np.atleast_2d(np.abs(expected))
+        tol = F32_RTOL * np.max(rows, axis=-1, keepdims=True)
+        tol = np.broadcast_to(tol, rows.shape).reshape(expected.shape)
+    elif stage == "update":
         tol = UPDATE_ATOL + UPDATE_RTOL * np.abs(expected)
     else:
         rows = np.atleast_2d(np.abs(expected))
@@ -644,7 +803,7 @@ def _evaluate(adapter: Any, reference: RefsimAdapter, case: Case) -> Tuple[Outco
         actual = _call(adapter, case)
     except Exception as err:   # any failure of the implementation under test is a difference
         return Outcome("differs", None, f"{type(err).__name__}: {err}"), expected, None
-    return compare(case.stage, actual, expected), expected, actual
+    return compare(case.stage, actual, expected, reference.dtype), expected, actual
 
 
 def minimise(adapter: Any, reference: RefsimAdapter, case: Case,
@@ -679,13 +838,17 @@ def minimise(adapter: Any, reference: RefsimAdapter, case: Case,
 # -- the run ------------------------------------------------------------------------------------------
 
 
-def deviation_rows(parameter: str) -> List[str]:
-    """The rows of spec/deviations.md that mention the parameter's field name."""
+def deviation_rows(parameter: str, value: Any = None) -> List[str]:
+    """The rows of spec/deviations.md that mention the parameter's field name, or its value
+    when that is a name (an enum value such as 'IterativeWorstCase'; not 'None')."""
     field = parameter.split(".")[-1]
     if field.startswith("(") or field.startswith("golden") or not DEVIATIONS.is_file():
         return []   # (spec/ is part of a source checkout, not of an installed package)
     rows = []
-    pattern = re.compile(r"(?<![A-Za-z0-9_])" + re.escape(field) + r"(?![A-Za-z0-9_])")
+    words = [field] + ([value] if isinstance(value, str) and value != "None"
+                       and re.fullmatch(r"[A-Za-z_]\w+", value) else [])
+    pattern = re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, words)) +
+                         r")(?![A-Za-z0-9_])")
     section = ""
     for line in DEVIATIONS.read_text(encoding="utf-8").splitlines():
         if line.startswith("## "):
@@ -707,10 +870,16 @@ def _jsonable(a: Any) -> Any:
     return None if a is None else np.asarray(a).tolist()
 
 
-def run(adapter: Any, *, probes: int = 150, seed: int = 0, golden: bool = True) -> Dict[str, Any]:
-    """Run the test set against ``adapter``; the report as a JSON-compatible dict."""
-    reference = RefsimAdapter()
-    cases = (golden_cases() if golden else []) + [probe(seed, i) for i in range(probes)]
+def run(adapter: Any, *, probes: int = 150, seed: int = 0, golden: bool = True,
+        dtype: str = "float64") -> Dict[str, Any]:
+    """Run the test set against ``adapter``; the report as a JSON-compatible dict. ``dtype``
+    float32: the expected results (golden cases too) come from refsim's float32 tiles, with the
+    float32 tolerance."""
+    reference = RefsimAdapter(dtype=dtype)
+    gold = golden_cases() if golden else []
+    if dtype != "float64":   # the stored golden outputs are float64
+        gold = [dataclasses.replace(c, expected=None) for c in gold]
+    cases = gold + [probe(seed, i) for i in range(probes)]
     groups: Dict[Tuple[str, str], Dict[str, Any]] = {}
     for case in cases:
         outcome, _, _ = _evaluate(adapter, reference, case)
@@ -732,7 +901,7 @@ def run(adapter: Any, *, probes: int = 150, seed: int = 0, golden: bool = True) 
                 "message": small_outcome.message or outcome.message,
                 "max_abs_diff": small_outcome.max_abs_diff,
                 "request": small.request(), "expected": _jsonable(expected),
-                "actual": _jsonable(actual), "deviations": deviation_rows(case.parameter)}
+                "actual": _jsonable(actual), "deviations": deviation_rows(case.parameter, case.value)}
     rows = sorted(groups.values(), key=lambda g: (STAGES.index(g["stage"]), g["source"] != "golden",
                                                   g["parameter"]))
     totals = {s: sum(g[s] for g in rows) for s in ("cases", "exact", "within", "differs")}
@@ -741,7 +910,8 @@ def run(adapter: Any, *, probes: int = 150, seed: int = 0, golden: bool = True) 
             "adapter": getattr(adapter, "name", type(adapter).__name__), "seed": seed,
             "probes": probes, "golden_cases": sum(1 for c in cases if c.source == "golden"),
             "golden_vectors": str(VECTORS) if VECTORS.is_dir() else None,
-            "tolerance": TOLERANCE_TEXT, "totals": totals, "ok": totals["differs"] == 0,
+            "dtype": dtype, "tolerance": tolerance_text(dtype), "totals": totals,
+            "ok": totals["differs"] == 0,
             "differing_parameters": [g["parameter"] for g in rows if g["differs"]],
             "diagnosis": {k: v for k, v in diagnosis.items() if v}, "results": rows}
 
@@ -788,8 +958,9 @@ def markdown(report: Dict[str, Any]) -> str:
     t = report["totals"]
     lines = [f"# refsim verify: {report['adapter']} against refsim {report['refsim']}", "",
              f"{t['cases']} cases ({report['golden_cases']} golden, {report['probes']} probes, "
-             f"seed {report['seed']}): {t['exact']} exact, {t['within']} within tolerance, "
-             f"{t['differs']} differ. Tolerance: {report['tolerance']}."
+             f"seed {report['seed']}, {report.get('dtype', 'float64')}): {t['exact']} exact, "
+             f"{t['within']} within tolerance, {t['differs']} differ. "
+             f"Tolerance: {report['tolerance']}."
              + ("" if report.get("golden_vectors") else
                 " (No golden vectors: spec/vectors/ is part of a source checkout.)"), "",
              "**Result: " + ("everything is exact or within tolerance.**" if report["ok"] else
@@ -840,6 +1011,7 @@ def exit_status(report: Dict[str, Any]) -> int:
     return 0 if report["ok"] else 1
 
 
-__all__ = ["PARAMETERS", "AdapterError", "Case", "CommandAdapter", "RefsimAdapter", "compare",
+__all__ = ["DTYPES", "PARAMETERS", "AdapterError", "Case", "CommandAdapter", "RefsimAdapter",
+           "aihwkit_adapter", "compare", "tolerance_text",
            "deviation_rows", "exit_status", "golden_cases", "is_deterministic", "load_adapter",
            "make_deterministic", "markdown", "minimise", "probe", "run", "serve"]
