@@ -162,9 +162,17 @@ PARAMETERS: Dict[str, Parameter] = _parameter_table()
 GOLDEN_SECTIONS = {"io": "spec/io.md §S1–§S9 (spec/vectors/io)",
                    "update": "spec/pulses.md §U1–§U6, spec/devices.md §V1–§V6 (spec/vectors/update)"}
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-VECTORS = REPO / "spec" / "vectors"
-DEVIATIONS = REPO / "spec" / "deviations.md"
+def spec_dir() -> pathlib.Path:
+    """The spec folder with the golden vectors and deviations.md: ``$REFSIM_SPEC_DIR``, else the
+    source checkout refsim is imported from, else ``./spec`` (an installed refsim run from a
+    checkout, as CI does); the first that holds ``vectors/``. A path that may not exist when none
+    does (the report then says that only the probes ran)."""
+    candidates = [os.environ.get("REFSIM_SPEC_DIR"),
+                  pathlib.Path(__file__).resolve().parents[1] / "spec", pathlib.Path("spec")]
+    for candidate in candidates:
+        if candidate and (pathlib.Path(candidate) / "vectors").is_dir():
+            return pathlib.Path(candidate).resolve()
+    return pathlib.Path(__file__).resolve().parents[1] / "spec"
 
 
 # -- determinism ------------------------------------------------------------------------------------
@@ -624,7 +632,7 @@ def golden_cases() -> List[Case]:
     update steps up to the first other operation (the weights before a step are the stored
     weights after the previous one)."""
     cases: List[Case] = []
-    for path in sorted((VECTORS / "io").glob("*.json")):
+    for path in sorted((spec_dir() / "vectors" / "io").glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         cfg = data["rpu_config"]
         stateful = any(cfg.get(d, {}).get("noise_management") == "AverageAbsMax"
@@ -639,7 +647,7 @@ def golden_cases() -> List[Case]:
             cases.append(Case(f"io/{path.stem}#{k}", "golden", stage, f"golden io/{path.stem}",
                               None, cfg, w, np.asarray(call["inputs"], dtype=np.float64),
                               expected=np.asarray(call["outputs"], dtype=np.float64)))
-    for path in sorted((VECTORS / "update").glob("*.json")):
+    for path in sorted((spec_dir() / "vectors" / "update").glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
         cfg = data["rpu_config"]
         if not is_deterministic(cfg, "update"):
@@ -842,7 +850,8 @@ def deviation_rows(parameter: str, value: Any = None) -> List[str]:
     """The rows of spec/deviations.md that mention the parameter's field name, or its value
     when that is a name (an enum value such as 'IterativeWorstCase'; not 'None')."""
     field = parameter.split(".")[-1]
-    if field.startswith("(") or field.startswith("golden") or not DEVIATIONS.is_file():
+    deviations = spec_dir() / "deviations.md"
+    if field.startswith("(") or field.startswith("golden") or not deviations.is_file():
         return []   # (spec/ is part of a source checkout, not of an installed package)
     rows = []
     words = [field] + ([value] if isinstance(value, str) and value != "None"
@@ -850,7 +859,7 @@ def deviation_rows(parameter: str, value: Any = None) -> List[str]:
     pattern = re.compile(r"(?<![A-Za-z0-9_])(?:" + "|".join(map(re.escape, words)) +
                          r")(?![A-Za-z0-9_])")
     section = ""
-    for line in DEVIATIONS.read_text(encoding="utf-8").splitlines():
+    for line in deviations.read_text(encoding="utf-8").splitlines():
         if line.startswith("## "):
             section = line[3:].strip()
         elif line.startswith("|") and not line.startswith("|---") and pattern.search(line):
@@ -909,7 +918,8 @@ def run(adapter: Any, *, probes: int = 150, seed: int = 0, golden: bool = True,
     return {"format": "refsim-verify-report", "version": 1, "refsim": __version__,
             "adapter": getattr(adapter, "name", type(adapter).__name__), "seed": seed,
             "probes": probes, "golden_cases": sum(1 for c in cases if c.source == "golden"),
-            "golden_vectors": str(VECTORS) if VECTORS.is_dir() else None,
+            "golden_vectors": str(spec_dir() / "vectors") if (spec_dir() / "vectors").is_dir()
+            else None,
             "dtype": dtype, "tolerance": tolerance_text(dtype), "totals": totals,
             "ok": totals["differs"] == 0,
             "differing_parameters": [g["parameter"] for g in rows if g["differs"]],
