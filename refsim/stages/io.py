@@ -251,21 +251,28 @@ def noise_management(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagement
                      running: Optional[float] = None) -> Tuple[Any, Optional[float]]:
     """Per-row input scale α (spec/io.md §S3) and the new AverageAbsMax running value.
 
-    ``x`` is (B, n). Returns α of shape (B,) in the dtype of ``x``.
+    ``x`` is (B, n). Returns α of shape (B,) in the dtype of ``x``; tiny scales count as 0
+    (:func:`flush_tiny`).
     """
+    alpha, running = _scale(xp, x, io, nm_type, running)
+    return flush_tiny(xp, alpha), running
+
+
+def _scale(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagementType,
+           running: Optional[float]) -> Tuple[Any, Optional[float]]:
+    """α of the table of spec/io.md §S3, before the tiny-scale rule."""
     theta = io.nm_thres
     abs_max = xp.max(xp.abs(x), axis=1)
     if nm_type == NoiseManagementType.NONE:
         return xp.ones_like(abs_max), running
     if nm_type == NoiseManagementType.CONSTANT:
-        return flush_tiny(xp, xp.full_like(abs_max, theta if theta > 0 else 1.0)), running
+        return xp.full_like(abs_max, theta if theta > 0 else 1.0), running
     if nm_type == NoiseManagementType.AVERAGE_ABS_MAX:
         values = []
         for a in (float(v) for v in _to_list(xp, abs_max)):
             running = a if running is None else (1.0 - NM_DECAY) * running + NM_DECAY * a
             values.append(running)
-        alpha = xp.asarray(values, dtype=x.dtype, device=rng.device_of(x))
-        return flush_tiny(xp, alpha), running
+        return xp.asarray(values, dtype=x.dtype, device=rng.device_of(x)), running
     if nm_type == NoiseManagementType.MAX:
         alpha = xp.max(x, axis=1)
     else:  # AbsMax and AbsMaxNPSum start from the abs-max
@@ -274,7 +281,7 @@ def noise_management(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagement
         alpha = xp.clip(alpha, max=theta)
     if nm_type == NoiseManagementType.ABS_MAX_NP_SUM:
         alpha = np_sum_scale(xp, x, alpha, io)
-    return flush_tiny(xp, alpha), running
+    return alpha, running
 
 
 def flush_tiny(xp: Any, alpha: Any) -> Any:
