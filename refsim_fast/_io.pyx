@@ -377,19 +377,20 @@ cdef void _analog_row(const Product* P, real_t* y, int64_t r, int64_t row, int64
     cdef int64_t scol = P.spread_cols
     for i in range(m):
         y[i] = Y[i]
-    if a.ir:  # y − ir_drop·π·G with a = (n/g)·A, π = ((0.05a − 0.2)a + 0.5)a
+    if a.ir:  # y − π·(ir_drop·G) with a = (n/g)·A, π = ((0.05a − 0.2)a + 0.5)a
         A = (<const real_t*>P.ir_a) + r * m
         G = (<const real_t*>P.ir_g) + r * m
         for i in range(m):
             av = ir_scale * A[i]
             pi = ((c05 * av - c02) * av + c5) * av
-            y[i] = y[i] - ir_drop * pi * G[i]
+            y[i] = y[i] - pi * (ir_drop * G[i])
     if voff == VOFF_NO_REF:
-        for i in range(m):
-            y[i] = (one - v_offset[i]) * y[i]
         if drho > 0:
             for i in range(m):
-                y[i] = y[i] / (one + rho * _abs(y[i]))
+                y[i] = (one - v_offset[i]) * y[i] / (one + rho * _abs(y[i]))
+        else:
+            for i in range(m):
+                y[i] = (one - v_offset[i]) * y[i]
     elif voff == VOFF_REF:
         ref = <real_t>a.neg_w_min * (<const real_t*>P.row_sum)[r]
         for i in range(m):

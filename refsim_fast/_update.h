@@ -36,7 +36,7 @@ typedef struct {
     const uint64_t *calls;
     const void *b_min, *b_max, *dw_up, *dw_down, *p_up, *p_down, *ref, *nodes_up, *nodes_down,
         *table;
-    double sigma, two_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;
+    double sigma, es_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;
     uint32_t seed, sid;
     uint64_t offset;
     int64_t *last_touch, *pulses_up, *pulses_down;

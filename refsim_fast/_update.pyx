@@ -42,7 +42,7 @@ cdef extern from "_update.h" nogil:
         const void* nodes_up
         const void* nodes_down
         const void* table
-        double sigma, two_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope
+        double sigma, es_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope
         uint32_t seed, sid
         uint64_t offset
         int64_t* last_touch
@@ -241,7 +241,7 @@ def pulsed_update(real_t[:, ::1] w not None, int mode,
     a.table = <const void*>&table[0]
     a.sigma = scalars["sigma"]
     a.noisy, a.mult_noise, a.extended = scalars["noisy"], scalars["mult_noise"], scalars["extended"]
-    a.two_a, a.b = scalars["two_a"], scalars["b"]
+    a.es_a, a.b = scalars["es_a"], scalars["b"]
     a.A_up, a.A_down = scalars["A_up"], scalars["A_down"]
     a.gamma_up, a.neg_gamma_down = scalars["gamma_up"], scalars["neg_gamma_down"]
     a.std_add, a.std_slope = scalars["std_add"], scalars["std_slope"]

@@ -31,7 +31,7 @@ typedef struct {
     int noisy;                          /* sigma > 0: one 16-bit normal per pulse */
     int mult_noise;
     int extended;                       /* ExpStep: dw_min_std_add / _slope in use (and noisy) */
-    T two_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;  /* ExpStep */
+    T es_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;  /* ExpStep */
     const T *nodes_up, *nodes_down;     /* PiecewiseStep: n_nodes values each */
     int64_t n_nodes;
     const T *table;                     /* the 65536 16-bit normals, in T */
@@ -56,7 +56,7 @@ static void REFSIM_SUF(refsim_update_ctx_init)(const refsim_update_args *a, CTX 
     c->ref = (const T *)a->ref;
     c->sigma = (T)a->sigma; c->noisy = a->noisy; c->mult_noise = a->mult_noise;
     c->extended = a->extended;
-    c->two_a = (T)a->two_a; c->b = (T)a->b; c->A_up = (T)a->A_up; c->A_down = (T)a->A_down;
+    c->es_a = (T)a->es_a; c->b = (T)a->b; c->A_up = (T)a->A_up; c->A_down = (T)a->A_down;
     c->gamma_up = (T)a->gamma_up; c->neg_gamma_down = (T)a->neg_gamma_down;
     c->std_add = (T)a->std_add; c->std_slope = (T)a->std_slope;
     c->nodes_up = (const T *)a->nodes_up; c->nodes_down = (const T *)a->nodes_down;
@@ -109,7 +109,7 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t 
     }
     case REFSIM_EXP: {
         T span = c->b_max[k] - c->b_min[k];  /* > 0 here (frozen otherwise) */
-        T z = c->two_a * w / span + c->b;
+        T z = (T)2 * w / span * c->es_a + c->b;  /* aihwkit's order: ((2w)/span)·a + b */
         T y;
         if (up) {
             y = (T)1 - c->A_up * REFSIM_M(exp)(c->gamma_up * z);
@@ -122,13 +122,15 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t 
             T base = c->std_add + c->std_slope * REFSIM_M(fabs)(w);
             return w + d + c->sigma * (REFSIM_M(fabs)(d) + base) * xi;
         }
-        return up ? w + y * c->dw_up[k] * noise : w - y * c->dw_down[k] * noise;
+        return up ? w + y * noise * c->dw_up[k] : w - y * noise * c->dw_down[k];
     }
     case REFSIM_POW: {
         T span = c->b_max[k] - c->b_min[k];
         T r = up ? (c->b_max[k] - w) / span : (w - c->b_min[k]) / span;
         if (r < (T)0) r = (T)0;
-        T f = REFSIM_M(pow)(r, up ? c->p_up[k] : c->p_down[k]);
+        /* the power in double, rounded once to T (float32 powf and numpy's float32 power are not
+           both correctly rounded; devices.py `_power`) */
+        T f = (T)pow((double)r, (double)(up ? c->p_up[k] : c->p_down[k]));
         return up ? w + c->dw_up[k] * f * noise : w - c->dw_down[k] * f * noise;
     }
     default: { /* REFSIM_PIECEWISE */
@@ -148,13 +150,17 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int mod
     if (model == REFSIM_EXP || model == REFSIM_POW) {
         if (!(hi - lo > (T)0)) return; /* frozen without range: no pulse, no clamp */
     }
-    T u = c->ref ? c->w[k] + c->ref[k] : c->w[k];
+    /* a reference device pulses u = w + ref and stores u − ref, at every pulse (aihwkit's order:
+     * the sum and the difference round in T each time) */
+    T w = c->w[k];
     for (int64_t t = 0; t < count; ++t) {
+        T u = c->ref ? w + c->ref[k] : w;
         T v = REFSIM_SUF(refsim_step)(c, model, k, u, up, c->noisy ? xi[t] : (T)0);
         v = v < lo ? lo : v;  /* xp.clip of array-api-compat: below lo -> lo, then above hi -> hi */
-        u = v > hi ? hi : v;
+        v = v > hi ? hi : v;
+        w = c->ref ? v - c->ref[k] : v;
     }
-    c->w[k] = c->ref ? u - c->ref[k] : u;
+    c->w[k] = w;
 }
 
 /* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt, c2c normals from
@@ -211,8 +217,14 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
             double adi = c->ad[b * c->m + i];
             if (adi == 0.0) continue;
             const double *ax = c->ax + b * n;
-            for (int64_t j = 0; j < n; ++j)
-                refsim_push(idx, cnt, pre, &nnz, &total, j, refsim_count(adi * ax[j], bl));
+            for (int64_t j = 0; j < n; ++j) {
+                /* the product rounded to the weight type (exact in double for two float32
+                   factors), as the reference computes it in the tile dtype; outside (−BL, BL),
+                   and for NaN, the count saturates anyway (and the cast could overflow) */
+                double v = adi * ax[j];
+                if (v > -(double)bl && v < (double)bl) v = (double)(T)v;
+                refsim_push(idx, cnt, pre, &nnz, &total, j, refsim_count(v, bl));
+            }
         }
         if (!nnz) continue;
         /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element

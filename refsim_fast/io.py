@@ -54,12 +54,12 @@ _SERIAL_WORK = 16384
 _POS_NEG_MODE = {AnalogMVType.POS_NEG_SEPARATE: 1, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM: 2}
 
 
-def _settings(io: IOParameters, direction: str) -> Tuple[dict, dict]:
+def _settings(io: IOParameters, direction: str, dt: np.dtype = _F64) -> Tuple[dict, dict]:
     """The scalar arguments of the DAC and ADC kernels for one config and direction; the
     Python-float expressions are the reference's (cast to the working type in the kernels)."""
     sids = _SIDS[direction]
     pos_neg = io.mv_type in _ref.POS_NEG
-    dac = dict(pos_neg=int(pos_neg), step=_ref.resolution_step(io.inp_res, io.inp_bound),
+    dac = dict(pos_neg=int(pos_neg), step=_ref.resolution_step(io.inp_res, io.inp_bound, dt),
                sto_round=int(bool(io.inp_sto_round)), bound=float(io.inp_bound),
                noise=float(io.inp_noise), neg_factor=1.0 - io.inp_asymmetry,
                sid_sto_round=sids["inp_sto_round"], sid_noise=sids["inp_noise"])
@@ -72,7 +72,7 @@ def _settings(io: IOParameters, direction: str) -> Tuple[dict, dict]:
         neg_out_factor=1.0 - io.out_asymmetry,
         nonlinearity=0, slope=1.0,
         out_noise=float(io.out_noise), noise_std=0, sid_out_noise=sids["out_noise"],
-        step=_ref.resolution_step(io.out_res, io.out_bound),
+        step=_ref.resolution_step(io.out_res, io.out_bound, dt),
         sto_round=int(bool(io.out_sto_round)), sid_sto_round=sids["out_sto_round"],
         bound=float(io.out_bound), bm_neg=int(bool(io.bm_test_negative_bound)),
     )
@@ -179,7 +179,7 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
             raise ValueError(f"periphery.read_asymmetry: expected shape ({m}, {n}), got "
                              f"{read_asymmetry.shape}")
         read_asymmetry = read_asymmetry.astype(dt, copy=False)
-    dac, adc = _settings(io, draws.direction)
+    dac, adc = _settings(io, draws.direction, dt)
     pos_neg = bool(dac["pos_neg"])
 
     # -- the DAC (prepare_input, and the pos/neg split of analog_mv) ------------------------------
@@ -231,7 +231,7 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
             periphery.noise_std is not None or io.ir_drop > 0:
         call_adc = dict(adc)
         if io.ir_drop > 0:
-            call_adc["ir_scale"] = n / io.ir_drop_g_ratio
+            call_adc["ir_scale"] = _ref.ir_drop_scale(n, io, dt)
         if periphery.v_offset is not None:
             call_adc["voff"] = 1 if io.v_offset_w_min == 0.0 else (2 if io.r_series <= 0 else 3)
         if periphery.nonlinearity is not None:

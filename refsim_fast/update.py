@@ -62,26 +62,27 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _plans(xs: np.ndarray, ds: np.ndarray, lr: float, granularity: float,
-           up: UpdateParameters) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A, B (float64) and BL (int32) of every cycle (refsim.stages.pulses.pulse_plan)."""
+           up: UpdateParameters, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A, B (in ``dtype``, the tile's) and BL (int32) of every cycle
+    (refsim.stages.pulses.pulse_plan)."""
     x_max = np.max(np.abs(xs), axis=1) if xs.shape[1] else np.zeros(xs.shape[0], xs.dtype)
     d_max = np.max(np.abs(ds), axis=1) if ds.shape[1] else np.zeros(ds.shape[0], ds.dtype)
-    plans = [_pulses.pulse_plan(lr, float(xm), float(dm), granularity, up)
+    plans = [_pulses.pulse_plan(lr, float(xm), float(dm), granularity, up, dtype)
              for xm, dm in zip(x_max.tolist(), d_max.tolist())]
-    a = np.array([p.a for p in plans], dtype=np.float64)
-    b = np.array([p.b for p in plans], dtype=np.float64)
+    a = np.array([p.a for p in plans], dtype=dtype)
+    b = np.array([p.b for p in plans], dtype=dtype)
     bl = np.array([p.bl for p in plans], dtype=np.int32)
     return a, b, bl
 
 
 def _probabilities(values: np.ndarray, scale: np.ndarray, step: float, sto: bool, seed: int,
                    stream: str, calls: np.ndarray, threads: int) -> np.ndarray:
-    """(batch, size) float64 pulse probabilities of every cycle (refsim.stages.pulses
-    .probabilities with each cycle's scale and stochastic-rounding uniforms)."""
+    """(batch, size) pulse probabilities of every cycle in the dtype of ``values`` (refsim.stages
+    .pulses.probabilities with each cycle's scale and stochastic-rounding uniforms)."""
     uniforms = None
     if sto:
         size = values.shape[1]
-        uniforms = np.empty(values.shape, dtype=np.float64)
+        uniforms = np.empty(values.shape, dtype=values.dtype)
         for r, call in enumerate(calls.tolist()):
             uniforms[r] = _fast_rng.uniform(seed, stream, call, size, num_threads=threads)
     return _pulses.probabilities(np, values, scale[:, None], step, uniforms)
@@ -135,7 +136,7 @@ def _scalars(cfg: PulsedDevice) -> Dict[str, Any]:
         sigma=sigma, noisy=int(sigma > 0.0), mult_noise=int(bool(getattr(cfg, "mult_noise", True))),
         extended=int(exp_step and sigma > 0.0 and (cfg.dw_min_std_add != 0.0
                                                    or cfg.dw_min_std_slope != 0.0)),
-        two_a=2.0 * get("a"), b=get("b"), A_up=get("A_up"), A_down=get("A_down"),
+        es_a=get("a"), b=get("b"), A_up=get("A_up"), A_down=get("A_down"),
         gamma_up=get("gamma_up"), neg_gamma_down=-get("gamma_down"),
         std_add=get("dw_min_std_add"), std_slope=get("dw_min_std_slope"))
 
@@ -194,38 +195,40 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
     out = np.array(w, dtype=dtype, order="C", copy=True)
     if batch == 0:
         return out
-    a, b, bl = _plans(xs, ds, lr, granularity, up)
+    xs, ds = xs.astype(dtype, copy=False), ds.astype(dtype, copy=False)
+    a, b, bl = _plans(xs, ds, lr, granularity, up, dtype)
     if n * int(bl.max()) >= 2**31:
         raise ValueError(f"xs: in_size × BL = {n} × {int(bl.max())} pulse slots per row exceed "
                          f"the kernel's int32 range")
     calls = np.arange(first_call, first_call + batch, dtype=np.uint64)
-    step = _pulses.resolution(up.res)
-    sto = bool(up.sto_round) and step > 0.0
-    p_x = np.ascontiguousarray(
-        _probabilities(xs, b, step, sto, seed, f"{prefix}.x_sto_round", calls, threads))
-    p_d = np.ascontiguousarray(
-        _probabilities(ds, a, step, sto, seed, f"{prefix}.d_sto_round", calls, threads))
+    implicit = up.pulse_type == PulseType.DETERMINISTIC_IMPLICIT
+    steps = (_pulses.resolution_implicit(up.x_res_implicit, dtype),
+             _pulses.resolution_implicit(up.d_res_implicit, dtype)) if implicit else \
+        (_pulses.resolution(up.res, dtype),) * 2
+    p_x = _probabilities(xs, b, steps[0], bool(up.sto_round) and steps[0] > 0.0, seed,
+                         f"{prefix}.x_sto_round", calls, threads)
+    p_d = _probabilities(ds, a, steps[1], bool(up.sto_round) and steps[1] > 0.0, seed,
+                         f"{prefix}.d_sto_round", calls, threads)
     xbits = dbits = ax = ad = None
     if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
         mode = _TRAINS
         nw = max(1, (int(bl.max()) + 63) // 64)
         xbits = np.zeros((batch, n, nw), dtype=np.uint64)
         dbits = np.zeros((batch, m, nw), dtype=np.uint64)
-        _update.pulse_trains(seed, _SIDS[f"{prefix}.x_bits"], calls, bl, p_x, xbits, threads)
-        _update.pulse_trains(seed, _SIDS[f"{prefix}.d_bits"], calls, bl, p_d, dbits, threads)
+        # the uniforms are multiples of 2⁻²⁴: a float32 probability compares the same widened
+        _update.pulse_trains(seed, _SIDS[f"{prefix}.x_bits"], calls, bl,
+                             np.ascontiguousarray(p_x, dtype=np.float64), xbits, threads)
+        _update.pulse_trains(seed, _SIDS[f"{prefix}.d_bits"], calls, bl,
+                             np.ascontiguousarray(p_d, dtype=np.float64), dbits, threads)
     else:
         mode = _PRODUCTS
-        blf = bl.astype(np.float64)[:, None]
-        if up.pulse_type == PulseType.MEAN_COUNT:
-            ax = np.clip(np.round(blf * p_x), 0.0, blf)
-            n_d = np.clip(np.round(blf * p_d), 0.0, blf)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ad = np.where(blf > 0, n_d / np.where(blf > 0, blf, 1.0), 0.0)
-        else:  # DeterministicImplicit
-            ax = np.clip(_pulses.probabilities(np, p_x, 1.0, up.x_res_implicit), 0.0, 1.0)
-            q_d = np.clip(_pulses.probabilities(np, p_d, 1.0, up.d_res_implicit), 0.0, 1.0)
-            ad = blf * q_d
-        ax, ad = np.ascontiguousarray(ax), np.ascontiguousarray(ad)
+        # a cycle without pulses (BL = 0) is skipped by the kernel; BL 1 there avoids 0/0
+        blt = np.where(bl > 0, bl, 1).astype(dtype)[:, None]
+        ax, ad = _pulses.count_factors(np, p_x, p_d, blt, implicit)
+        # float64 holds the products of two float32 factors exactly; the kernel rounds each
+        # product to the weight type before rint (spec/pulses.md §U4)
+        ax = np.ascontiguousarray(ax, dtype=np.float64)
+        ad = np.ascontiguousarray(np.where(bl[:, None] > 0, ad, 0), dtype=np.float64)
     xneg = np.ascontiguousarray(xs < 0, dtype=np.uint8)
     dneg = np.ascontiguousarray((ds < 0) != (lr < 0), dtype=np.uint8)
     dev = _device_arrays(params, cfg, dtype)

@@ -334,7 +334,8 @@ def test_bound_management_removes_saturation(seed, m, n, batch, negative, bm):
         alpha = np.broadcast_to(alpha[:, None], y.shape)
         assert np.all(np.abs(y - expect)[fits] <= 0.6 * alpha[fits])
         np.testing.assert_allclose(y[clips], sign * 12.0 * alpha[clips], rtol=1e-12)
-    clipped = np.broadcast_to(sign * 12.0 * scales[:, None], expect.shape)
+    # the output factor is out_scale/(1/α) (spec/io.md §S7), not α
+    clipped = np.broadcast_to(sign * 12.0 * (1.0 / (1.0 / scales))[:, None], expect.shape)
     y_none = run(make_tile(w, BM_OFF, seed=seed), x)
     np.testing.assert_array_equal(y_none, clipped)
     # backward ignores BM: Wᵀ-problem built the same way

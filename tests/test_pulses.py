@@ -104,7 +104,7 @@ def test_res_quantizes_probabilities_and_res_above_one_counts_steps():
     x, d = [0.9, 0.33], [0.7]
     for res, step in [(0.1, 0.1), (10.0, 0.1), (0.0, 0.0), (-1.0, 0.0)]:
         assert pulses.resolution(res) == step
-    up = UpdateParameters(res=10.0, pulse_type="DeterministicImplicit")
+    up = UpdateParameters(res=10.0, pulse_type="MeanCount")
     counts, plan = counts_of(x, d, 0.05, 0.001, up)
     assert plan.bl > 0 and counts.any(), "res > 1 must not silently drop the update"
 
@@ -144,3 +144,63 @@ def test_train_length_is_bounded():
     with pytest.raises(ValueError, match="desired_bl = 100000"):
         pulse_plan(0.1, 1.0, 1.0, 0.001, UpdateParameters(desired_bl=100000))
     assert pulse_plan(0.1, 1.0, 1.0, 0.001, UpdateParameters(desired_bl=MAX_BL)).bl <= MAX_BL
+
+
+# -- the precision rule (spec/agreement.md rule 7) -------------------------------------------------
+
+
+def _counts_in(real, x, d, lr, g, bl_max):
+    """An independent evaluation of §U2 and §U4 for update-managed DeterministicImplicit trains,
+    every operation rounded in ``real`` (aihwkit's float32 order when ``real`` is np.float32)."""
+    eta, x, d, g = real(lr), np.asarray(x, real), np.asarray(d, real), real(g)
+    x_m, d_m = np.max(np.abs(x)), np.max(np.abs(d))
+    d_v = real(1) * d_m
+    k = eta * x_m * d_v / g
+    bl = min(math.ceil(k), bl_max)
+    a = b = np.sqrt(eta / (g * real(bl)))
+    if k > real(bl_max):
+        d_v = d_v * (real(bl_max) / k)
+    a, b = a * np.sqrt(x_m / d_v), b * np.sqrt(d_v / x_m)
+    q_x = np.clip(np.abs(x) * b, 0, 1)
+    q_d = np.clip(np.abs(d) * a, 0, 1)
+    return np.rint((real(bl) * q_d)[:, None] * q_x[None, :]).astype(np.int64)
+
+
+def test_float32_counts_round_in_float32():
+    """A float32 tile's counts are those of the float32 formulas, including rint ties that the
+    float64 formulas put on the other side (the test shows such cases occur)."""
+    gen = np.random.default_rng(7)
+    up = UpdateParameters(pulse_type="DeterministicImplicit", desired_bl=5)
+    other_side = 0
+    for _ in range(400):
+        x = np.round(gen.uniform(-1, 1, 3) * 64) / 64
+        d = np.round(gen.uniform(-1, 1, 2) * 64) / 64
+        if not (np.any(x) and np.any(d)):
+            continue
+        lr, g = float(gen.choice([0.01, 0.1, 0.5])), 0.001
+        c32, _ = pulses.coincidences(XP_NUMPY, XP_NUMPY.asarray(x, dtype=XP_NUMPY.float32),
+                                     XP_NUMPY.asarray(d, dtype=XP_NUMPY.float32), lr, g, up, 1,
+                                     0)
+        expected = _counts_in(np.float32, x, d, lr, g, 5)
+        np.testing.assert_array_equal(np.abs(to_numpy(c32)), expected)
+        other_side += int(np.any(_counts_in(np.float64, x, d, lr, g, 5) != expected))
+    assert other_side > 0
+
+
+def test_deterministic_implicit_ignores_res_and_rounds_its_own_bins_stochastically():
+    """'DeterministicImplicit' quantizes with x_res_implicit / d_res_implicit (stochastically with
+    sto_round), not with res; a non-zero res with it is a ConfigError naming update.res."""
+    from refsim.configs import ConfigError, SingleRPUConfig
+    from refsim.tile import AnalogTile
+
+    with pytest.raises(ConfigError, match=r"update\.res"):
+        AnalogTile(2, 2, SingleRPUConfig(update=UpdateParameters(
+            pulse_type="DeterministicImplicit", res=0.1)))
+    x, d = [0.9, 0.33, -0.47], [0.7, -0.2]
+    plain = UpdateParameters(pulse_type="DeterministicImplicit", x_res_implicit=0.3)
+    sto = UpdateParameters(pulse_type="DeterministicImplicit", x_res_implicit=0.3, sto_round=True)
+    plain_draws = {counts_of(x, d, 0.05, 0.001, plain, seed=s)[0].tobytes() for s in range(8)}
+    draws = {counts_of(x, d, 0.05, 0.001, sto, seed=s)[0].tobytes() for s in range(8)}
+    assert len(plain_draws) == 1 and len(draws) > 1  # sto_round acts on the implicit bins
+    np.testing.assert_array_equal(counts_of(x, d, 0.05, 0.001, sto, seed=3)[0],
+                                  counts_of(x, d, 0.05, 0.001, sto, seed=3)[0])

@@ -296,7 +296,7 @@ def test_device_operations_agree(dtype):
 #    refsim_fast._update / refsim_fast.update end in a ValueError or a defined, clamped result,
 #    never in a read or write out of bounds (CI runs these under ASan/UBSan: .ci/sanitize) ------
 
-_SCALARS = dict(sigma=0.0, noisy=0, mult_noise=1, extended=0, two_a=0.0, b=0.0, A_up=0.0,
+_SCALARS = dict(sigma=0.0, noisy=0, mult_noise=1, extended=0, es_a=0.0, b=0.0, A_up=0.0,
                 A_down=0.0, gamma_up=0.0, neg_gamma_down=0.0, std_add=0.0, std_slope=0.0)
 
 

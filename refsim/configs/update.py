@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from .base import ConfigBase, choice, flag, integer, real
+from .base import ConfigBase, ConfigError, choice, flag, integer, real
 from .enums import PulseType
 
 
@@ -23,3 +23,10 @@ class UpdateParameters(ConfigBase):
     update_bl_management: bool = flag(True)
     update_management: bool = flag(True)
     um_grad_scale: float = real(1.0, gt=0)
+
+    def _check_complete(self, prefix: str) -> None:
+        if self.pulse_type == PulseType.DETERMINISTIC_IMPLICIT and self.res != 0.0:
+            raise ConfigError(
+                f"{prefix}res: {self.res!r} has no effect with pulse_type 'DeterministicImplicit', "
+                f"which quantizes its probabilities with x_res_implicit and d_res_implicit "
+                f"(spec/pulses.md §U4; aihwkit ignores res there too); set res = 0")

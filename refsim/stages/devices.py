@@ -151,16 +151,17 @@ def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
     n = shape[1]
     check_supported(cfg)
     eff = effective(cfg)
-    f64 = xp.float64
 
+    # computed in the tile's dtype, as aihwkit's populate does (spec/agreement.md rule 7); the means
+    # of `effective` are the Python floats aihwkit's Python layer hands its C++ core
     def full(value: float) -> Any:
-        return xp.full(shape, float(value), dtype=f64, device=device)
+        return xp.full(shape, float(value), dtype=dtype, device=device)
 
     def normal(stream: str) -> Any:
-        return rng.normal(seed, stream, device_index, shape, xp=xp, device=device)
+        return rng.normal(seed, stream, device_index, shape, xp=xp, dtype=dtype, device=device)
 
     def uniform(stream: str) -> Any:
-        return rng.uniform(seed, stream, device_index, shape, xp=xp, device=device)
+        return rng.uniform(seed, stream, device_index, shape, xp=xp, dtype=dtype, device=device)
 
     def varied(mean: float, spread: float, stream: str) -> Any:
         """mean·(1 + spread·ξ), drawn only when both are non-zero."""
@@ -241,13 +242,12 @@ def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
         extra["slope_up"] = _slope(xp, g_up, dw_up, ref_up)
         extra["slope_down"] = _slope(xp, g_down, dw_down, ref_down)
     elif name == "SoftBoundsReferenceDevice":
+        # the bounds pass through the slopes Δ/b (aihwkit's order, also without a slope spread)
         inside = (b_max > 0.0) & (b_min < 0.0)
-        if cfg.slope_down_dtod > 0.0:
-            scale = xp.abs(1.0 + cfg.slope_down_dtod * normal("device.slope_down"))
-            b_min = xp.where(inside, b_min / scale, b_min)
-        if cfg.slope_up_dtod > 0.0:
-            scale = xp.abs(1.0 + cfg.slope_up_dtod * normal("device.slope_up"))
-            b_max = xp.where(inside, b_max / scale, b_max)
+        b_min = _through_slope(xp, -dw_down, b_min, inside, cfg.slope_down_dtod,
+                               lambda: normal("device.slope_down"))
+        b_max = _through_slope(xp, dw_up, b_max, inside, cfg.slope_up_dtod,
+                               lambda: normal("device.slope_up"))
         ref = _reference(xp, cfg, normal, full)
         if cfg.subtract_symmetry_point:
             inside = (b_max > 0.0) & (b_min < 0.0)
@@ -281,6 +281,19 @@ def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
     return DeviceParams(b_min=cast(b_min), b_max=cast(b_max), dw_up=cast(dw_up),
                         dw_down=cast(dw_down), reset_bias=cast(beta), kappa=cast(kappa),
                         rho=cast(rho), extra={k: cast(v) for k, v in extra.items()})
+
+
+def _through_slope(xp: Any, step: Any, bound: Any, inside: Any, spread: float,
+                   draw: Any) -> Any:
+    """A SoftBoundsReference bound after its slope spread (spec/devices.md §V2): with the slope
+    s = step/bound, s ← s·abs(1 + spread·ξ) (ξ drawn only when spread > 0), bound ← step/s, where
+    ``inside`` and the step is not 0; elsewhere the bound is kept."""
+    ones = xp.ones_like(bound)
+    use = inside & (step != 0.0)
+    slope = step / xp.where(use, bound, ones)
+    if spread > 0.0:
+        slope = slope * xp.abs(1.0 + spread * draw())
+    return xp.where(use, step / xp.where(use, slope, ones), bound)
 
 
 def _slope(xp: Any, gamma: Any, step: Any, reference: Any) -> Any:
@@ -356,7 +369,7 @@ def _step(xp: Any, cfg: Any, name: str, w: Any, params: DeviceParams, xi: Option
     if name == "ExpStepDevice":
         span = p.b_max - p.b_min
         ok = span > 0.0
-        z = 2.0 * cfg.a * w / xp.where(ok, span, xp.ones_like(span)) + cfg.b
+        z = 2.0 * w / xp.where(ok, span, xp.ones_like(span)) * cfg.a + cfg.b  # aihwkit's order
         y_up = xp.clip(1.0 - cfg.A_up * xp.exp(cfg.gamma_up * z), min=0.0)
         y_down = xp.clip(1.0 - cfg.A_down * xp.exp(-cfg.gamma_down * z), min=0.0)
         extended = xi is not None and (cfg.dw_min_std_add != 0.0 or cfg.dw_min_std_slope != 0.0)
@@ -366,20 +379,27 @@ def _step(xp: Any, cfg: Any, name: str, w: Any, params: DeviceParams, xi: Option
             up = w + d_up + sigma * (xp.abs(d_up) + base) * xi
             down = w + d_down + sigma * (xp.abs(d_down) + base) * xi
         else:
-            up, down = w + y_up * p.dw_up * noise, w - y_down * p.dw_down * noise
+            up, down = w + y_up * noise * p.dw_up, w - y_down * noise * p.dw_down
         return xp.where(ok, up, w), xp.where(ok, down, w)
     if name in ("PowStepDevice", "PowStepReferenceDevice"):
         span = p.b_max - p.b_min
         ok = span != 0.0
         safe = xp.where(ok, span, xp.ones_like(span))
-        f_up = xp.clip((p.b_max - w) / safe, min=0.0) ** p.extra["gamma_up"]
-        f_down = xp.clip((w - p.b_min) / safe, min=0.0) ** p.extra["gamma_down"]
+        f_up = _power(xp, xp.clip((p.b_max - w) / safe, min=0.0), p.extra["gamma_up"])
+        f_down = _power(xp, xp.clip((w - p.b_min) / safe, min=0.0), p.extra["gamma_down"])
         up, down = w + p.dw_up * f_up * noise, w - p.dw_down * f_down * noise
         return xp.where(ok, up, w), xp.where(ok, down, w)
     if name == "PiecewiseStepDevice":
         return (w + p.dw_up * _piecewise(xp, cfg.piecewise_up, w, p) * noise,
                 w - p.dw_down * _piecewise(xp, cfg.piecewise_down, w, p) * noise)
     raise NotImplementedError(f"device: the per-pulse rule of {name} is not implemented")
+
+
+def _power(xp: Any, base: Any, exponent: Any) -> Any:
+    """``base ** exponent`` computed in float64 and rounded once to the dtype of ``base``
+    (numpy's float32 power is not correctly rounded; the compiled kernel does the same)."""
+    wide = xp.astype(base, xp.float64) ** xp.astype(exponent, xp.float64)
+    return wide if base.dtype == xp.float64 else xp.astype(wide, base.dtype)
 
 
 def _piecewise(xp: Any, nodes: Any, w: Any, p: DeviceParams) -> Any:
@@ -426,7 +446,6 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
         wide = xp.astype(size, xp.int64)
         first = xp.cumulative_sum(wide, axis=1) - wide
     ref = params.extra.get("reference")
-    u = w if ref is None else w + ref
     up = counts > 0
     if name in FROZEN_WITHOUT_RANGE:  # these models leave a device without range untouched
         span = params.b_max - params.b_min
@@ -435,12 +454,12 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
         xi = None
         if run is not None:
             xi = xp.take_along_axis(run, xp.clip(first + t, max=n * bl - 1), axis=1)
+        # a reference device pulses u = w + ref and keeps u − ref, at every pulse
+        u = w if ref is None else w + ref
         w_up, w_down = _step(xp, cfg, name, u, params, xi, sigma)
         new = xp.clip(xp.where(up, w_up, w_down), min=params.b_min, max=params.b_max)
-        u = xp.where(size > t, new, u)
-    if ref is None:
-        return u
-    return xp.where(size > 0, u - ref, w)  # (w + ref) − ref is not always w: keep unpulsed ones
+        w = xp.where(size > t, new if ref is None else new - ref, w)
+    return w
 
 
 # -- other operations -----------------------------------------------------------------------------

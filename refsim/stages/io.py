@@ -19,6 +19,7 @@ import threading
 from typing import Any, Optional, Tuple
 
 from refsim import rng
+from refsim.precision import real
 from refsim.configs import (
     AnalogMVType,
     BoundManagementType,
@@ -43,12 +44,17 @@ POS_NEG = (AnalogMVType.POS_NEG_SEPARATE, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_
 # -- parameters derived once per config (spec/io.md §S1) -----------------------------------------
 
 
-def resolution_step(res: float, bound: float) -> float:
-    """Quantization step of a DAC/ADC: ``res'·2·bound`` with ``res' = 1/res`` for ``res > 1``;
-    0 (quantization off) when ``res <= 0`` or ``bound <= 0``."""
-    if res <= 0.0 or bound <= 0.0:
+def resolution_step(res: float, bound: float, dtype: Any = None) -> float:
+    """Quantization step of a DAC/ADC: ``res'·(2·bound)`` with ``res' = 1/res`` for ``res > 1``,
+    computed in ``dtype`` (default float64; spec/agreement.md rule 7); 0 (quantization off) when
+    ``res <= 0`` or ``bound <= 0``."""
+    R = real(dtype)
+    r = R(res)
+    if r <= 0 or bound <= 0.0:
         return 0.0
-    return (1.0 / res if res > 1.0 else res) * 2.0 * bound
+    if r > 1:
+        r = R(1) / r
+    return float(r * (R(2) * R(bound)))
 
 
 def check_supported(io: IOParameters, path: str, backward: bool = False) -> None:
@@ -268,10 +274,13 @@ def _scale(xp: Any, x: Any, io: IOParameters, nm_type: NoiseManagementType,
     if nm_type == NoiseManagementType.CONSTANT:
         return xp.full_like(abs_max, theta if theta > 0 else 1.0), running
     if nm_type == NoiseManagementType.AVERAGE_ABS_MAX:
+        R = real(x.dtype)
         values = []
-        for a in (float(v) for v in _to_list(xp, abs_max)):
-            running = a if running is None else (1.0 - NM_DECAY) * running + NM_DECAY * a
-            values.append(running)
+        for a in (R(v) for v in _to_list(xp, abs_max)):
+            running = a if running is None else \
+                R(running) * (R(1) - R(NM_DECAY)) + R(NM_DECAY) * a
+            values.append(float(running))
+        running = None if running is None else float(running)
         return xp.asarray(values, dtype=x.dtype, device=rng.device_of(x)), running
     if nm_type == NoiseManagementType.MAX:
         alpha = xp.max(x, axis=1)
@@ -293,15 +302,25 @@ def flush_tiny(xp: Any, alpha: Any) -> Any:
 
 def np_sum_scale(xp: Any, x: Any, alpha: Any, io: IOParameters) -> Any:
     """The AbsMaxNPSum rule (spec/io.md §S3): ``max(a, q)`` with
-    ``q = max(P, −N)·0.6/out_bound``, capped at ``a·max_bm_res/step_in`` when the DAC quantizes."""
-    positive = xp.sum(xp.clip(x, min=0.0), axis=1)
-    negative = xp.sum(xp.clip(x, max=0.0), axis=1)
-    bound = io.out_bound if io.out_bound > 0 else 1.0
-    q = xp.maximum(positive, -negative) * (NM_ASSUMED_WMAX / bound)
-    step_in = resolution_step(io.inp_res, io.inp_bound)
+    ``q = (max(P, −N)·0.6)/out_bound``, capped at ``(a/step_in)·max_bm_res`` when the DAC
+    quantizes (in this order, in the dtype of ``x``)."""
+    R = real(x.dtype)
+    positive = sequential_sum(xp, xp.clip(x, min=0.0))
+    negative = sequential_sum(xp, xp.clip(x, max=0.0))
+    bound = float(R(io.out_bound)) if io.out_bound > 0 else 1.0
+    q = xp.maximum(positive, -negative) * float(R(NM_ASSUMED_WMAX)) / bound
+    step_in = resolution_step(io.inp_res, io.inp_bound, x.dtype)
     if step_in > 0:
-        q = xp.minimum(q, alpha * (io.max_bm_res / step_in))
+        q = xp.minimum(q, alpha / step_in * float(R(io.max_bm_res)))
     return xp.maximum(alpha, q)
+
+
+def sequential_sum(xp: Any, a: Any) -> Any:
+    """Row sums of ``a`` (B, n) added left to right, element by element, in the dtype of ``a``
+    (aihwkit's loop; a pairwise sum rounds differently from 8 elements on)."""
+    if a.shape[1] == 0:
+        return xp.zeros((a.shape[0],), dtype=a.dtype, device=rng.device_of(a))
+    return xp.cumulative_sum(a, axis=1)[:, -1]
 
 
 def quantize(xp: Any, v: Any, step: float, uniforms: Any = None) -> Any:
@@ -321,7 +340,7 @@ def prepare_input(xp: Any, x: Any, scale: Any, io: IOParameters, draws: Draws, p
     input noise. ``x`` is (R, n) for the rows ``rows``; ``scale`` is (R,)."""
     n = x.shape[1]
     v = x * xp.reshape(scale, (-1, 1))
-    step = resolution_step(io.inp_res, io.inp_bound)
+    step = resolution_step(io.inp_res, io.inp_bound, x.dtype)
     if step > 0:
         u = draws.uniform(xp, "inp_sto_round", pass_index, rows, n, x.dtype) \
             if io.inp_sto_round else None
@@ -339,9 +358,15 @@ def ir_drop(xp: Any, xt: Any, weights: Any, io: IOParameters) -> Any:
     ``a_i = (n/ir_drop_g_ratio)·Σ_j abs(W_ij)·abs(x_j)``, ``π = 0.05a³ − 0.2a² + 0.5a``."""
     n = xt.shape[1]
     position = 1.0 - ((xp.arange(n, dtype=xt.dtype, device=rng.device_of(xt)) + 1.0) / n) ** 2
-    a = (n / io.ir_drop_g_ratio) * matmul(xp.abs(xt), xp.matrix_transpose(xp.abs(weights)))
+    a = ir_drop_scale(n, io, xt.dtype) * matmul(xp.abs(xt), xp.matrix_transpose(xp.abs(weights)))
     pi = ((0.05 * a - 0.2) * a + 0.5) * a
-    return io.ir_drop * pi * matmul(xt * position, xp.matrix_transpose(weights))
+    return pi * (io.ir_drop * matmul(xt * position, xp.matrix_transpose(weights)))
+
+
+def ir_drop_scale(n: int, io: IOParameters, dtype: Any) -> float:
+    """``n/ir_drop_g_ratio`` of the IR-drop model, in ``dtype`` (spec/agreement.md rule 7)."""
+    R = real(dtype)
+    return float(R(n) / R(io.ir_drop_g_ratio))
 
 
 def analog_product(xp: Any, xt: Any, weights: Any, io: IOParameters, periphery: Periphery,
@@ -368,8 +393,7 @@ def voltage_offsets(xp: Any, y: Any, xt: Any, io: IOParameters, v: Any) -> Any:
     """Per-output voltage offsets ``v_i`` and series resistance (spec/io.md §S5)."""
     rho = io.r_series
     if io.v_offset_w_min == 0.0:
-        y = (1.0 - v) * y
-        return y / (1.0 + rho * xp.abs(y)) if rho > 0 else y
+        return (1.0 - v) * y / (1.0 + rho * xp.abs(y)) if rho > 0 else (1.0 - v) * y
     ref = -io.v_offset_w_min * xp.sum(xt, axis=1, keepdims=True)
     if rho <= 0:
         return (1.0 - v) * y - 2.0 * v * ref
@@ -390,7 +414,7 @@ def finalize_output(xp: Any, y: Any, io: IOParameters, periphery: Periphery, dra
     sigma = periphery.noise_std if periphery.noise_std is not None else io.out_noise
     if io.out_noise > 0:
         y = y + sigma * draws.normal(xp, "out_noise", pass_index, rows, m, y.dtype, half)
-    step = resolution_step(io.out_res, io.out_bound)
+    step = resolution_step(io.out_res, io.out_bound, y.dtype)
     if step > 0:
         u = draws.uniform(xp, "out_sto_round", pass_index, rows, m, y.dtype, half) \
             if io.out_sto_round else None
@@ -471,18 +495,20 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
         active = alpha > 0  # the other rows are exactly zero, and draw nothing
     else:
         active = xp.ones((batch,), dtype=xp.bool, device=rng.device_of(x))
-    step_in = resolution_step(io.inp_res, io.inp_bound)
+    R = real(x.dtype)
+    step_in = resolution_step(io.inp_res, io.inp_bound, x.dtype)
+    bm_res_limit = float(R(io.max_bm_res) / R(step_in)) if step_in > 0 else 0.0
+    out_scale = float(R(io.out_scale))
     red, pass_index = 1.0, 0
     while bool(xp.any(active)):
         rows = xp.nonzero(active)[0]
         every = rows.shape[0] == batch  # all rows: no gather / scatter needed
         a = alpha if every else xp.take(alpha, rows, axis=0)
-        plain = red if bounded else 1.0
-        factor = xp.where(a > 0, a * red, xp.full_like(a, plain)) if managed else \
-            xp.full_like(a, plain)
-        out, ok = impl.analog_mv(xp, x if every else xp.take(x, rows, axis=0), 1.0 / factor,
+        scale, rescale = input_output_scales(xp, a, managed, red if bounded else 1.0,
+                                             out_scale, backward)
+        out, ok = impl.analog_mv(xp, x if every else xp.take(x, rows, axis=0), scale,
                                  weights, io, periphery, draws, pass_index, rows)
-        out = out * xp.reshape(factor * io.out_scale, (-1, 1))
+        out = out * xp.reshape(rescale, (-1, 1))
         y = out if every else scatter_rows(xp, y, active, out)
         if not bounded:
             break
@@ -494,13 +520,29 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
                 alpha, _ = noise_management(xp, x, io, NoiseManagementType.ABS_MAX_NP_SUM)
             else:  # already the worst-case scale, or no scale at all: halve the inputs
                 red = 2.0
-        elif int(red) > io.max_bm_factor or (step_in > 0 and red > io.max_bm_res / step_in):
+        elif int(red) > io.max_bm_factor or (step_in > 0 and red > bm_res_limit):
             break
         else:
             red *= 2.0
         active = scatter_rows(xp, xp.zeros_like(active), active, xp.logical_not(ok))
         pass_index += 1
     return y, nm_running
+
+
+def input_output_scales(xp: Any, alpha: Any, managed: bool, reduction: float, out_scale: float,
+                        backward: bool) -> Tuple[Any, Any]:
+    """Per row, the input scale ``s`` of a pass and the factor that rescales its outputs
+    (spec/io.md §S7), in the dtype of ``alpha`` and aihwkit's order: ``s = (1/α)/red`` (a row with
+    α = 0, or without noise management, has ``s = 1/red``), the outputs are multiplied by
+    ``out_scale/s`` in the forward pass and by ``out_scale·α`` in the backward pass (which has
+    ``red = 1``)."""
+    one = xp.ones_like(alpha)
+    scale = xp.where(alpha > 0, one / xp.where(alpha > 0, alpha, one), one) if managed else one
+    if reduction != 1.0:
+        scale = scale / reduction
+    if backward and managed:
+        return scale, out_scale * xp.where(alpha > 0, alpha, one)
+    return scale, out_scale / scale
 
 
 def scatter_rows(xp: Any, target: Any, mask: Any, values: Any) -> Any:

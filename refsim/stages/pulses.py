@@ -15,11 +15,13 @@ Random numbers: each cycle is one call (the tile's counter ``update``) of the st
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Tuple
+
+import numpy as np
 
 from refsim import rng
 from refsim.configs import PulseType, UpdateParameters
+from refsim.precision import dtype_name, real
 
 #: Pulse types handled by this stage (None and NoneWithDevice are floating-point updates).
 PULSED = (
@@ -48,73 +50,82 @@ class PulsePlan:
     bl: int
 
 
-def resolution(res: float) -> float:
+def resolution(res: float, dtype: Any = None) -> float:
     """Probability quantization step: ``res`` in (0, 1], ``1/res`` for ``res > 1``, 0 (off) for
-    ``res <= 0`` (spec/update.md §U3; aihwkit drops every update for ``res > 1``)."""
-    if res <= 0.0:
+    ``res <= 0``, in ``dtype`` (spec/pulses.md §U3; aihwkit drops every update for ``res > 1``)."""
+    R = real(dtype)
+    r = R(res)
+    if r <= 0:
         return 0.0
-    return 1.0 / res if res > 1.0 else res
+    return float(R(1) / r if r > 1 else r)
 
 
 def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
-               up: UpdateParameters) -> PulsePlan:
-    """A, B and BL of one cycle (spec/update.md §U2), in float64.
+               up: UpdateParameters, dtype: Any = None) -> PulsePlan:
+    """A, B and BL of one cycle (spec/pulses.md §U2), computed in the tile's ``dtype`` (default
+    float64) in aihwkit's order (spec/agreement.md rule 7).
 
     ``lr`` is the pulse-count learning rate (its sign is handled by :func:`coincidences`),
     ``x_max``/``d_max`` the abs-max of the cycle's rows, ``granularity`` the device's weight
     granularity ``g > 0``.
     """
-    eta = abs(lr)
+    R = real(dtype)
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        return _plan(R, R(abs(lr)), R(x_max), R(d_max), R(granularity), up)
+
+
+def _plan(R: type, eta: Any, x_max: Any, d_max: Any, g: Any, up: UpdateParameters) -> PulsePlan:
     bl_max = up.desired_bl
-    if eta == 0.0:
+    if eta == 0:
         return PulsePlan(0.0, 0.0, 0)
-    if not math.isfinite(eta / granularity):  # §U2.4
-        raise ValueError(f"lr: abs(lr)/granularity = {eta!r}/{granularity!r} overflows float64; "
-                         f"the pulse trains are undefined (spec/pulses.md §U2.4)")
+    kind = dtype_name(R)
+    if not np.isfinite(eta / g):  # §U2.4
+        raise ValueError(f"lr: abs(lr)/granularity = {float(eta)!r}/{float(g)!r} overflows "
+                         f"{kind}; the pulse trains are undefined (spec/pulses.md §U2.4)")
     blm = up.update_bl_management
     managed = up.update_management or blm  # BL management implies update management
-    if up.fixed_bl or blm or granularity * bl_max >= eta:
+    if up.fixed_bl or blm or not g * R(bl_max) < eta:
         bl = bl_max
-        a = b = math.sqrt(eta / (granularity * bl))
+        a = b = np.sqrt(eta / (g * R(bl)))
     else:
-        bl = max(math.ceil(eta / granularity), 1)
-        a = b = 1.0
+        bl = max(int(np.ceil(eta / g)), 1)
+        a = b = R(1)
     if bl > MAX_BL:
         raise ValueError(f"update: a pulse train of {bl} slots exceeds MAX_BL = {MAX_BL} "
-                         f"(desired_bl = {bl_max}, abs(lr)/granularity = {eta / granularity!r})")
+                         f"(desired_bl = {bl_max}, abs(lr)/granularity = {float(eta / g)!r})")
     if not managed:
-        return PulsePlan(a, b, bl)
-    if x_max <= 0.0 or d_max <= 0.0:
-        return PulsePlan(a, b, 0)
-    d_v = up.um_grad_scale * d_max
-    k = eta * x_max * d_v / granularity
-    if not math.isfinite(k):  # §U2.4
-        raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {eta!r}·{x_max!r}·"
-                         f"{up.um_grad_scale!r}·{d_max!r}/{granularity!r} overflows float64 "
-                         f"(spec/pulses.md §U2.4)")
+        return PulsePlan(float(a), float(b), bl)
+    if x_max <= 0 or d_max <= 0:
+        return PulsePlan(float(a), float(b), 0)
+    d_v = R(up.um_grad_scale) * d_max
+    k = eta * x_max * d_v / g
+    if not np.isfinite(k):  # §U2.4
+        raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {float(eta)!r}·"
+                         f"{float(x_max)!r}·{up.um_grad_scale!r}·{float(d_max)!r}/{float(g)!r} "
+                         f"overflows {kind} (spec/pulses.md §U2.4)")
     if blm:
-        bl = min(math.ceil(k), bl_max)
+        bl = min(int(np.ceil(k)), bl_max)
         if bl == 0:  # k underflowed to 0: nothing to send
-            return PulsePlan(a, b, 0)
-        a = b = math.sqrt(eta / (granularity * bl))
-    if k > bl_max:
-        d_v = d_v * bl_max / k
-    a, b = a * math.sqrt(x_max / d_v), b * math.sqrt(d_v / x_max)
-    if not (math.isfinite(a) and math.isfinite(b) and a > 0.0 and b > 0.0):  # §U2.4
-        raise ValueError(f"x, d: max|x| = {x_max!r} and max|d| = {d_max!r} are too far apart: "
-                         f"the update-management scales A = {a!r}, B = {b!r} leave float64 "
-                         f"(spec/pulses.md §U2.4); rescale x or d")
-    return PulsePlan(a, b, bl)
+            return PulsePlan(float(a), float(b), 0)
+        a = b = np.sqrt(eta / (g * R(bl)))
+    if k > R(bl_max):
+        d_v = d_v * (R(bl_max) / k)
+    a, b = a * np.sqrt(x_max / d_v), b * np.sqrt(d_v / x_max)
+    if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):  # §U2.4
+        raise ValueError(f"x, d: max|x| = {float(x_max)!r} and max|d| = {float(d_max)!r} are "
+                         f"too far apart: the update-management scales A = {float(a)!r}, "
+                         f"B = {float(b)!r} leave {kind} (spec/pulses.md §U2.4); rescale x or d")
+    return PulsePlan(float(a), float(b), bl)
 
 
 def probabilities(xp: Any, values: Any, scale: float, step: float, uniforms: Any = None) -> Any:
     """Pulse probabilities ``scale·abs(values)``, quantized to ``step`` (stochastically with
-    ``uniforms``), in float64 (spec/update.md §U3). Values above 1 act as 1."""
-    p = scale * xp.abs(xp.astype(values, xp.float64))
+    ``uniforms``), in the dtype of ``values`` (spec/pulses.md §U3). Values above 1 act as 1."""
+    p = scale * xp.abs(values)
     if step > 0.0:
         scaled = p / step
         if uniforms is not None:
-            scaled = scaled + (uniforms - 0.5)
+            scaled = scaled + (xp.astype(uniforms, p.dtype) - 0.5)
         p = xp.round(scaled) * step
     return p
 
@@ -140,20 +151,22 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     device = rng.device_of(x)
     x_max = float(xp.max(xp.abs(x))) if n else 0.0
     d_max = float(xp.max(xp.abs(d))) if m else 0.0
-    plan = pulse_plan(lr, x_max, d_max, granularity, up)
+    plan = pulse_plan(lr, x_max, d_max, granularity, up, x.dtype)
     zero = xp.zeros((m, n), dtype=xp.int32, device=device)
     if plan.bl == 0:
         return zero, plan
-    step = resolution(up.res)
-    sto = up.sto_round and step > 0.0
+    implicit = up.pulse_type == PulseType.DETERMINISTIC_IMPLICIT
+    steps = (resolution_implicit(up.x_res_implicit, x.dtype),
+             resolution_implicit(up.d_res_implicit, x.dtype)) if implicit else \
+        (resolution(up.res, x.dtype),) * 2
 
-    def quantized(values: Any, scale: float, name: str) -> Any:
+    def quantized(values: Any, scale: float, step: float, name: str) -> Any:
         u = rng.uniform(seed, f"{prefix}.{name}_sto_round", call, values.shape[0], xp=xp,
-                        device=device) if sto else None
+                        device=device) if up.sto_round and step > 0.0 else None
         return probabilities(xp, values, scale, step, u)
 
-    p_x = quantized(x, plan.b, "x")
-    p_d = quantized(d, plan.a, "d")
+    p_x = quantized(x, plan.b, steps[0], "x")
+    p_d = quantized(d, plan.a, steps[1], "d")
     # direction: s = sign(x)·sign(d)·sign(lr) > 0 is a down pulse, so counts carry −s
     sign = -_signs(xp, xp.reshape(d, (-1, 1))) * _signs(xp, xp.reshape(x, (1, -1)))
     if lr < 0:
@@ -164,22 +177,37 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
         d_bits = _bits(xp, p_d, bl, seed, f"{prefix}.d_bits", call, device)
         # n_ij = Σ_k d_bits[i, k]·x_bits[j, k] (exact in float64: at most BL)
         n_ij = xp.astype(d_bits @ xp.matrix_transpose(x_bits), xp.int32)
-    elif up.pulse_type == PulseType.MEAN_COUNT:
-        n_x = xp.clip(xp.round(bl * p_x), min=0.0, max=float(bl))
-        n_d = xp.clip(xp.round(bl * p_d), min=0.0, max=float(bl))
-        n_ij = xp.astype(xp.round(xp.reshape(n_d / bl, (-1, 1)) * xp.reshape(n_x, (1, -1))),
-                         xp.int32)
-    else:  # DeterministicImplicit
-        q_x = xp.clip(probabilities(xp, p_x, 1.0, up.x_res_implicit), min=0.0, max=1.0)
-        q_d = xp.clip(probabilities(xp, p_d, 1.0, up.d_res_implicit), min=0.0, max=1.0)
-        n_ij = xp.astype(xp.round(bl * xp.reshape(q_d, (-1, 1)) * xp.reshape(q_x, (1, -1))),
-                         xp.int32)
+    else:
+        a_x, a_d = count_factors(xp, p_x, p_d, bl, implicit)
+        n_ij = xp.astype(xp.round(xp.reshape(a_d, (-1, 1)) * xp.reshape(a_x, (1, -1))), xp.int32)
     return sign * n_ij, plan
+
+
+def resolution_implicit(res: float, dtype: Any = None) -> float:
+    """Bin width of 'DeterministicImplicit''s x_res_implicit / d_res_implicit quantization:
+    the value itself, in ``dtype``, never a number of steps; 0 (off) for ``res <= 0``
+    (spec/pulses.md §U4)."""
+    r = real(dtype)(res)
+    return float(r) if r > 0 else 0.0
+
+
+def count_factors(xp: Any, p_x: Any, p_d: Any, bl: Any, implicit: bool) -> Tuple[Any, Any]:
+    """The per-input and per-error factors ``a_x``, ``a_d`` of the deterministic pulse types,
+    whose count is ``rint(a_d,i·a_x,j)`` in the dtype of the probabilities (spec/pulses.md §U4):
+    MeanCount ``a_x = clip(rint(BL·p_x), 0, BL)``, ``a_d = clip(rint(BL·p_d), 0, BL)/BL``;
+    DeterministicImplicit ``a_x = clip(p_x, 0, 1)``, ``a_d = BL·clip(p_d, 0, 1)``. ``bl`` is
+    the train length: a number, or an array that broadcasts against the rows (one per cycle)."""
+    if implicit:
+        return xp.clip(p_x, min=0.0, max=1.0), bl * xp.clip(p_d, min=0.0, max=1.0)
+    top = float(bl) if isinstance(bl, int) else bl
+    n_x = xp.clip(xp.round(bl * p_x), min=0.0, max=top)
+    n_d = xp.clip(xp.round(bl * p_d), min=0.0, max=top)
+    return n_x, n_d / bl
 
 
 def _bits(xp: Any, p: Any, bl: int, seed: int, stream: str, call: int, device: Any) -> Any:
     """(len(p), BL) float64 0/1: slot k of value j is set when ``p_j > u(j·BL + k)``."""
-    u = rng.uniform(seed, stream, call, (p.shape[0], bl), xp=xp, device=device)
+    u = rng.uniform(seed, stream, call, (p.shape[0], bl), xp=xp, dtype=p.dtype, device=device)
     return xp.astype(xp.reshape(p, (-1, 1)) > u, xp.float64)
 
 

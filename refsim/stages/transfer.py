@@ -34,6 +34,7 @@ from refsim.stages import devices as device_stage
 from refsim.stages import io as io_stage
 from refsim.stages import pulses as pulse_stage
 from refsim.stages.compounds import Compound, Context, SubDevice, register
+from refsim.precision import real
 
 #: Pulse types of ``transfer_update`` that write exactly (no pulses): the line is changed by
 #: −lr·d·xᵀ, clamped to the device bounds for 'NoneWithDevice'.
@@ -165,21 +166,28 @@ class TransferCompound(Compound):
             return max(math.ceil(f32(f32(e) * float(batch))), 0)
         return max(round_half_away(f32(e)), 0)
 
+    def _real(self) -> type:
+        """The scalar type of the tile's dtype: learning-rate products are computed in it, in
+        aihwkit's order (spec/agreement.md rule 7)."""
+        return real(self.ctx.dtype)
+
     def _transfer_lr(self, k: int, eta: float) -> float:
         """Learning rate of the transfer out of D_k."""
-        lr = self.transfer_lr[k]
+        R = self._real()
+        lr = R(self.transfer_lr[k])
         if self.cell.scale_transfer_lr:
-            lr *= eta
+            lr = lr * R(eta)
         g_from, g_to = self.gamma[k], self.gamma[k + 1]
         if self.gamma_ratio and g_from > 0.0 and g_to > 0.0:
-            lr *= g_from / g_to
-        return lr
+            lr = lr * (R(g_from) / R(g_to))
+        return float(lr)
 
     def _fast_lr(self, eta: float) -> float:
         """Pulse-count learning rate of the gradient update on D_0 (fast_lr rule)."""
-        cell = self.cell
+        cell, R = self.cell, self._real()
         if cell.fast_lr > 0.0:
-            return cell.fast_lr * eta if cell.scale_fast_lr else float(cell.fast_lr)
+            return float(R(cell.fast_lr) * R(eta)) if cell.scale_fast_lr else \
+                float(R(cell.fast_lr))
         return eta
 
     def _row_lrs(self, xs: Any, ds: Any, eta: float) -> List[float]:
@@ -515,23 +523,24 @@ class ChoppedTransferCompound(TransferCompound):
         batch = xs.shape[0]
         if not cell.auto_scale:
             return [self._fast_lr(eta)] * batch
-        xp = self.ctx.xp
+        xp, R = self.ctx.xp, self._real()
         x_max = _floats(xp, xp.max(xp.abs(xs), axis=1))
         d_max = _floats(xp, xp.max(xp.abs(ds), axis=1))
-        tau = (1.0 - cell.auto_momentum) / batch
+        tau = (R(1) - R(cell.auto_momentum)) / R(batch)
         out = []
         for xm, dm in zip(x_max, d_max):
-            self.m_x = _running_max(self.m_x, xm, tau)
-            self.m_d = _running_max(self.m_d, dm, tau)
+            self.m_x = float(_running_max(R(self.m_x), R(xm), tau))
+            self.m_d = float(_running_max(R(self.m_d), R(dm), tau))
             if cell.fast_lr > 0.0:
-                lr = cell.fast_lr * self.up.desired_bl * self.g[0]
+                # aihwkit's getPulseCountAutoLR: fast_lr·(desired_bl·g), then /(m_x·m_d)
+                lr = R(cell.fast_lr) * (R(self.up.desired_bl) * R(self.g[0]))
                 if self.m_x > 0.0 and self.m_d > 0.0:
-                    lr /= self.m_x * self.m_d
+                    lr = lr / (R(self.m_x) * R(self.m_d))
                 if cell.scale_fast_lr:
-                    lr *= eta
+                    lr = lr * R(eta)
+                out.append(float(lr))
             else:
-                lr = self._fast_lr(eta)
-            out.append(lr)
+                out.append(self._fast_lr(eta))
         return out
 
     def _pulse_fast(self, xs: Any, ds: Any, lr: float, first_call: int) -> None:
@@ -541,17 +550,18 @@ class ChoppedTransferCompound(TransferCompound):
     def _lr_scale(self, lr: float, count_lr: float) -> float:
         """λ: read value → buffer units (buffer_granularity, auto_granularity,
         correct_gradient_magnitudes)."""
-        cell = self.cell
-        g_a, g_c = self.g
-        bg = float(cell.buffer_granularity)
+        cell, R = self.cell, self._real()
+        g_a, g_c = R(self.g[0]), R(self.g[1])
+        bg = R(cell.buffer_granularity)
         if cell.auto_granularity > 0.0:
-            bg *= g_a * cell.auto_granularity / (self.L * abs(float(cell.transfer_every)))
+            bg = bg * (g_a * R(cell.auto_granularity) /
+                       (R(self.L) * R(abs(float(cell.transfer_every)))))
         else:
-            bg *= g_a
+            bg = bg * g_a
         if cell.correct_gradient_magnitudes:
-            bg *= g_c / g_a
-            return abs(lr) / count_lr / bg
-        return abs(lr) / bg
+            bg = bg * (g_c / g_a)
+            return float(R(abs(lr)) / R(count_lr) / bg)
+        return float(R(abs(lr)) / bg)
 
     def _threshold(self, h: Any) -> Tuple[Any, Any, Any]:
         """Counts k, the new buffer and the crossing mask of buffer values h
