@@ -4,8 +4,10 @@ An *adapter* wraps the implementation under test (spec/verify.md describes the p
 
 * a Python object with ``forward(config, weights, x) -> y``, ``backward(config, weights, d) -> z``
   and ``update(config, weights, x, d, lr) -> new_weights`` (numpy float64 arrays in and out;
-  ``config`` is refsim's ``rpu_config.to_dict()``), loaded with ``--against MODULE:ATTR`` (the
-  attribute may also be a class or factory that returns such an object); or
+  ``config`` is refsim's ``rpu_config.to_dict()``), optionally ``train(config, weights, steps)
+  -> weights after each step`` (several updates on one tile; used by tests, not by the test set),
+  loaded with ``--against MODULE:ATTR`` (the attribute may also be a class or factory that
+  returns such an object); or
 * a *command*: an executable that reads one JSON request on stdin and writes one JSON result on
   stdout (:class:`CommandAdapter`), given with ``--command "CMD ..."``; with ``--lines`` started
   once and answering one request per line; ``--against aihwkit --python PATH`` is such a
@@ -113,10 +115,10 @@ _UPDATE_VALUES: Dict[str, Tuple[List[Any], Dict[str, Any], str]] = {
     "update.fixed_bl": ([False], {"update.update_bl_management": False,
                                   "update.update_management": False}, "spec/pulses.md §U2"),
     "update.um_grad_scale": ([0.5, 2.0], {}, "spec/pulses.md §U2"),
-    "update.res": ([0.05, 16.0], {}, "spec/pulses.md §U3"),
+    "update.res": ([0.05, 16.0], {"update.pulse_type": "MeanCount"}, "spec/pulses.md §U3"),
     "update.x_res_implicit": ([0.1, 0.25], {}, "spec/pulses.md §U3"),
     "update.d_res_implicit": ([0.1, 0.25], {}, "spec/pulses.md §U3"),
-    "update.pulse_type": (["NoneWithDevice", "None"], {}, "spec/pulses.md §U4"),
+    "update.pulse_type": (["NoneWithDevice", "None", "MeanCount"], {}, "spec/pulses.md §U4"),
     "device.dw_min": ([0.005, 0.02], {}, "spec/devices.md §V3"),
     "device.w_max": ([0.1, 0.3], {}, "spec/devices.md §V3"),
     "device.w_min": ([-0.1, -0.3], {}, "spec/devices.md §V3"),
@@ -179,7 +181,7 @@ def spec_dir() -> pathlib.Path:
 
 _ZERO_IO = ("inp_noise", "out_noise", "w_noise")
 _ZERO_DEVICE = ("corrupt_devices_prob",)
-_DETERMINISTIC_PULSES = ("DeterministicImplicit", "None", "NoneWithDevice")
+_DETERMINISTIC_PULSES = ("DeterministicImplicit", "MeanCount", "None", "NoneWithDevice")
 
 
 def _number(value: Any) -> bool:
@@ -223,7 +225,7 @@ def is_deterministic(config: Dict[str, Any], stage: str) -> bool:
     noise (inp_noise, out_noise, w_noise 0), no spread (every ``*_std``, ``*_dtod`` 0) and no
     stochastic rounding, or is perfect; the update is exact (FloatingPoint, Inference, pulse
     type 'None') or a single pulsed device without spreads or corrupt devices and with pulse type
-    'DeterministicImplicit' or 'NoneWithDevice' and ``sto_round`` off."""
+    'DeterministicImplicit', 'MeanCount' or 'NoneWithDevice' and ``sto_round`` off."""
     if stage in ("forward", "backward"):
         io = config.get(stage)
         return True if io is None else _io_deterministic(io)
@@ -372,6 +374,27 @@ class RefsimAdapter:
         tile.update(np.asarray(x, dtype=self.dtype), np.asarray(d, dtype=self.dtype), lr)
         return tile.get_weights()
 
+    def train(self, config: Dict[str, Any], weights: Any, steps: Any) -> np.ndarray:
+        """The optional ``train`` operation: one tile, ``update(x, d, lr)`` for each step
+        (a mapping with ``x``, ``d``, ``lr``, or an ``(x, d, lr)`` tuple), the weights after each
+        step, ``(len(steps), out_size, in_size)``."""
+        tile = self._tile(config, weights)
+        out = []
+        for x, d, lr in _steps(steps):
+            tile.update(np.asarray(x, dtype=self.dtype), np.asarray(d, dtype=self.dtype), lr)
+            out.append(np.asarray(tile.get_weights(), dtype=np.float64))
+        return np.stack(out) if out else np.zeros((0, *np.shape(weights)))
+
+
+def _steps(steps: Any) -> List[Tuple[Any, Any, float]]:
+    """The steps of a ``train`` request as ``(x, d, lr)`` tuples (from mappings or tuples)."""
+    out = []
+    for step in steps:
+        x, d, lr = (step["x"], step["d"], step["lr"]) if isinstance(step, dict) else step
+        out.append((np.asarray(x, dtype=np.float64), np.asarray(d, dtype=np.float64),
+                    float(lr)))
+    return out
+
 
 class CommandAdapter:
     """An executable answering JSON requests (spec/verify.md §1): by default run once per
@@ -505,6 +528,13 @@ class CommandAdapter:
                           "weights": np.asarray(weights).tolist(), "x": np.asarray(x).tolist(),
                           "d": np.asarray(d).tolist(), "lr": lr})
 
+    def train(self, config: Dict[str, Any], weights: Any, steps: Any) -> np.ndarray:
+        """The optional ``train`` operation (spec/verify.md §1): the weights after each step."""
+        return self._run({"op": "train", "config": config,
+                          "weights": np.asarray(weights).tolist(),
+                          "steps": [{"x": x.tolist(), "d": d.tolist(), "lr": lr}
+                                    for x, d, lr in _steps(steps)]})
+
 
 def serve(adapter: Any, stdin: Any, stdout: Any, lines: bool = False) -> None:
     """The body of a command adapter around a Python adapter: read one request from ``stdin``,
@@ -532,6 +562,8 @@ def _serve_one(adapter: Any, text: str, stdout: Any) -> None:
         elif op == "update":
             out = adapter.update(req["config"], w, np.asarray(req["x"], dtype=np.float64),
                                  np.asarray(req["d"], dtype=np.float64), float(req["lr"]))
+        elif op == "train" and hasattr(adapter, "train"):
+            out = adapter.train(req["config"], w, _steps(req["steps"]))
         else:
             raise ValueError(f"op: unknown operation {op!r}")
         json.dump({"result": np.asarray(out, dtype=np.float64).tolist()}, stdout)
@@ -709,9 +741,16 @@ def _valid(config: Dict[str, Any], out_size: int, in_size: int) -> bool:
     return True
 
 
+#: The probes' values are multiples of 2⁻⁶ (GRID = 64).
+GRID = 64
+
+
 def _grid(r: np.random.Generator, shape: Tuple[int, ...], scale: float) -> np.ndarray:
-    """Uniform values on a grid of 2⁻¹² (exact in float32/float64 and in JSON)."""
-    return np.round(r.uniform(-scale, scale, shape) * 4096) / 4096
+    """Uniform values on a grid of 2⁻⁶ (exact in float32/float64 and in JSON): a product of two
+    is a multiple of 2⁻¹², and a sum of up to 16 such products (|v| ≤ 4) is exact in float32,
+    so a matrix product of the probes does not depend on its summation order (the BLAS's),
+    unless noise management or a quantizer has made the values inexact first."""
+    return np.round(r.uniform(-scale, scale, shape) * GRID) / GRID
 
 
 def probe(seed: int, index: int) -> Case:

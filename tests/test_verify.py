@@ -1,6 +1,7 @@
 """``refsim verify`` (refsim/verify.py, spec/verify.md): checking another implementation of
 analog tiles against refsim on deterministic cases."""
 
+import io
 import json
 import re
 import sys
@@ -117,6 +118,45 @@ def test_the_command_adapter_path(capsys):
     assert not report["ok"]
     first = report["results"][0]["first_difference"]
     assert "not implemented" in first["message"] and first["actual"] is None
+
+
+def test_the_optional_train_operation_is_the_same_on_every_path():
+    """``train`` (spec/verify.md §1): one tile, the weights after each update call; refsim's own
+    adapter, the command path (one process per request) and the line mode answer identically,
+    and the compound state carries over between the steps (not a fresh tile per step)."""
+    config = configs.build_config("tiki-taka", configs.ConstantStepDevice)
+    config = verify.make_deterministic(config.to_dict())
+    for node in (config["update"], config["device"]["transfer_update"]):
+        node["pulse_type"] = "DeterministicImplicit"
+    rng = np.random.default_rng(3)
+    weights = np.round(rng.uniform(-0.3, 0.3, (2, 3)) * 4096) / 4096
+    steps = [{"x": np.round(rng.uniform(-1, 1, (b, 3)) * 4096) / 4096,
+              "d": np.round(rng.uniform(-0.5, 0.5, (b, 2)) * 4096) / 4096, "lr": lr}
+             for b, lr in ((2, 0.1), (1, 0.5), (3, 0.2), (1, 0.5))]
+    expected_64 = verify.RefsimAdapter().train(config, weights, steps)
+    for dtype in verify.DTYPES:
+        expected = verify.RefsimAdapter(dtype=dtype).train(config, weights, steps)
+        assert expected.shape == (4, 2, 3)
+        assert not np.array_equal(expected[0], expected[-1])
+        tuples = [(s["x"], s["d"], s["lr"]) for s in steps]
+        assert np.array_equal(verify.RefsimAdapter(dtype=dtype).train(config, weights, tuples),
+                              expected)
+        # a fresh tile per step would differ: the hidden fast device carries over
+        fresh = verify.RefsimAdapter(dtype=dtype).update(config, expected[0], steps[1]["x"],
+                                                         steps[1]["d"], steps[1]["lr"])
+        assert not np.array_equal(fresh, expected[1])
+    # the command scripts serve refsim's float64 tiles (verify.serve around RefsimAdapter())
+    for name, lines in (("verify_command_adapter.py", False), ("verify_lines_adapter.py", True)):
+        command = verify.CommandAdapter([sys.executable, str(DATA / name)], lines=lines)
+        try:
+            assert np.array_equal(command.train(config, weights, steps), expected_64)
+        finally:
+            command.close()
+    # an adapter without ``train`` answers an error, not a crash
+    out = io.StringIO()
+    request = {"op": "train", "config": config, "weights": weights.tolist(), "steps": []}
+    verify.serve(object(), io.StringIO(json.dumps(request)), out)
+    assert "unknown operation 'train'" in json.loads(out.getvalue())["error"]
 
 
 def test_the_python_adapter_may_be_a_factory(adapters):

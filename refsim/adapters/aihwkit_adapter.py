@@ -12,7 +12,9 @@ Per request: the config (refsim's ``rpu_config.to_dict()``) is rebuilt with aihw
 the same names (:func:`plan`, a pure function, then :func:`instantiate`), the tile is
 ``rpu_config.tile_class(out_size, in_size, rpu_config)`` with ``runtime.data_type`` of the
 request's ``dtype`` (default float32), the weights are set with ``tile.set_weights`` (which
-clamps pulsed devices to their bounds, spec/deviations.md §3), and the one call is made.
+clamps pulsed devices to their bounds, spec/deviations.md §3), and the one call is made; for the
+optional ``"train"`` op, one ``set_learning_rate`` and ``update`` per step on the same tile, with
+the weights after each step.
 """
 
 import dataclasses
@@ -27,6 +29,7 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional
 #: express the setting). tests/test_verify.py checks the defaults against refsim's classes.
 REFSIM_ONLY: Dict[str, Dict[str, Any]] = {
     "TransferCompound": {"scale_fast_lr": False},
+    "BufferedTransferCompound": {"scale_fast_lr": False},
     "ChoppedTransferCompound": {"scale_fast_lr": False},
     "DynamicTransferCompound": {"scale_fast_lr": False},
 }
@@ -178,30 +181,46 @@ def _tile(request: Dict[str, Any], classes: Mapping[str, type]) -> Any:
     return tile, torch_dtype
 
 
+def _rows(out: Any) -> list:
+    import torch
+
+    return out.detach().to(torch.float64).cpu().tolist()
+
+
 def handle(request: Dict[str, Any], classes: Mapping[str, type]) -> Dict[str, Any]:
     """One request → ``{"result": ...}`` or ``{"error": ...}`` (never raises)."""
     try:
         import torch
 
         op = request.get("op")
-        if op not in ("forward", "backward", "update"):
+        if op not in ("forward", "backward", "update", "train"):
             raise ConfigError(f"op: unknown operation {op!r}")
+        if op == "train" and not isinstance(request.get("steps"), list):
+            raise ConfigError("steps: expected a list of {x, d, lr} objects")
         tile, torch_dtype = _tile(request, classes)
 
-        def tensor(key: str) -> Any:
-            return torch.tensor(request[key], dtype=torch.float64).to(torch_dtype)
+        def tensor(value: Any) -> Any:
+            return torch.tensor(value, dtype=torch.float64).to(torch_dtype)
+
+        def weights() -> Any:
+            out = tile.get_weights()
+            return _rows(out[0] if isinstance(out, tuple) else out)
 
         with torch.no_grad():
             if op == "forward":
-                out = tile.forward(tensor("x"))
-            elif op == "backward":
-                out = tile.backward(tensor("d"))
-            else:
+                return {"result": _rows(tile.forward(tensor(request["x"])))}
+            if op == "backward":
+                return {"result": _rows(tile.backward(tensor(request["d"])))}
+            if op == "update":
                 tile.set_learning_rate(float(request["lr"]))
-                tile.update(tensor("x"), tensor("d"))
-                out = tile.get_weights()
-                out = out[0] if isinstance(out, tuple) else out
-        return {"result": out.detach().to(torch.float64).cpu().tolist()}
+                tile.update(tensor(request["x"]), tensor(request["d"]))
+                return {"result": weights()}
+            result = []
+            for step in request["steps"]:   # one tile: compound state carries over
+                tile.set_learning_rate(float(step["lr"]))
+                tile.update(tensor(step["x"]), tensor(step["d"]))
+                result.append(weights())
+            return {"result": result}
     except Exception as err:   # the protocol answers every failure as JSON
         return {"error": f"{type(err).__name__}: {err}"}
 
