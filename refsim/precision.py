@@ -18,7 +18,7 @@ False
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict
 
 import numpy as np
 
@@ -31,7 +31,19 @@ def dtype_name(dtype: Any) -> str:
     return (getattr(dtype, "__name__", None) or str(dtype)).rsplit(".", 1)[-1]
 
 
+_REAL: Dict[Any, type] = {}
+
+
 def real(dtype: Any) -> type:
     """numpy's scalar type of the tile dtype ``dtype`` (any namespace): ``np.float32`` for
     float32, ``np.float64`` otherwise."""
-    return np.float32 if dtype_name(dtype) == "float32" else np.float64
+    try:
+        return _REAL[dtype]
+    except (KeyError, TypeError):  # (TypeError: an unhashable dtype object)
+        pass
+    kind = np.float32 if dtype_name(dtype) == "float32" else np.float64
+    try:
+        _REAL[dtype] = kind
+    except TypeError:
+        pass
+    return kind

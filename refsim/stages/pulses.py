@@ -78,10 +78,9 @@ def _plan(R: type, eta: Any, x_max: Any, d_max: Any, g: Any, up: UpdateParameter
     bl_max = up.desired_bl
     if eta == 0:
         return PulsePlan(0.0, 0.0, 0)
-    kind = dtype_name(R)
     if not np.isfinite(eta / g):  # §U2.4
         raise ValueError(f"lr: abs(lr)/granularity = {float(eta)!r}/{float(g)!r} overflows "
-                         f"{kind}; the pulse trains are undefined (spec/pulses.md §U2.4)")
+                         f"{dtype_name(R)}; the pulse trains are undefined (spec/pulses.md §U2.4)")
     blm = up.update_bl_management
     managed = up.update_management or blm  # BL management implies update management
     if up.fixed_bl or blm or not g * R(bl_max) < eta:
@@ -102,7 +101,7 @@ def _plan(R: type, eta: Any, x_max: Any, d_max: Any, g: Any, up: UpdateParameter
     if not np.isfinite(k):  # §U2.4
         raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {float(eta)!r}·"
                          f"{float(x_max)!r}·{up.um_grad_scale!r}·{float(d_max)!r}/{float(g)!r} "
-                         f"overflows {kind} (spec/pulses.md §U2.4)")
+                         f"overflows {dtype_name(R)} (spec/pulses.md §U2.4)")
     if blm:
         bl = min(int(np.ceil(k)), bl_max)
         if bl == 0:  # k underflowed to 0: nothing to send
@@ -114,7 +113,7 @@ def _plan(R: type, eta: Any, x_max: Any, d_max: Any, g: Any, up: UpdateParameter
     if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):  # §U2.4
         raise ValueError(f"x, d: max|x| = {float(x_max)!r} and max|d| = {float(d_max)!r} are "
                          f"too far apart: the update-management scales A = {float(a)!r}, "
-                         f"B = {float(b)!r} leave {kind} (spec/pulses.md §U2.4); rescale x or d")
+                         f"B = {float(b)!r} leave {dtype_name(R)} (spec/pulses.md §U2.4); rescale x or d")
     return PulsePlan(float(a), float(b), bl)
 
 
