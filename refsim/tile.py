@@ -28,6 +28,9 @@ from refsim.configs import (
     PulseType,
     SingleRPUConfig,
     UnitCellRPUConfig,
+    WeightClipType,
+    WeightModifierType,
+    WeightRemapType,
     construction_seed_of,
 )
 from refsim.stages import compounds as compound_stage
@@ -50,6 +53,39 @@ def _fast_module() -> Any:
 
 def _is_numpy_cpu(xp: Any) -> bool:
     return xp.__name__.endswith("numpy")
+
+
+def unimplemented_field(rpu_config: Any) -> Optional[str]:
+    """The first config field that refsim's simulation does not implement yet, at a value that
+    would matter, or None. A tile or layer with such a config is refused (NotImplementedError
+    naming the field) rather than silently simulated without it (issue 11 implements them).
+
+    Examples
+    --------
+    >>> from refsim.configs import InferenceRPUConfig
+    >>> cfg = InferenceRPUConfig()
+    >>> unimplemented_field(cfg) is None
+    True
+    >>> cfg.clip.type = "FixedValue"
+    >>> unimplemented_field(cfg)
+    'clip (weight clipping)'
+    """
+    mapping = rpu_config.mapping
+    if mapping.weight_scaling_omega > 0:
+        return "mapping.weight_scaling_omega > 0 (weight scaling)"
+    if mapping.learn_out_scaling:
+        return "mapping.learn_out_scaling (learned output scales)"
+    if rpu_config.pre_post.input_range.enable:
+        return "pre_post.input_range.enable (learned input range)"
+    if isinstance(rpu_config, InferenceRPUConfig):
+        mod = rpu_config.modifier
+        if mod.type not in (WeightModifierType.NONE, WeightModifierType.COPY) or mod.pdrop > 0:
+            return "modifier (weight modifiers / drop connect)"
+        if rpu_config.clip.type != WeightClipType.NONE:
+            return "clip (weight clipping)"
+        if rpu_config.remap.type != WeightRemapType.NONE:
+            return "remap (weight remapping)"
+    return None
 
 
 def real_argument(value: Any, name: str, *, lo: float = -math.inf, hi: float = math.inf) -> float:
@@ -135,6 +171,9 @@ class AnalogTile:
             raise TypeError(f"rpu_config: expected an RPU config, got {type(rpu_config).__name__}")
         # the tile's own validated, read-only copy (spec/README.md, "A tile's config")
         self.rpu_config = rpu_config.frozen()
+        missing = unimplemented_field(self.rpu_config)
+        if missing is not None:  # no silent parameter
+            raise NotImplementedError(f"rpu_config: refsim does not implement {missing} yet")
         self.streams = rng.RandomStreams(seed)
         self.xp = rng._namespace(xp)
         self.device = device

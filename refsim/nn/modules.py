@@ -21,14 +21,10 @@ import array_api_compat
 from refsim import rng
 from refsim.configs import (
     FloatingPointRPUConfig,
-    InferenceRPUConfig,
     IOManagedRPUConfig,
     SingleRPUConfig,
-    WeightClipType,
-    WeightModifierType,
-    WeightRemapType,
 )
-from refsim.tile import AnalogTile, real_argument
+from refsim.tile import AnalogTile, real_argument, unimplemented_field
 
 __all__ = ["ACTIVATIONS", "AnalogLinear", "AnalogSequential", "Module", "ReLU", "Sigmoid", "Tanh",
            "mlp"]
@@ -64,27 +60,6 @@ def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
         out.append((start, start + s))
         start += s
     return out
-
-
-def _unsupported(rpu_config: Any) -> Optional[str]:
-    """The first config field this stack does not implement yet (at a value that would matter),
-    or None."""
-    mapping = rpu_config.mapping
-    if mapping.weight_scaling_omega > 0:
-        return "mapping.weight_scaling_omega > 0 (weight scaling)"
-    if mapping.learn_out_scaling:
-        return "mapping.learn_out_scaling (learned output scales)"
-    if rpu_config.pre_post.input_range.enable:
-        return "pre_post.input_range.enable (learned input range)"
-    if isinstance(rpu_config, InferenceRPUConfig):
-        mod = rpu_config.modifier
-        if mod.type not in (WeightModifierType.NONE, WeightModifierType.COPY) or mod.pdrop > 0:
-            return "modifier (weight modifiers / drop connect)"
-        if rpu_config.clip.type != WeightClipType.NONE:
-            return "clip (weight clipping)"
-        if rpu_config.remap.type != WeightRemapType.NONE:
-            return "remap (weight remapping)"
-    return None
 
 
 @contextlib.contextmanager
@@ -258,7 +233,7 @@ class AnalogLinear(Module):
             raise TypeError(f"rpu_config: expected an RPU config, got "
                             f"{type(rpu_config).__name__}")
         rpu_config.validate()
-        missing = _unsupported(rpu_config)
+        missing = unimplemented_field(rpu_config)
         if missing is not None:
             raise NotImplementedError(f"rpu_config: refsim.nn does not implement {missing} yet")
         self.xp = rng._namespace(xp)
