@@ -84,6 +84,9 @@ STREAMS: Tuple[str, ...] = (
                               "slope_up", "slope_down", "reference", "pow_gamma", "pow_up_down",
                               "c2c", "diffusion_noise", "reset_noise", "reset_prob",
                               "write_noise", "write_noise_all")),
+    # inference (spec/inference.md §I5): programming, drift coefficients, read noise, counters
+    "inference.prog_noise", "inference.drift_nu", "inference.read_noise", "inference.program",
+    "inference.drift",
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")

@@ -28,12 +28,14 @@ from refsim.configs import (
     PulseType,
     SingleRPUConfig,
     UnitCellRPUConfig,
+    ConfigError,
     WeightClipType,
     WeightModifierType,
     WeightRemapType,
     construction_seed_of,
 )
 from refsim.stages import compounds as compound_stage
+from refsim.stages import inference as inference_stage
 from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
@@ -201,6 +203,9 @@ class AnalogTile:
         self.weights = self.xp.zeros((self.out_size, self.in_size), dtype=self.dtype,
                                      device=device)
         self.drift_state: Optional[drift_stage.DriftState] = None
+        # inference (spec/inference.md §I5): programmed state, and training/evaluation mode
+        self.inference_state: Optional[inference_stage.InferenceState] = None
+        self.training = True
         self.device_params: Optional[device_stage.DeviceParams] = None
         if self._pulsed_device() is not None:
             device_stage.check_supported(self.rpu_config.device, "device.")
@@ -339,8 +344,26 @@ class AnalogTile:
     # -- the analog passes ------------------------------------------------------------------------
     @_atomic(compound=False)
     def forward(self, x: Any) -> Any:
-        """``y = f(W x)`` for ``x`` of shape ``(in_size,)`` or ``(batch, in_size)``."""
-        return self._pass(x, "forward", "x", self.in_size, self.weights)
+        """``y = f(W x)`` for ``x`` of shape ``(in_size,)`` or ``(batch, in_size)``; in evaluation
+        mode (:meth:`eval`) a drifted InferenceRPUConfig tile with drift compensation multiplies
+        the outputs by its factor α (spec/inference.md §I4)."""
+        y = self._pass(x, "forward", "x", self.in_size, self.weights)
+        state = self.inference_state
+        if not self.training and state is not None and state.baseline is not None:
+            y = y * state.factor
+        return y
+
+    def train(self, mode: bool = True) -> "AnalogTile":
+        """Training mode (the default) or, with ``mode=False``, evaluation mode, in which drift
+        compensation applies (spec/inference.md §I4). Returns the tile (as torch's modules do)."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode: expected a bool, got {type(mode).__name__}")
+        self.training = mode
+        return self
+
+    def eval(self) -> "AnalogTile":
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
 
     @_atomic(compound=False)
     def backward(self, d: Any) -> Any:
@@ -585,6 +608,9 @@ class AnalogTile:
         since the last call (beyond ``reset_tol``) restart their drift; pulsed devices clamp the
         result to their bounds. Implemented for FloatingPointRPUConfig tiles and single pulsed
         devices (compound devices: with the compound stage)."""
+        if isinstance(self.rpu_config, InferenceRPUConfig):
+            self._drift_programmed(delta_t)
+            return
         delta_t = real_argument(delta_t, "delta_t", lo=0.0)
         device = getattr(self.rpu_config, "device", None)
         drift = getattr(device, "drift", None)
@@ -608,6 +634,61 @@ class AnalogTile:
             self.streams.seed, self.streams.next_call("drift"), bounds=bounds,
             draws=self._draws())
         self._set_device_weights(drifted)
+
+    # -- inference: programming, drift to an inference time, compensation (spec/inference.md) -----
+    @_atomic()
+    def program_weights(self, from_reference: bool = True) -> None:
+        """Program the weights onto the noise model's conductance pairs (spec/inference.md §I2,
+        §I5): programming noise, drift coefficients ν, and the drift-compensation baseline. The
+        first programming takes the current weights as the reference; later ones start from
+        that reference again unless ``from_reference=False`` (aihwkit's ``program_weights``)."""
+        if not isinstance(from_reference, bool):
+            raise TypeError(f"from_reference: expected a bool, got {type(from_reference).__name__}")
+        model = self._noise_model("program_weights")
+        state = self.inference_state
+        reference = state.reference if (from_reference and state is not None) else \
+            self.xp.asarray(self.weights, copy=True)
+        programmed = inference_stage.program(self.xp, reference, model, self.streams.seed,
+                                             self.streams.next_call("inference.program"))
+        self.weights = self.xp.astype(programmed.weights, self.dtype, copy=True)
+        baseline = self._drift_readout() if self.rpu_config.drift_compensation is not None \
+            else None
+        self.inference_state = inference_stage.InferenceState(reference, programmed, baseline)
+
+    def _drift_programmed(self, t_inference: Any) -> None:
+        """drift_weights of an InferenceRPUConfig tile: the programmed weights at ``t_inference``
+        seconds after programming, each call from the same programmed state (§I3, §I5)."""
+        t = inference_stage.check_time(t_inference)
+        model = self._noise_model("drift_weights")
+        state = self.inference_state
+        if state is None:
+            raise ValueError("drift_weights: the weights are not programmed; call "
+                             "program_weights() first (spec/inference.md §I5)")
+        drifted = inference_stage.drift(self.xp, state.programmed, t, model, self.streams.seed,
+                                        self.streams.next_call("inference.drift"))
+        self.weights = self.xp.astype(drifted, self.dtype, copy=True)
+        factor = 1.0 if state.baseline is None else state.baseline / self._drift_readout()
+        self.inference_state = inference_stage.InferenceState(state.reference, state.programmed,
+                                                              state.baseline, factor)
+
+    def _noise_model(self, caller: str) -> Any:
+        if not isinstance(self.rpu_config, InferenceRPUConfig):
+            raise ConfigError(f"{caller}: needs an InferenceRPUConfig (its noise_model), got "
+                              f"{type(self.rpu_config).__name__}")
+        return self.rpu_config.noise_model
+
+    def _drift_readout(self) -> float:
+        """λ of the one-hot reads: the analog forward pass of the rows of the identity (§I4)."""
+        eye = self.xp.eye(self.in_size, dtype=self.dtype, device=self.device)
+        return inference_stage.readout(self.xp, self._pass(eye, "forward", "x", self.in_size,
+                                                           self.weights))
+
+    @property
+    def drift_compensation_factor(self) -> float:
+        """α = λ₀/λ_t, the factor drift compensation applies in evaluation mode (1 before the
+        first drift, and without compensation)."""
+        state = self.inference_state
+        return 1.0 if state is None or state.baseline is None else float(state.factor)
 
     # -- input checks -----------------------------------------------------------------------------
     def _check_array(self, a: Any, name: str, shape: tuple, exact: bool = False) -> Any:
@@ -648,7 +729,9 @@ class AnalogTile:
                 "compound": None if self.compound is None else self.compound.state_dict(),
                 "persistent": self.get_persistent_weights(),
                 "pulse_counters": None if self.pulse_counters is None
-                else self.get_pulse_counters()}
+                else self.get_pulse_counters(),
+                "inference": inference_stage.state_to_dict(self.xp, self.inference_state),
+                "training": self.training}
 
     @_atomic()
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -681,6 +764,11 @@ class AnalogTile:
         weights = self._check_array(state.get("weights"), "state['weights']",
                                     (self.out_size, self.in_size), exact=True)
         persistent, counters = self._checked_device_state(state)
+        inference = inference_stage.state_from_dict(self.xp, state.get("inference"),
+                                                    (self.out_size, self.in_size), self.dtype)
+        training = state.get("training", True)
+        if not isinstance(training, bool):
+            raise ValueError("state['training']: expected a bool")
         self.set_weights(weights)
         self.streams.load_state_dict(state["rng"])
         if self.persistent is not None:  # set_weights drew write noise: restore both exactly
@@ -700,6 +788,8 @@ class AnalogTile:
             self.weights = self.compound.weights()
         self.nm_running = running
         self.drift_state = drift
+        self.inference_state = inference
+        self.training = training
 
     def _checked_device_state(self, state: dict) -> Any:
         """The persistent weights and pulse counters of a state (copies), checked against this
