@@ -502,3 +502,53 @@ def test_demo_bad_arguments_exit_2(args, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error" in err
+
+
+# -- inference: program, drift, evaluation mode (spec/inference.md §I5) ----------------------------
+
+
+def _inference_model(seed=2):
+    return nn.mlp([6, 5, 3], configs.InferenceRPUConfig(), seed=seed)
+
+
+def test_programmed_and_drifted_model_evaluates_with_compensation():
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 6))
+    model = _inference_model()
+    before = model(x)
+    model.program_analog_weights()
+    model.drift_analog_weights(86400.0)
+    drifted_train = model(x)
+    assert not np.array_equal(before, drifted_train)
+    tiles = [t for layer in model if isinstance(layer, nn.AnalogLinear)
+             for row in layer.tiles for t in row]
+    assert all(t.drift_compensation_factor > 1.0 for t in tiles)  # a day of drift shrinks |W|
+    assert model.eval() is model and all(not t.training for t in tiles)
+    assert not np.array_equal(model(x), drifted_train)
+    model.train()
+    assert all(t.training for t in tiles)
+
+
+def test_inference_calls_are_all_or_nothing_and_resume_identically():
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 6))
+    model = _inference_model()
+    with pytest.raises(ValueError, match="program_weights"):
+        model.drift_analog_weights(10.0)  # not programmed
+    model.program_analog_weights()
+    saved = model.state_dict()
+    with pytest.raises(ValueError, match="t_inference"):
+        model.drift_analog_weights(-1.0)
+    np.testing.assert_array_equal(model(x), _loaded(saved)(x))
+    model.drift_analog_weights(3600.0)
+    resumed = _loaded(model.state_dict())
+    model.drift_analog_weights(7200.0)
+    resumed.drift_analog_weights(7200.0)
+    np.testing.assert_array_equal(model.eval()(x), resumed.eval()(x))
+    plain = nn.mlp([6, 5, 3], configs.SingleRPUConfig(), seed=2)
+    with pytest.raises(configs.ConfigError, match="program_weights"):
+        plain.program_analog_weights()
+
+
+def _loaded(state):
+    model = _inference_model()
+    model.load_state_dict(state)
+    return model

@@ -93,6 +93,42 @@ class Module:
     def post_update_step(self) -> None:
         pass
 
+    # -- modes and inference (spec/inference.md §I5; aihwkit's AnalogModule methods) ---------------
+    training: bool = True
+
+    def children(self) -> List["Module"]:
+        """The modules inside this one (none here)."""
+        return []
+
+    def train(self, mode: bool = True) -> "Module":
+        """Training mode (default) or, with ``mode=False``, evaluation mode, for this module and
+        every tile in it: in evaluation a drifted InferenceRPUConfig tile applies its drift
+        compensation (spec/inference.md §I4). Returns the module, as torch's do."""
+        if not isinstance(mode, bool):
+            raise TypeError(f"mode: expected a bool, got {type(mode).__name__}")
+        for child in self.children():
+            child.train(mode)
+        self.training = mode
+        return self
+
+    def eval(self) -> "Module":
+        """Evaluation mode: ``train(False)``."""
+        return self.train(False)
+
+    def program_analog_weights(self) -> None:
+        """Program every analog tile's weights with its config's noise model
+        (``AnalogTile.program_weights``, spec/inference.md §I2); all or nothing."""
+        with unchanged_on_error(self):
+            for child in self.children():
+                child.program_analog_weights()
+
+    def drift_analog_weights(self, t_inference: float = 0.0) -> None:
+        """Drift every analog tile to ``t_inference`` seconds after programming
+        (``AnalogTile.drift_weights``, spec/inference.md §I3); all or nothing."""
+        with unchanged_on_error(self):
+            for child in self.children():
+                child.drift_analog_weights(t_inference)
+
     def state_dict(self) -> Dict[str, Any]:
         return {"type": type(self).__name__}
 
@@ -419,6 +455,25 @@ class AnalogLinear(Module):
             for tile in row:
                 tile.post_update_step()
 
+    def train(self, mode: bool = True) -> "AnalogLinear":
+        super().train(mode)
+        for row in self.tiles:
+            for tile in row:
+                tile.train(mode)
+        return self
+
+    def program_analog_weights(self) -> None:
+        with unchanged_on_error(self):
+            for row in self.tiles:
+                for tile in row:
+                    tile.program_weights()
+
+    def drift_analog_weights(self, t_inference: float = 0.0) -> None:
+        with unchanged_on_error(self):
+            for row in self.tiles:
+                for tile in row:
+                    tile.drift_weights(t_inference)
+
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         """The tiles' states (weights, random and noise-management state) and the digital bias."""
@@ -556,6 +611,9 @@ class AnalogSequential(Module):
     def post_update_step(self) -> None:
         for m in self.modules:
             m.post_update_step()
+
+    def children(self) -> List[Module]:
+        return list(self.modules)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"type": type(self).__name__, "modules": [m.state_dict() for m in self.modules]}
