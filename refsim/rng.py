@@ -87,6 +87,8 @@ STREAMS: Tuple[str, ...] = (
     # inference (spec/inference.md §I5): programming, drift coefficients, read noise, counters
     "inference.prog_noise", "inference.drift_nu", "inference.read_noise", "inference.program",
     "inference.drift",
+    # hardware-aware training (spec/modifiers.md §M4): the step counter and the modifier's draws
+    "modifier", "modifier.noise", "modifier.sto_round", "modifier.drop",
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")

@@ -29,13 +29,13 @@ from refsim.configs import (
     SingleRPUConfig,
     UnitCellRPUConfig,
     ConfigError,
-    WeightClipType,
     WeightModifierType,
     WeightRemapType,
     construction_seed_of,
 )
 from refsim.stages import compounds as compound_stage
 from refsim.stages import inference as inference_stage
+from refsim.stages import modifiers as modifier_stage
 from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
@@ -68,9 +68,9 @@ def unimplemented_field(rpu_config: Any) -> Optional[str]:
     >>> cfg = InferenceRPUConfig()
     >>> unimplemented_field(cfg) is None
     True
-    >>> cfg.clip.type = "FixedValue"
+    >>> cfg.remap.type = "LayerwiseSymmetric"
     >>> unimplemented_field(cfg)
-    'clip (weight clipping)'
+    'remap (weight remapping)'
     """
     mapping = rpu_config.mapping
     if mapping.weight_scaling_omega > 0:
@@ -80,11 +80,8 @@ def unimplemented_field(rpu_config: Any) -> Optional[str]:
     if rpu_config.pre_post.input_range.enable:
         return "pre_post.input_range.enable (learned input range)"
     if isinstance(rpu_config, InferenceRPUConfig):
-        mod = rpu_config.modifier
-        if mod.type not in (WeightModifierType.NONE, WeightModifierType.COPY) or mod.pdrop > 0:
-            return "modifier (weight modifiers / drop connect)"
-        if rpu_config.clip.type != WeightClipType.NONE:
-            return "clip (weight clipping)"
+        if rpu_config.modifier.type == WeightModifierType.PCM_NOISE:
+            return "modifier.type 'PCMNoise' (aihwkit's CUDA-only PCM modifier)"
         if rpu_config.remap.type != WeightRemapType.NONE:
             return "remap (weight remapping)"
     return None
@@ -206,6 +203,8 @@ class AnalogTile:
         # inference (spec/inference.md §I5): programmed state, and training/evaluation mode
         self.inference_state: Optional[inference_stage.InferenceState] = None
         self.training = True
+        # hardware-aware training (spec/modifiers.md §M4): Ŵ of the last step, None until one
+        self.modified_weights: Any = None
         self.device_params: Optional[device_stage.DeviceParams] = None
         if self._pulsed_device() is not None:
             device_stage.check_supported(self.rpu_config.device, "device.")
@@ -289,6 +288,7 @@ class AnalogTile:
             raise TypeError(f"clip: expected a bool, got {type(clip).__name__}")
         w = self._check_array(weights, "weights", (self.out_size, self.in_size), exact=True)
         self.weights = self.xp.astype(w, self.dtype, copy=True)
+        self.modified_weights = None  # the next forward reads the new weights (§M4)
         if not bool(self.xp.all(self.xp.isfinite(self.weights))):
             raise ValueError(f"weights: values beyond the range of the tile's dtype "
                              f"{_dtype_name(self.dtype)} (they would be stored as infinity)")
@@ -347,7 +347,7 @@ class AnalogTile:
         """``y = f(W x)`` for ``x`` of shape ``(in_size,)`` or ``(batch, in_size)``; in evaluation
         mode (:meth:`eval`) a drifted InferenceRPUConfig tile with drift compensation multiplies
         the outputs by its factor α (spec/inference.md §I4)."""
-        y = self._pass(x, "forward", "x", self.in_size, self.weights)
+        y = self._pass(x, "forward", "x", self.in_size, self._read_weights())
         state = self.inference_state
         if not self.training and state is not None and state.baseline is not None:
             y = y * state.factor
@@ -369,7 +369,15 @@ class AnalogTile:
     def backward(self, d: Any) -> Any:
         """``z = f(Wᵀ d)`` for ``d`` of shape ``(out_size,)`` or ``(batch, out_size)``."""
         return self._pass(d, "backward", "d", self.out_size,
-                          self.xp.matrix_transpose(self.weights))
+                          self.xp.matrix_transpose(self._read_weights()))
+
+    def _read_weights(self) -> Any:
+        """The weights the analog passes read: the modified Ŵ of the last step while training
+        (and in evaluation with enable_during_test), else W (spec/modifiers.md §M4)."""
+        if self.modified_weights is not None and (
+                self.training or self.rpu_config.modifier.enable_during_test):
+            return self.modified_weights
+        return self.weights
 
     def _pass(self, x: Any, direction: str, name: str, size: int, weights: Any) -> Any:
         x = self._check_array(x, name, (size,))
@@ -569,9 +577,23 @@ class AnalogTile:
 
     @_atomic()
     def post_update_step(self) -> None:
-        """The hook run after every optimizer step: diffusion, then decay."""
+        """The hook run after every optimizer step: diffusion, then decay; for an
+        InferenceRPUConfig tile clipping, then the weight modifier (spec/modifiers.md §M4)."""
         self.diffuse_weights()
         self.decay_weights()
+        if isinstance(self.rpu_config, InferenceRPUConfig):
+            self._hardware_aware_step()
+
+    @_atomic()
+    def _hardware_aware_step(self) -> None:
+        cfg = self.rpu_config
+        self.weights = modifier_stage.clip_weights(self.xp, self.weights, cfg.clip)
+        if modifier_stage.is_active(cfg.modifier):
+            self.modified_weights = modifier_stage.modify(
+                self.xp, self.weights, cfg.modifier, self.streams.seed,
+                self.streams.next_call("modifier"))
+        else:
+            self.modified_weights = None
 
     @_atomic()
     def reset(self, prob: float = 1.0) -> None:
@@ -731,7 +753,9 @@ class AnalogTile:
                 "pulse_counters": None if self.pulse_counters is None
                 else self.get_pulse_counters(),
                 "inference": inference_stage.state_to_dict(self.xp, self.inference_state),
-                "training": self.training}
+                "training": self.training,
+                "modified": None if self.modified_weights is None
+                else self.xp.asarray(self.modified_weights, copy=True)}
 
     @_atomic()
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -769,6 +793,11 @@ class AnalogTile:
         training = state.get("training", True)
         if not isinstance(training, bool):
             raise ValueError("state['training']: expected a bool")
+        modified = state.get("modified")
+        if modified is not None:
+            modified = self.xp.astype(self._check_array(
+                modified, "state['modified']", (self.out_size, self.in_size), exact=True),
+                self.dtype, copy=True)
         self.set_weights(weights)
         self.streams.load_state_dict(state["rng"])
         if self.persistent is not None:  # set_weights drew write noise: restore both exactly
@@ -790,6 +819,7 @@ class AnalogTile:
         self.drift_state = drift
         self.inference_state = inference
         self.training = training
+        self.modified_weights = modified
 
     def _checked_device_state(self, state: dict) -> Any:
         """The persistent weights and pulse counters of a state (copies), checked against this

@@ -453,9 +453,6 @@ def test_the_state_dict_comparison_detects_a_change():
     ("mapping.weight_scaling_omega", 1.0),
     ("mapping.learn_out_scaling", True),
     ("pre_post.input_range.enable", True),
-    ("modifier.type", "AddNormal"),
-    ("modifier.pdrop", 0.1),
-    ("clip.type", "FixedValue"),
     ("remap.type", "LayerwiseSymmetric"),
 ])
 def test_a_bare_tile_refuses_fields_it_does_not_simulate(field, value):
