@@ -18,7 +18,7 @@ False
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -31,19 +31,17 @@ def dtype_name(dtype: Any) -> str:
     return (getattr(dtype, "__name__", None) or str(dtype)).rsplit(".", 1)[-1]
 
 
-_REAL: Dict[Any, type] = {}
+#: id(dtype) -> (dtype, scalar type); keyed by identity, since comparing dtypes of different
+#: namespaces warns (array-api-strict), and the dtype is kept so its id stays unique.
+_REAL: Dict[int, Tuple[Any, type]] = {}
 
 
 def real(dtype: Any) -> type:
     """numpy's scalar type of the tile dtype ``dtype`` (any namespace): ``np.float32`` for
     float32, ``np.float64`` otherwise."""
-    try:
-        return _REAL[dtype]
-    except (KeyError, TypeError):  # (TypeError: an unhashable dtype object)
-        pass
+    entry = _REAL.get(id(dtype))
+    if entry is not None and entry[0] is dtype:
+        return entry[1]
     kind = np.float32 if dtype_name(dtype) == "float32" else np.float64
-    try:
-        _REAL[dtype] = kind
-    except TypeError:
-        pass
+    _REAL[id(dtype)] = (dtype, kind)
     return kind

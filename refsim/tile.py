@@ -625,15 +625,26 @@ class AnalogTile:
 
     # -- drift ----------------------------------------------------------------------------------------
     @_atomic()
-    def drift_weights(self, delta_t: float = 1.0) -> None:
-        """Let the weights drift for ``delta_t`` time units (spec/drift.md §D3). Weights changed
-        since the last call (beyond ``reset_tol``) restart their drift; pulsed devices clamp the
-        result to their bounds. Implemented for FloatingPointRPUConfig tiles and single pulsed
-        devices (compound devices: with the compound stage)."""
+    def drift_weights(self, delta_t: Any = None, *, t_inference: Any = None) -> None:
+        """Drift the weights, as aihwkit's tiles do.
+
+        An InferenceRPUConfig tile goes to ``t_inference`` seconds after programming (given by
+        keyword or positionally; default 0), each call from the same programmed state, with the
+        drift compensation re-read (spec/inference.md §I3). Other tiles let the weights drift for
+        ``delta_t`` time units (default 1; spec/drift.md §D3): weights changed since the last call
+        (beyond ``reset_tol``) restart their drift; pulsed devices clamp the result to their
+        bounds (FloatingPointRPUConfig tiles and single pulsed devices; compound devices: with
+        the compound stage)."""
         if isinstance(self.rpu_config, InferenceRPUConfig):
-            self._drift_programmed(delta_t)
+            if delta_t is not None and t_inference is not None:
+                raise TypeError("drift_weights: give t_inference once (positionally or by name)")
+            self._drift_programmed(t_inference if t_inference is not None else
+                                   0.0 if delta_t is None else delta_t)
             return
-        delta_t = real_argument(delta_t, "delta_t", lo=0.0)
+        if t_inference is not None:
+            raise TypeError(f"t_inference: only InferenceRPUConfig tiles drift to an inference "
+                            f"time; a {type(self.rpu_config).__name__} tile drifts by delta_t")
+        delta_t = real_argument(1.0 if delta_t is None else delta_t, "delta_t", lo=0.0)
         device = getattr(self.rpu_config, "device", None)
         drift = getattr(device, "drift", None)
         pulsed = self.device_params is not None

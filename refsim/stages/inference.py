@@ -138,7 +138,7 @@ def drift_conductance(xp: Any, g: Any, nu: Any, t_inference: float, model: PCMLi
     if model.read_noise_scale == 0.0:
         return xp.clip(drifted, min=0.0)
     q = xp.clip(0.0088 / xp.clip((xp.abs(g) / r.g_max) ** 0.65, min=1e-3), max=0.2)
-    spread = math.sqrt(math.log((t + model.t_read) / (2.0 * model.t_read)))
+    spread = math.sqrt(math.log(t + model.t_read) - math.log(2.0 * model.t_read))
     xi = _normals(xp, "inference.read_noise", seed, call, slice_index, g)
     return xp.clip(drifted + xp.abs(drifted) * model.read_noise_scale * (q * spread) * xi,
                    min=0.0)
@@ -170,6 +170,9 @@ def drift(xp: Any, programmed: Programmed, t_inference: float, model: PCMLikeNoi
     """The weights at ``t_inference`` seconds after programming (§I3): the programmed weights are
     converted again (with the scale of their own abs-max, as aihwkit does), each slice drifts with
     its ν and gets read noise, and the result is converted back."""
+    if not math.isfinite(t_inference + model.t_0):
+        raise ValueError(f"t_inference: {t_inference!r} s plus t_0 = {model.t_0!r} s is beyond "
+                         f"float64")
     r = ranges(model)
     g_plus, g_minus, scale = to_conductances(xp, programmed.weights, r)
     out = [drift_conductance(xp, g, nu, t_inference, model, r, seed, call, k)
@@ -189,7 +192,10 @@ def check_time(t_inference: Any) -> float:
     if isinstance(t_inference, bool) or not isinstance(t_inference, numbers.Real):
         raise TypeError(f"t_inference: expected a real number of seconds, got "
                         f"{type(t_inference).__name__}")
-    t = float(t_inference)
+    try:
+        t = float(t_inference)
+    except OverflowError:  # an int beyond float64
+        t = math.inf
     if not math.isfinite(t) or t < 0.0:
         raise ValueError(f"t_inference: expected a finite time ≥ 0 s after programming, "
                          f"got {t_inference!r}")
