@@ -218,6 +218,15 @@ def _parser() -> argparse.ArgumentParser:
                       "before training starts")
     demo.add_argument("--quiet", action="store_true",
                       help="print only the JSON summary (no progress bar, no epoch lines)")
+    demo.add_argument("--task", choices=("train", "inference"), default="train",
+                      help="train: train with --algorithm on pulsed devices (default); "
+                      "inference: train on InferenceRPUConfig tiles with and without "
+                      "hardware-aware training, program them onto PCM-like devices, drift to "
+                      "1 s ... 1 year and print the test accuracy with and without drift "
+                      "compensation (--plot: accuracy against time); --algorithm, --device, "
+                      "--stock-config and --analog-bias do not apply there")
+    demo.add_argument("--repeats", type=_positive, default=None,
+                      help="--task inference: programmings per variant (default 5)")
     demo.add_argument("--limit", type=_positive, default=None, help=argparse.SUPPRESS)
     demo.set_defaults(subparser=demo)
 
@@ -412,6 +421,10 @@ def _demo(args: argparse.Namespace) -> int:
     from refsim.data import load_digits
 
     parser = args.subparser
+    if args.task == "inference":
+        return _inference_demo(args)
+    if args.repeats is not None:
+        parser.error("--repeats goes with --task inference")
     try:
         algorithm = configs.canonical_algorithm(args.algorithm)
     except configs.ArgumentError:
@@ -497,6 +510,62 @@ def _demo(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:   # checked up front; e.g. the disk filled up since
             plot_error = f"--plot: could not write {args.plot}: {err}"
     print(json.dumps(summary))
+    if plot_error:
+        sys.stdout.flush()
+        sys.stderr.write(_error_text(parser.prog, plot_error))
+        return 2
+    return 0
+
+
+def _inference_demo(args: argparse.Namespace) -> int:
+    """``refsim demo --task inference`` (refsim/nn/inference_demo.py)."""
+    import numpy as np
+
+    from refsim.nn import inference_demo
+
+    parser = args.subparser
+    defaults = {"algorithm": "c-ttv2", "device": "SoftBoundsReferenceDevice",
+                "stock_config": False, "analog_bias": False}
+    for name, default in defaults.items():
+        if getattr(args, name) != default:
+            parser.error(f"--{name.replace('_', '-')}: does not apply to --task inference "
+                         f"(InferenceRPUConfig tiles, digital biases)")
+    if args.plot:
+        problem = _plot_problem(args.plot)
+        if problem:
+            parser.error(f"--plot: {problem}")
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, flush=True)
+
+    repeats = 5 if args.repeats is None else args.repeats
+    say(f"refsim demo --task inference: 64-{args.hidden}-10 MLP on the digits, "
+        f"InferenceRPUConfig (PCMLikeNoiseModel), {args.epochs} epochs, lr {args.lr}, batch "
+        f"{args.batch_size}, seed {args.seed}; hardware-aware training: "
+        + ", ".join(f"{k} = {v}" for k, v in inference_demo.HWA.items())
+        + f"; {repeats} programmings per variant")
+    try:
+        result = inference_demo.run(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                    hidden=args.hidden, seed=args.seed, repeats=repeats,
+                                    dtype=np.dtype(args.dtype).type, backend=args.backend,
+                                    limit=args.limit, say=say)
+    except KeyboardInterrupt:
+        print("refsim demo: interrupted", file=sys.stderr)
+        return 130
+    say("test accuracy (%), mean ± std over the programmings:")
+    say(inference_demo.table(result))
+    plot_error = None
+    if args.plot:
+        try:
+            inference_demo.plot(args.plot, result, "refsim demo --task inference: digits MLP")
+            result["plot"] = args.plot
+        except (OSError, ValueError) as err:
+            plot_error = f"--plot: could not write {args.plot}: {err}"
+    result["accuracy"] = {v: {str(t): [round(a, 6) for a in accs] for t, accs in per.items()}
+                          for v, per in result["accuracy"].items()}
+    result["trained"] = {v: round(a, 6) for v, a in result["trained"].items()}
+    print(json.dumps(result))
     if plot_error:
         sys.stdout.flush()
         sys.stderr.write(_error_text(parser.prog, plot_error))

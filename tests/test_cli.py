@@ -275,3 +275,29 @@ def test_demo_default_algorithm_runs():
     summary = json.loads(proc.stdout)
     assert summary["algorithm"] == "c-ttv2"
     assert summary["config_changes"] == cli.DEMO_TUNING["c-ttv2"]
+
+
+def test_inference_demo_prints_the_table_and_json(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "inference.png"
+    assert main(["demo", "--task", "inference", "--epochs", "1", "--repeats", "2",
+                 "--hidden", "8", "--limit", "120", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "| t | plain | plain+compensation | hwa | hwa+compensation |" in out
+    assert "| 1 year |" in out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["repeats"] == 2 and summary["plot"] == str(plot) and plot.stat().st_size > 0
+    assert set(summary["accuracy"]) == {"plain", "plain+compensation", "hwa",
+                                        "hwa+compensation"}
+    assert all(len(v) == 2 for per in summary["accuracy"].values() for v in per.values())
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--task", "inference", "--algorithm", "sgd"], "--algorithm"),
+    (["--task", "inference", "--analog-bias"], "--analog-bias"),
+    (["--repeats", "3"], "--repeats"),
+])
+def test_inference_demo_refuses_options_that_do_not_apply(capsys, args, word):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", *args])
+    assert exc.value.code == 2 and word in capsys.readouterr().err
