@@ -3,7 +3,9 @@ one JSON line of median timings. Called by the benchmarks as a separate process;
 
 Cases of kind "forward"/"backward" (bench_io.py) time a pass on random inputs; cases of kind
 "update" (bench_update.py) time ``AnalogTile.update`` on the inputs bench_update.py wrote; a spec
-with mode "train" (bench_train.py) times one training step per build_config algorithm.
+with mode "train" (bench_train.py) times one training step per build_config algorithm; cases of
+kind "inference" (bench_inference.py) time program_weights + drift_weights(t_inference) of a
+default InferenceTile and the forward pass after that drift in evaluation mode.
 
 Threads: the caller sets OMP_NUM_THREADS / OPENBLAS_NUM_THREADS. aihwkit's CPU simulator
 (rpu_base) links its own copies of libgomp and OpenBLAS, which read them when loaded, and torch
@@ -55,6 +57,26 @@ def _time_update(case: dict, spec: dict) -> dict:
     return time_update(tile.update, lambda: tile.set_weights(weights), x, d, spec, batch)
 
 
+def _time_inference(case: dict, spec: dict) -> dict:
+    """Median seconds of program_weights() + drift_weights(t_inference) (each repeat programs the
+    same reference weights again) and of the forward pass after the drift in evaluation mode, on
+    a default InferenceRPUConfig tile (PCMLikeNoiseModel, GlobalDriftCompensation)."""
+    size, batch = case["size"], case["batch"]
+    weights = torch.rand(size, size) - 0.5
+    inputs = torch.rand(batch, size) * 2 - 1
+    tile = InferenceTile(size, size, configs.InferenceRPUConfig())
+    tile.set_weights(weights)
+
+    def program_drift():
+        tile.program_weights()
+        tile.drift_weights(case["t_inference"])
+
+    program = median(program_drift, spec["repeat"])
+    tile.eval()
+    forward = median(lambda: tile.forward(inputs), spec["repeat"])
+    return {"program+drift": program, "forward (eval)": forward}
+
+
 def _time_train(spec: dict) -> list:
     """One step (forward, backward, update) per build_config algorithm on bench_train.py's
     inputs; median seconds."""
@@ -85,6 +107,8 @@ def main():
     for case in spec["cases"]:
         if case["kind"] == "update":
             out.append({**case, **_time_update(case, spec)})
+        elif case["kind"] == "inference":
+            out.append({**case, "seconds": _time_inference(case, spec)})
         else:
             out.append({**case, "seconds": _time_pass(case, spec)})
     print(json.dumps(out))

@@ -589,9 +589,15 @@ class AnalogTile:
         cfg = self.rpu_config
         self.weights = modifier_stage.clip_weights(self.xp, self.weights, cfg.clip)
         if modifier_stage.is_active(cfg.modifier):
-            self.modified_weights = modifier_stage.modify(
-                self.xp, self.weights, cfg.modifier, self.streams.seed,
-                self.streams.next_call("modifier"))
+            modified = modifier_stage.modify(self.xp, self.weights, cfg.modifier,
+                                             self.streams.seed, self.streams.next_call("modifier"))
+            if not bool(self.xp.all(self.xp.isfinite(modified))):  # undone by _atomic
+                raise ValueError(f"modifier: the modified weights overflow "
+                                 f"{_dtype_name(self.dtype)} (max abs(W) = "
+                                 f"{float(self.xp.max(self.xp.abs(self.weights)))!r}, type "
+                                 f"{cfg.modifier.type.value!r}, std_dev "
+                                 f"{cfg.modifier.std_dev!r}); reduce the weights or the noise")
+            self.modified_weights = modified
         else:
             self.modified_weights = None
 

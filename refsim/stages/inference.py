@@ -78,7 +78,9 @@ def to_conductances(xp: Any, w: Any, r: Ranges) -> Tuple[Any, Any, float]:
     1e-7), G± = clip(±W·s, 0, g_max) + g_min."""
     R = real(w.dtype)
     top = max(float(xp.max(xp.abs(w))) if w.shape[0] * w.shape[1] else 0.0, ZERO_CLIP)
-    scale = float((R(r.g_max) - R(r.g_min)) / R(top))
+    # aihwkit's (g_max − g_min)/a: a Python float over a tensor, which torch evaluates as the
+    # reciprocal of a times the (float64) difference, each rounded in the dtype
+    scale = float(R(1) / R(top) * R(r.g_max - r.g_min))
     v = w * scale
     g_plus = xp.clip(v, min=0.0, max=r.g_max) + r.g_min
     g_minus = xp.clip(-v, min=0.0, max=r.g_max) + r.g_min
@@ -137,7 +139,8 @@ def drift_conductance(xp: Any, g: Any, nu: Any, t_inference: float, model: PCMLi
     drifted = g * (t / model.t_0) ** (-nu) if t > model.t_0 else g
     if model.read_noise_scale == 0.0:
         return xp.clip(drifted, min=0.0)
-    q = xp.clip(0.0088 / xp.clip((xp.abs(g) / r.g_max) ** 0.65, min=1e-3), max=0.2)
+    # 0.0088/x as torch evaluates a Python float over a tensor: the reciprocal, times 0.0088
+    q = xp.clip((1.0 / xp.clip((xp.abs(g) / r.g_max) ** 0.65, min=1e-3)) * 0.0088, max=0.2)
     spread = math.sqrt(math.log(t + model.t_read) - math.log(2.0 * model.t_read))
     xi = _normals(xp, "inference.read_noise", seed, call, slice_index, g)
     return xp.clip(drifted + xp.abs(drifted) * model.read_noise_scale * (q * spread) * xi,
@@ -181,8 +184,9 @@ def drift(xp: Any, programmed: Programmed, t_inference: float, model: PCMLikeNoi
 
 
 def readout(xp: Any, y: Any) -> float:
-    """λ = max(mean abs(Y), 1e-4) of the outputs Y of the one-hot reads (§I4)."""
-    return max(float(xp.mean(xp.abs(y))), READOUT_FLOOR)
+    """λ = max(mean abs(Y), 1e-4) of the outputs Y of the one-hot reads (§I4), the floor in the
+    dtype of Y."""
+    return max(float(xp.mean(xp.abs(y))), float(real(y.dtype)(READOUT_FLOOR)))
 
 
 def check_time(t_inference: Any) -> float:

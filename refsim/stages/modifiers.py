@@ -64,8 +64,8 @@ def clip_bound(xp: Any, w: Any, clip: WeightClipParameter) -> Optional[float]:
     else:
         if clip.type == WeightClipType.LAYER_GAUSSIAN:
             count = w.shape[0] * w.shape[1]
-            if count < 2:
-                return None
+            if count < 2 or float(xp.max(w)) == float(xp.min(w)):
+                return None  # std 0 (the mean's rounding would give a tiny bound that zeroes W)
             bound = float(clip.sigma) * float(xp.std(w, correction=1))
         else:  # AverageChannelMax
             bound = float(xp.mean(xp.max(xp.abs(w), axis=1)))
