@@ -688,7 +688,8 @@ class AnalogTile:
         reference = state.reference if (from_reference and state is not None) else \
             self.xp.asarray(self.weights, copy=True)
         programmed = inference_stage.program(self.xp, reference, model, self.streams.seed,
-                                             self.streams.next_call("inference.program"))
+                                             self.streams.next_call("inference.program"),
+                                             self._draws())
         self.weights = self.xp.astype(programmed.weights, self.dtype, copy=True)
         baseline = self._drift_readout() if self.rpu_config.drift_compensation is not None \
             else None
@@ -704,7 +705,7 @@ class AnalogTile:
             raise ValueError("drift_weights: the weights are not programmed; call "
                              "program_weights() first (spec/inference.md §I5)")
         drifted = inference_stage.drift(self.xp, state.programmed, t, model, self.streams.seed,
-                                        self.streams.next_call("inference.drift"))
+                                        self.streams.next_call("inference.drift"), self._draws())
         self.weights = self.xp.astype(drifted, self.dtype, copy=True)
         factor = 1.0 if state.baseline is None else state.baseline / self._drift_readout()
         self.inference_state = inference_stage.InferenceState(state.reference, state.programmed,

@@ -92,14 +92,15 @@ def to_weights(g_plus: Any, g_minus: Any, scale: float, r: Ranges) -> Any:
     return ((g_plus - r.g_min) - (g_minus - r.g_min)) / scale
 
 
-def _normals(xp: Any, stream: str, seed: int, call: int, slice_index: int, g: Any) -> Any:
+def _normals(xp: Any, stream: str, seed: int, call: int, slice_index: int, g: Any,
+             draws: Any = rng) -> Any:
     m, n = g.shape
-    return rng.normal(seed, stream, call, (m, n), start=slice_index * m * n, xp=xp,
-                      dtype=g.dtype, device=rng.device_of(g))
+    return draws.normal(seed, stream, call, (m, n), start=slice_index * m * n, xp=xp,
+                        dtype=g.dtype, device=rng.device_of(g))
 
 
 def programming_noise(xp: Any, g: Any, model: PCMLikeNoiseModel, r: Ranges, seed: int, call: int,
-                      slice_index: int) -> Any:
+                      slice_index: int, draws: Any = rng) -> Any:
     """G_p = max(G + prog_noise_scale·σ_p(G)·ξ, 0) with σ_p(G) = (c₀ + c₁·(G/g_max) + c₂·(G/g_max)²
     + …)·(g_max/g_ref), the powers formed by repeated multiplication (§I2)."""
     if model.prog_noise_scale == 0.0:
@@ -111,12 +112,12 @@ def programming_noise(xp: Any, g: Any, model: PCMLikeNoiseModel, r: Ranges, seed
         power = power * ratio
         sigma = sigma + power * float(coeff)
     sigma = sigma * (r.g_max / r.prog_reference)
-    xi = _normals(xp, "inference.prog_noise", seed, call, slice_index, g)
+    xi = _normals(xp, "inference.prog_noise", seed, call, slice_index, g, draws)
     return xp.clip(g + model.prog_noise_scale * sigma * xi, min=0.0)
 
 
 def drift_coefficients(xp: Any, g: Any, model: PCMLikeNoiseModel, r: Ranges, seed: int,
-                       call: int, slice_index: int) -> Any:
+                       call: int, slice_index: int, draws: Any = rng) -> Any:
     """ν = drift_scale·abs(μ + s·ξ') with G_rel = max(abs(G/g_max), 1e-7),
     μ = clip(−0.0155·ln(G_rel) + 0.0244, 0.049, 0.1), s = clip(−0.0125·ln(G_rel) − 0.0059,
     0.008, 0.045) (§I2); all zero (nothing drawn) when drift_scale = 0."""
@@ -125,12 +126,13 @@ def drift_coefficients(xp: Any, g: Any, model: PCMLikeNoiseModel, r: Ranges, see
     log_rel = xp.log(xp.clip(xp.abs(g / r.g_max), min=ZERO_CLIP))
     mu = xp.clip(-0.0155 * log_rel + 0.0244, min=0.049, max=0.1)
     sd = xp.clip(-0.0125 * log_rel - 0.0059, min=0.008, max=0.045)
-    xi = _normals(xp, "inference.drift_nu", seed, call, slice_index, g)
+    xi = _normals(xp, "inference.drift_nu", seed, call, slice_index, g, draws)
     return xp.abs(mu + sd * xi) * model.drift_scale
 
 
 def drift_conductance(xp: Any, g: Any, nu: Any, t_inference: float, model: PCMLikeNoiseModel,
-                      r: Ranges, seed: int, call: int, slice_index: int) -> Any:
+                      r: Ranges, seed: int, call: int, slice_index: int,
+                      draws: Any = rng) -> Any:
     """The conductance at ``t_inference`` (§I3): t = t_inference + t_0; G_d = G·(t/t_0)^(−ν)
     when t > t_0; G = max(G_d + abs(G_d)·read_noise_scale·σ_r·ξ'', 0) with
     σ_r = q·sqrt(ln((t + t_read)/(2·t_read))), q = min(0.0088/max((abs(G)/g_max)^0.65, 1e-3),
@@ -142,7 +144,7 @@ def drift_conductance(xp: Any, g: Any, nu: Any, t_inference: float, model: PCMLi
     # 0.0088/x as torch evaluates a Python float over a tensor: the reciprocal, times 0.0088
     q = xp.clip((1.0 / xp.clip((xp.abs(g) / r.g_max) ** 0.65, min=1e-3)) * 0.0088, max=0.2)
     spread = math.sqrt(math.log(t + model.t_read) - math.log(2.0 * model.t_read))
-    xi = _normals(xp, "inference.read_noise", seed, call, slice_index, g)
+    xi = _normals(xp, "inference.read_noise", seed, call, slice_index, g, draws)
     return xp.clip(drifted + xp.abs(drifted) * model.read_noise_scale * (q * spread) * xi,
                    min=0.0)
 
@@ -156,20 +158,23 @@ class Programmed:
     nu: List[Any]
 
 
-def program(xp: Any, w: Any, model: PCMLikeNoiseModel, seed: int, call: int) -> Programmed:
+def program(xp: Any, w: Any, model: PCMLikeNoiseModel, seed: int, call: int,
+            draws: Any = rng) -> Programmed:
     """Program ``w`` (m, n) (§I2): convert, add programming noise to each slice, draw each
-    slice's drift coefficients from its target conductance, convert back with the same scale."""
+    slice's drift coefficients from its target conductance, convert back with the same scale.
+    ``draws`` provides ``normal`` with refsim.rng's signature (refsim_fast.update passes its
+    compiled one: the same numbers)."""
     r = ranges(model)
     slices = to_conductances(xp, w, r)
     noisy, nus = [], []
     for k, g in enumerate(slices[:2]):
-        noisy.append(programming_noise(xp, g, model, r, seed, call, k))
-        nus.append(drift_coefficients(xp, g, model, r, seed, call, k))
+        noisy.append(programming_noise(xp, g, model, r, seed, call, k, draws))
+        nus.append(drift_coefficients(xp, g, model, r, seed, call, k, draws))
     return Programmed(to_weights(noisy[0], noisy[1], slices[2], r), nus)
 
 
 def drift(xp: Any, programmed: Programmed, t_inference: float, model: PCMLikeNoiseModel,
-          seed: int, call: int) -> Any:
+          seed: int, call: int, draws: Any = rng) -> Any:
     """The weights at ``t_inference`` seconds after programming (§I3): the programmed weights are
     converted again (with the scale of their own abs-max, as aihwkit does), each slice drifts with
     its ν and gets read noise, and the result is converted back."""
@@ -178,7 +183,7 @@ def drift(xp: Any, programmed: Programmed, t_inference: float, model: PCMLikeNoi
                          f"float64")
     r = ranges(model)
     g_plus, g_minus, scale = to_conductances(xp, programmed.weights, r)
-    out = [drift_conductance(xp, g, nu, t_inference, model, r, seed, call, k)
+    out = [drift_conductance(xp, g, nu, t_inference, model, r, seed, call, k, draws)
            for k, (g, nu) in enumerate(zip((g_plus, g_minus), programmed.nu))]
     return to_weights(out[0], out[1], scale, r)
 
