@@ -51,7 +51,7 @@ def time_name(t: float) -> str:
     return TIME_NAMES.get(t, f"{t:g} s")
 
 
-def run(*, epochs: int = 10, lr: float = 0.1, batch_size: int = 16, hidden: int = 64,
+def run(*, epochs: int = 10, lr: float = 0.1, batch_size: int = 16, hidden: int = 32,
         seed: int = 1, repeats: int = 5, times: Sequence[float] = TIMES, dtype: Any = np.float32,
         backend: str = "auto", limit: Optional[int] = None,
         say: Callable[[str], None] = lambda text: None) -> Dict[str, Any]:
