@@ -35,6 +35,7 @@ from refsim.configs import (
 )
 from refsim.stages import compounds as compound_stage
 from refsim.stages import inference as inference_stage
+from refsim.stages import mapping as mapping_stage
 from refsim.stages import modifiers as modifier_stage
 from refsim.stages import devices as device_stage
 from refsim.stages import drift as drift_stage
@@ -68,13 +69,11 @@ def unimplemented_field(rpu_config: Any) -> Optional[str]:
     >>> cfg = InferenceRPUConfig()
     >>> unimplemented_field(cfg) is None
     True
-    >>> cfg.remap.type = "LayerwiseSymmetric"
+    >>> cfg.mapping.learn_out_scaling = True
     >>> unimplemented_field(cfg)
-    'remap (weight remapping)'
+    'mapping.learn_out_scaling (learned output scales)'
     """
     mapping = rpu_config.mapping
-    if mapping.weight_scaling_omega > 0:
-        return "mapping.weight_scaling_omega > 0 (weight scaling)"
     if mapping.learn_out_scaling:
         return "mapping.learn_out_scaling (learned output scales)"
     if rpu_config.pre_post.input_range.enable:
@@ -82,8 +81,6 @@ def unimplemented_field(rpu_config: Any) -> Optional[str]:
     if isinstance(rpu_config, InferenceRPUConfig):
         if rpu_config.modifier.type == WeightModifierType.PCM_NOISE:
             return "modifier.type 'PCMNoise' (aihwkit's CUDA-only PCM modifier)"
-        if rpu_config.remap.type != WeightRemapType.NONE:
-            return "remap (weight remapping)"
     return None
 
 
@@ -205,6 +202,8 @@ class AnalogTile:
         self.training = True
         # hardware-aware training (spec/modifiers.md §M4): Ŵ of the last step, None until one
         self.modified_weights: Any = None
+        # digital output scales α (spec/mapping.md §P1): W = α·W_s row-wise; None means all 1
+        self.out_scales: Any = None
         self.device_params: Optional[device_stage.DeviceParams] = None
         if self._pulsed_device() is not None:
             device_stage.check_supported(self.rpu_config.device, "device.")
@@ -287,6 +286,22 @@ class AnalogTile:
         if not isinstance(clip, bool):
             raise TypeError(f"clip: expected a bool, got {type(clip).__name__}")
         w = self._check_array(weights, "weights", (self.out_size, self.in_size), exact=True)
+        w = self.xp.astype(w, self.dtype, copy=True)
+        if not bool(self.xp.all(self.xp.isfinite(w))):
+            raise ValueError(f"weights: values beyond the range of the tile's dtype "
+                             f"{_dtype_name(self.dtype)} (they would be stored as infinity)")
+        mapping = self.rpu_config.mapping
+        self.out_scales = None
+        if mapping.weight_scaling_omega > 0:  # store W/α (spec/mapping.md §P1)
+            self.out_scales = mapping_stage.weight_scales(
+                self.xp, w, float(mapping.weight_scaling_omega),
+                mapping.weight_scaling_columnwise)
+            w = w / self.xp.reshape(self.out_scales, (-1, 1))
+        self._store_weights(w, clip)
+
+    def _store_weights(self, w: Any, clip: bool = False) -> None:
+        """Store the (already scaled) weights W_s: compound distribution, device clamp, write
+        noise (the part of set_weights after the output scales)."""
         self.weights = self.xp.astype(w, self.dtype, copy=True)
         self.modified_weights = None  # the next forward reads the new weights (§M4)
         if not bool(self.xp.all(self.xp.isfinite(self.weights))):
@@ -303,8 +318,15 @@ class AnalogTile:
             if self.rpu_config.device.apply_write_noise_on_set:
                 self._redraw_write_noise()
 
-    def get_weights(self) -> Any:
-        """A copy of the weights (with write noise: the apparent weights, spec/devices.md §V8)."""
+    def get_weights(self, apply_weight_scaling: bool = True) -> Any:
+        """A copy of the weights (with write noise: the apparent weights, spec/devices.md §V8):
+        the logical weights α·W_s of a tile with output scales (spec/mapping.md §P1), or the
+        stored W_s with ``apply_weight_scaling=False`` (aihwkit's argument)."""
+        if not isinstance(apply_weight_scaling, bool):
+            raise TypeError(f"apply_weight_scaling: expected a bool, got "
+                            f"{type(apply_weight_scaling).__name__}")
+        if apply_weight_scaling and self.out_scales is not None:
+            return self.xp.reshape(self.out_scales, (-1, 1)) * self.weights
         return self.xp.asarray(self.weights, copy=True)
 
     def get_persistent_weights(self) -> Any:
@@ -348,6 +370,8 @@ class AnalogTile:
         mode (:meth:`eval`) a drifted InferenceRPUConfig tile with drift compensation multiplies
         the outputs by its factor α (spec/inference.md §I4)."""
         y = self._pass(x, "forward", "x", self.in_size, self._read_weights())
+        if self.out_scales is not None:  # spec/mapping.md §P2
+            y = y * self.out_scales
         state = self.inference_state
         if not self.training and state is not None and state.baseline is not None:
             y = y * state.factor
@@ -368,6 +392,8 @@ class AnalogTile:
     @_atomic(compound=False)
     def backward(self, d: Any) -> Any:
         """``z = f(Wᵀ d)`` for ``d`` of shape ``(out_size,)`` or ``(batch, out_size)``."""
+        if self.out_scales is not None:  # spec/mapping.md §P2: d·α before the pass
+            d = self._check_array(d, "d", (self.out_size,)) * self.out_scales
         return self._pass(d, "backward", "d", self.out_size,
                           self.xp.matrix_transpose(self._read_weights()))
 
@@ -422,6 +448,9 @@ class AnalogTile:
                              f"{ds.shape[0]} rows of d)")
         mode = self._update_mode()
         xs, ds = xp.astype(xs, self.dtype), xp.astype(ds, self.dtype)
+        if self.out_scales is not None:  # spec/mapping.md §P2: W_s ← W_s − lr·(d/α)ᵀx
+            ds, lr = mapping_stage.scaled_update(xp, ds, lr, self.out_scales,
+                                                 self.rpu_config.mapping)
         self._apply_update(mode, xs, ds, lr)
         if not bool(xp.all(xp.isfinite(self.weights))):  # the call is undone (_atomic)
             raise ValueError(f"x, d, lr: the update lr·dᵀx overflows "
@@ -588,6 +617,11 @@ class AnalogTile:
     def _hardware_aware_step(self) -> None:
         cfg = self.rpu_config
         self.weights = modifier_stage.clip_weights(self.xp, self.weights, cfg.clip)
+        if cfg.remap.type != WeightRemapType.NONE:  # spec/modifiers.md §M5
+            scales = self.out_scales if self.out_scales is not None else \
+                self.xp.ones((self.out_size,), dtype=self.dtype, device=self.device)
+            self.weights, self.out_scales = mapping_stage.remap(self.xp, self.weights, scales,
+                                                                cfg.remap)
         if modifier_stage.is_active(cfg.modifier):
             modified = modifier_stage.modify(self.xp, self.weights, cfg.modifier,
                                              self.streams.seed, self.streams.next_call("modifier"))
@@ -764,7 +798,8 @@ class AnalogTile:
         """Everything a resumed run needs: the config, the seeds, the weights, the random state and
         the noise-management state (arrays stay in the tile's namespace)."""
         return {"rpu_config": self.rpu_config.to_dict(), "construction_seed": self.construction_seed,
-                "weights": self.get_weights(), "rng": self.streams.state_dict(),
+                "weights": self.get_weights(apply_weight_scaling=False),
+                "rng": self.streams.state_dict(),
                 "nm_running": self.nm_running, "drift": self.drift_state,
                 "compound": None if self.compound is None else self.compound.state_dict(),
                 "persistent": self.get_persistent_weights(),
@@ -773,7 +808,9 @@ class AnalogTile:
                 "inference": inference_stage.state_to_dict(self.xp, self.inference_state),
                 "training": self.training,
                 "modified": None if self.modified_weights is None
-                else self.xp.asarray(self.modified_weights, copy=True)}
+                else self.xp.asarray(self.modified_weights, copy=True),
+                "out_scales": None if self.out_scales is None
+                else self.xp.asarray(self.out_scales, copy=True)}
 
     @_atomic()
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -811,12 +848,19 @@ class AnalogTile:
         training = state.get("training", True)
         if not isinstance(training, bool):
             raise ValueError("state['training']: expected a bool")
+        scales = state.get("out_scales")
+        if scales is not None:
+            scales = self.xp.astype(self._check_array(
+                scales, "state['out_scales']", (self.out_size,), exact=True), self.dtype,
+                copy=True)
+            if not bool(self.xp.all(scales > 0)):
+                raise ValueError("state['out_scales']: expected positive output scales")
         modified = state.get("modified")
         if modified is not None:
             modified = self.xp.astype(self._check_array(
                 modified, "state['modified']", (self.out_size, self.in_size), exact=True),
                 self.dtype, copy=True)
-        self.set_weights(weights)
+        self._store_weights(weights)  # the stored W_s (their scales are restored below)
         self.streams.load_state_dict(state["rng"])
         if self.persistent is not None:  # set_weights drew write noise: restore both exactly
             self.persistent = persistent
@@ -838,6 +882,7 @@ class AnalogTile:
         self.inference_state = inference
         self.training = training
         self.modified_weights = modified
+        self.out_scales = scales
 
     def _checked_device_state(self, state: dict) -> Any:
         """The persistent weights and pulse counters of a state (copies), checked against this

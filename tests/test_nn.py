@@ -320,7 +320,6 @@ def test_bad_input():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("mapping.weight_scaling_omega", 1.0),
     ("mapping.learn_out_scaling", True),
 ])
 def test_unimplemented_mapping_fields_are_refused(field, value):

@@ -450,10 +450,8 @@ def test_the_state_dict_comparison_detects_a_change():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("mapping.weight_scaling_omega", 1.0),
     ("mapping.learn_out_scaling", True),
     ("pre_post.input_range.enable", True),
-    ("remap.type", "LayerwiseSymmetric"),
 ])
 def test_a_bare_tile_refuses_fields_it_does_not_simulate(field, value):
     """No silent parameter on a bare AnalogTile either: a hardware-aware field that the
