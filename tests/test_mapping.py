@@ -142,3 +142,39 @@ def test_bad_state_scales_are_refused():
     state["out_scales"] = -state["out_scales"]
     with pytest.raises(ValueError, match="out_scales"):
         AnalogTile(*W.shape, cfg, seed=3).load_state_dict(state)
+
+
+AIHWKIT_SCALING = """
+import json, torch
+from aihwkit.simulator.configs import InferenceRPUConfig
+from aihwkit.simulator.tiles import InferenceTile
+c = InferenceRPUConfig()
+c.forward.is_perfect = True
+c.mapping.weight_scaling_omega = 0.6
+c.mapping.weight_scaling_columnwise = {columnwise}
+t = InferenceTile(3, 4, c)
+t.set_weights(torch.tensor({w}))
+y = t.forward(torch.tensor({x}))
+print(json.dumps(dict(y=y.tolist(), stored=t.get_weights(apply_weight_scaling=False)[0].tolist(),
+                      logical=t.get_weights()[0].tolist())))
+"""
+
+
+@pytest.mark.parametrize("columnwise", [False, True])
+def test_weight_scaling_side_by_side_with_aihwkit(columnwise):
+    """aihwkit 1.1.0's InferenceTile stores W/α with the same α (float32, bit for bit) and gives
+    the same logical weights and perfect forward (skipped without aihwkit)."""
+    from aihwkit_peer import run_script
+
+    w = np.array([[0.5, -2.0, 0.25, 0.125], [0.125, 1.0, -0.75, 0.5], [0.25, 0.0, 0.0, -0.5]],
+                 dtype=np.float32)
+    x = np.array([[0.5, -0.25, 1.0, 0.75]], dtype=np.float32)
+    theirs = run_script(AIHWKIT_SCALING.format(columnwise=columnwise, w=w.tolist(),
+                                               x=x.tolist()))
+    cfg = _config(weight_scaling_omega=0.6, weight_scaling_columnwise=columnwise)
+    for backend in ("reference", "fast"):
+        tile = AnalogTile(3, 4, cfg, dtype=np.float32, backend=backend)
+        tile.set_weights(w)
+        np.testing.assert_array_equal(tile.get_weights(False), np.float32(theirs["stored"]))
+        np.testing.assert_array_equal(tile.get_weights(), np.float32(theirs["logical"]))
+        np.testing.assert_array_equal(tile.forward(x), np.float32(theirs["y"]))
