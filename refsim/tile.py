@@ -69,13 +69,11 @@ def unimplemented_field(rpu_config: Any) -> Optional[str]:
     >>> cfg = InferenceRPUConfig()
     >>> unimplemented_field(cfg) is None
     True
-    >>> cfg.mapping.learn_out_scaling = True
+    >>> cfg.forward.noise_management = cfg.forward.bound_management = "None"
+    >>> cfg.pre_post.input_range.enable = True
     >>> unimplemented_field(cfg)
-    'mapping.learn_out_scaling (learned output scales)'
+    'pre_post.input_range.enable (learned input range)'
     """
-    mapping = rpu_config.mapping
-    if mapping.learn_out_scaling:
-        return "mapping.learn_out_scaling (learned output scales)"
     if rpu_config.pre_post.input_range.enable:
         return "pre_post.input_range.enable (learned input range)"
     if isinstance(rpu_config, InferenceRPUConfig):
@@ -170,6 +168,9 @@ class AnalogTile:
         missing = unimplemented_field(self.rpu_config)
         if missing is not None:  # no silent parameter
             raise NotImplementedError(f"rpu_config: refsim does not implement {missing} yet")
+        if self.rpu_config.mapping.learn_out_scaling:  # spec/mapping.md §P4
+            raise ConfigError("mapping.learn_out_scaling: a trainable output scale needs an "
+                              "optimizer, which a bare tile has not; use refsim.nn.AnalogLinear")
         self.streams = rng.RandomStreams(seed)
         self.xp = rng._namespace(xp)
         self.device = device

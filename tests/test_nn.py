@@ -319,13 +319,11 @@ def test_bad_input():
         nn.train_epoch(nn.mlp([2, 2]), np.zeros((2, 2)), np.zeros(2, dtype=np.int64), 0.1, 0, 0)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("mapping.learn_out_scaling", True),
-])
-def test_unimplemented_mapping_fields_are_refused(field, value):
+def test_the_learned_input_range_is_refused_until_implemented():
     cfg = configs.SingleRPUConfig()
-    setattr(cfg.mapping, field.split(".")[1], value)
-    with pytest.raises(NotImplementedError, match=field.split(".")[1]):
+    cfg.forward.noise_management = cfg.forward.bound_management = "None"
+    cfg.pre_post.input_range.enable = True
+    with pytest.raises(NotImplementedError, match="input_range"):
         nn.AnalogLinear(3, 2, cfg)
 
 
@@ -551,3 +549,49 @@ def _loaded(state):
     model = _inference_model()
     model.load_state_dict(state)
     return model
+
+
+# -- learned output scales (spec/mapping.md §P4) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("columnwise", [False, True])
+def test_learned_output_scale_is_a_gradient_step(columnwise):
+    """y = s_out·(W x) + b: the update moves s_out by −lr·Σ_b grad·(W x) (summed over outputs for
+    the scalar), the tiles see grad·s_out; get_weights gives s_out·W; set_weights resets s_out."""
+    cfg = configs.FloatingPointRPUConfig()
+    cfg.mapping.learn_out_scaling = True
+    cfg.mapping.out_scaling_columnwise = columnwise
+    layer = nn.AnalogLinear(4, 3, cfg, seed=1)
+    plain = nn.AnalogLinear(4, 3, configs.FloatingPointRPUConfig(), seed=1)
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 4))
+    g = np.random.default_rng(1).uniform(-1, 1, (5, 3))
+    w0, _ = layer.get_weights()
+    np.testing.assert_array_equal(layer(x), plain(x))     # s_out starts at 1
+    layer.backward(g)
+    layer.update(0.1)
+    wx = x @ w0.T
+    grad = (g * wx).sum(axis=0)
+    expected = 1.0 - 0.1 * (grad if columnwise else grad.sum(keepdims=True))
+    np.testing.assert_allclose(layer.out_scale, expected, rtol=1e-12)
+    w1, _ = layer.get_weights()
+    tile_w = layer.tiles[0][0].get_weights()
+    np.testing.assert_allclose(w1, layer.out_scale.reshape(-1, 1) * tile_w, rtol=1e-15)
+    np.testing.assert_allclose(tile_w, w0 - 0.1 * (g * 1.0).T @ x, rtol=1e-12)  # grad·s_out, s=1
+    restored = nn.AnalogLinear(4, 3, cfg, seed=1)
+    restored.load_state_dict(layer.state_dict())
+    np.testing.assert_array_equal(restored(x), layer(x))
+    layer.set_weights(w1, layer.get_weights()[1])
+    np.testing.assert_array_equal(layer.out_scale, np.ones_like(layer.out_scale))
+    np.testing.assert_allclose(layer.get_weights()[0], w1, rtol=1e-15)
+
+
+def test_a_bare_tile_refuses_a_learned_output_scale():
+    from refsim.tile import AnalogTile
+
+    cfg = configs.SingleRPUConfig()
+    cfg.mapping.learn_out_scaling = True
+    with pytest.raises(configs.ConfigError, match="learn_out_scaling"):
+        AnalogTile(2, 2, cfg)
+    with pytest.raises(ValueError, match="out_scale"):
+        nn.AnalogLinear(2, 2, configs.SingleRPUConfig()).load_state_dict(
+            nn.AnalogLinear(2, 2, cfg).state_dict())

@@ -450,7 +450,6 @@ def test_the_state_dict_comparison_detects_a_change():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("mapping.learn_out_scaling", True),
     ("pre_post.input_range.enable", True),
 ])
 def test_a_bare_tile_refuses_fields_it_does_not_simulate(field, value):

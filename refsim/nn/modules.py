@@ -11,6 +11,7 @@ with.
 from __future__ import annotations
 
 import contextlib
+import copy
 
 import math
 import numbers
@@ -289,13 +290,25 @@ class AnalogLinear(Module):
         else:
             seeds = [int(s) for s in rng.random_words(self.seed, "nn.tile_seed", 0, 0, n_tiles)]
         extra = 1 if self.analog_bias else 0
+        # learned output scales (spec/mapping.md §P4) belong to the layer, not to its tiles
+        tile_config = rpu_config
+        if mapping.learn_out_scaling:
+            tile_config = copy.deepcopy(rpu_config)
+            tile_config.mapping.learn_out_scaling = False
+            tile_config.mapping.out_scaling_columnwise = False
         self.tiles: List[List[AnalogTile]] = [
-            [AnalogTile(out, inp + extra, rpu_config, seed=seeds[j * len(self.in_sizes) + i],
+            [AnalogTile(out, inp + extra, tile_config, seed=seeds[j * len(self.in_sizes) + i],
                         dtype=self.dtype, xp=xp, device=device, backend=backend)
              for i, inp in enumerate(self.in_sizes)]
             for j, out in enumerate(self.out_sizes)
         ]
-        self.rpu_config = self.tiles[0][0].rpu_config
+        self.rpu_config = rpu_config.frozen()
+        self.out_scale: Any = None
+        if mapping.learn_out_scaling:
+            size = self.out_features if mapping.out_scaling_columnwise else 1
+            self.out_scale = self.xp.ones((size,), dtype=self.dtype, device=device)
+        self._y: Any = None        # the tiles' summed output of the last forward (for s_out)
+        self._d_tiles: Any = None  # the error the tiles see: grad_out·s_out
         self.bias: Any = None
         if self.digital_bias:
             self.bias = self.xp.zeros((self.out_features,), dtype=self.dtype, device=device)
@@ -338,6 +351,8 @@ class AnalogLinear(Module):
         w = self._check(weight, "weight", (self.out_features, self.in_features))
         if self.has_bias != (bias is not None):
             raise ValueError("bias: expected an array exactly when the layer has a bias")
+        if self.out_scale is not None:  # the tiles take the weights, s_out restarts at 1
+            self.out_scale = xp.ones_like(self.out_scale)
         b = None if bias is None else self._check(bias, "bias", (self.out_features,))
         for j, (o0, o1) in enumerate(_offsets(self.out_sizes)):
             for i, (i0, i1) in enumerate(_offsets(self.in_sizes)):
@@ -365,6 +380,10 @@ class AnalogLinear(Module):
             b = xp.concat(biases, axis=0) if len(biases) > 1 else biases[0]
         else:
             b = None
+        if self.out_scale is not None:  # the logical weights s_out·W (spec/mapping.md §P4)
+            w = xp.reshape(self.out_scale, (-1, 1)) * w
+            if self.analog_bias:
+                b = self.out_scale * b
         return w, b
 
     # -- passes ------------------------------------------------------------------------------------
@@ -402,6 +421,9 @@ class AnalogLinear(Module):
                 acc = y if acc is None else acc + y
             outs.append(acc)
         y = xp.concat(outs, axis=1) if len(outs) > 1 else outs[0]
+        if self.out_scale is not None:  # spec/mapping.md §P4
+            self._y = y
+            y = y * self.out_scale
         if self.digital_bias:
             y = y + self.bias
         self._xs, self._d = xs, None
@@ -417,7 +439,8 @@ class AnalogLinear(Module):
         if d.shape[0] != self._xs[0].shape[0]:
             raise ValueError(f"grad_out: {d.shape[0]} rows, the last forward had "
                              f"{self._xs[0].shape[0]}")
-        ds = [d if len(self.out_sizes) == 1 else d[:, o0:o1]
+        d_tiles = d if self.out_scale is None else d * self.out_scale
+        ds = [d_tiles if len(self.out_sizes) == 1 else d_tiles[:, o0:o1]
               for o0, o1 in _offsets(self.out_sizes)]
         grads = []
         for i in range(len(self.in_sizes)):
@@ -427,7 +450,7 @@ class AnalogLinear(Module):
                 acc = z if acc is None else acc + z
             grads.append(acc[:, :-1] if self.analog_bias else acc)
         z = xp.concat(grads, axis=1) if len(grads) > 1 else grads[0]
-        self._d = d
+        self._d, self._d_tiles = d, d_tiles
         return xp.reshape(z, (-1,)) if vector else z
 
     def update(self, lr: float) -> None:
@@ -436,12 +459,21 @@ class AnalogLinear(Module):
         lr = check_lr(lr)
         if self._xs is None or self._d is None:
             raise RuntimeError("update: call forward and backward first")
-        ds = [self._d if len(self.out_sizes) == 1 else self._d[:, o0:o1]
+        d_tiles = self._d_tiles
+        ds = [d_tiles if len(self.out_sizes) == 1 else d_tiles[:, o0:o1]
               for o0, o1 in _offsets(self.out_sizes)]
         with unchanged_on_error(self):  # several tiles: all of them or none
             for j, row in enumerate(self.tiles):
                 for tile, xi in zip(row, self._xs):
                     tile.update(xi, ds[j], lr)
+            if self.out_scale is not None:  # s ← s − lr·∂L/∂s (spec/mapping.md §P4)
+                grad = self.xp.sum(self._d * self._y, axis=0)
+                if self.out_scale.shape[0] == 1:
+                    grad = self.xp.reshape(self.xp.sum(grad), (1,))
+                scale = self.out_scale - lr * grad
+                if not bool(self.xp.all(self.xp.isfinite(scale))):
+                    raise ValueError(f"lr: the output-scale update overflows (lr = {lr!r})")
+                self.out_scale = scale
             if self.digital_bias:
                 bias = self.bias - lr * self.xp.sum(self._d, axis=0)
                 if not bool(self.xp.all(self.xp.isfinite(bias))):
@@ -480,7 +512,9 @@ class AnalogLinear(Module):
         return {"type": type(self).__name__,
                 "sizes": [self.out_features, self.in_features],
                 "tiles": [[t.state_dict() for t in row] for row in self.tiles],
-                "bias": None if self.bias is None else self.xp.asarray(self.bias, copy=True)}
+                "bias": None if self.bias is None else self.xp.asarray(self.bias, copy=True),
+                "out_scale": None if self.out_scale is None
+                else self.xp.asarray(self.out_scale, copy=True)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self._check_state_type(state)
@@ -497,11 +531,19 @@ class AnalogLinear(Module):
         bias = None
         if self.bias is not None:
             bias = self._check(state["bias"], "state['bias']", (self.out_features,))
+        out_scale = None
+        if (state.get("out_scale") is None) != (self.out_scale is None):
+            raise ValueError("state['out_scale']: expected an output scale exactly when the "
+                             "layer learns one (mapping.learn_out_scaling)")
+        if self.out_scale is not None:
+            out_scale = self._check(state["out_scale"], "state['out_scale']",
+                                    tuple(self.out_scale.shape))
         for row, row_states in zip(self.tiles, tiles):
             for tile, s in zip(row, row_states):
                 tile.load_state_dict(s)
         self.bias = bias
-        self._xs = self._d = None
+        self.out_scale = out_scale
+        self._xs = self._d = self._y = self._d_tiles = None
 
     def __repr__(self) -> str:
         bias = "digital" if self.digital_bias else "analog" if self.analog_bias else "none"
