@@ -25,3 +25,24 @@ def print_table(header: Sequence[str], rows: List[Sequence[object]]) -> None:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
         if k == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def run_worker(threads: int, spec: dict, python: str, script: str,
+               wait_policy: str = "inherit") -> list:
+    """Run a benchmark worker ``python script '<spec JSON>'`` with the BLAS/OpenMP thread
+    variables set to ``threads`` (and OMP_WAIT_POLICY unless ``wait_policy`` is 'inherit'); its
+    last stdout line, parsed as JSON. Exits with the worker's stderr when it fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    if wait_policy != "inherit":
+        env.setdefault("OMP_WAIT_POLICY", wait_policy)
+    proc = subprocess.run([python, script, json.dumps(spec)], env=env, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"{python} {script} failed ({threads} thread(s)):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

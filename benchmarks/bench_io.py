@@ -11,9 +11,7 @@ counts are set per process through OMP_NUM_THREADS / OPENBLAS_NUM_THREADS.
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -53,14 +51,6 @@ def _worker(spec: dict) -> list:
     return out
 
 
-def _run(threads: int, spec: dict, python: str, script: str) -> list:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([python, script, json.dumps(spec)], env=env, capture_output=True,
-                          text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         print(json.dumps(_worker(json.loads(sys.argv[2]))))
@@ -74,7 +64,7 @@ def main() -> None:
                         help="python of an environment with aihwkit (skipped if missing)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from _timing import print_table
+    from _timing import print_table, run_worker
 
     cases = [dict(kind=k, size=s, batch=b) for k in ("forward", "backward")
              for s in args.sizes for b in args.batches]
@@ -82,8 +72,8 @@ def main() -> None:
     have_aihwkit = pathlib.Path(args.aihwkit).exists()
     rows = []
     for threads in args.threads:
-        ours = _run(threads, spec, sys.executable, f"{__file__}")  # re-enters as --worker
-        theirs = _run(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py")) \
+        ours = run_worker(threads, spec, sys.executable, f"{__file__}")  # re-enters as --worker
+        theirs = run_worker(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py")) \
             if have_aihwkit else [None] * len(ours)
         for mine, other in zip(ours, theirs):
             aih = other["seconds"] if other else None

@@ -30,15 +30,13 @@ up to --repeat timed calls; a call longer than --budget/--repeat seconds gets fe
 import argparse
 import importlib.util
 import json
-import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from _timing import median_seconds, print_table  # this script's folder is on sys.path
+from _timing import median_seconds, print_table, run_worker  # this script's folder is on sys.path
 
 HERE = pathlib.Path(__file__).resolve().parent
 DEFAULT_AIHWKIT = pathlib.Path.home() / ".venvs" / "aihwkit" / "bin" / "python"
@@ -170,16 +168,6 @@ def _write_inputs(data: str, sizes: list, batches: list, workloads: list) -> Non
                     .astype(np.float32))
 
 
-def _run(threads: int, spec: dict, python: str, script: str) -> list:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
-    proc = subprocess.run([python, script, json.dumps(spec)], env=env, capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        sys.exit(f"{python} {script} failed ({threads} thread(s)):\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         print(json.dumps(_worker(json.loads(sys.argv[2]))))
@@ -211,10 +199,10 @@ def main() -> None:
                 "ref_rows": args.ref_rows, "max_call": args.max_call, "data": data}
         for threads in args.threads:
             print(f"# timing refsim, {threads} thread(s) ...", file=sys.stderr, flush=True)
-            ours = _run(threads, spec, sys.executable, f"{__file__}")  # re-enters as --worker
+            ours = run_worker(threads, spec, sys.executable, f"{__file__}")  # re-enters as --worker
             if have_aihwkit:
                 print(f"# timing aihwkit, {threads} thread(s) ...", file=sys.stderr, flush=True)
-                theirs = _run(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py"))
+                theirs = run_worker(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py"))
             else:
                 theirs = [None] * len(ours)
             for mine, other in zip(ours, theirs):

@@ -506,14 +506,22 @@ def _demo(args: argparse.Namespace) -> int:
                "loss": last["loss"], "train_accuracy": last["train_accuracy"],
                "test_accuracy": last["test_accuracy"], "seconds": last["seconds"],
                "history": history}
+    return _summary_and_plot(parser, summary, args.plot, lambda path: _plot(
+        path, history, f"refsim demo: {algorithm} on {args.device}, seed {args.seed}"))
+
+
+def _summary_and_plot(parser: argparse.ArgumentParser, summary: Dict[str, Any],
+                      path: Optional[str], draw: Callable[[str], None]) -> int:
+    """Draw the plot to ``path`` (when asked; checked up front by :func:`_plot_problem`), then
+    print the JSON summary; exit status 2 with a one-line error if the plot could not be
+    written after all (e.g. the disk filled up since), else 0."""
     plot_error = None
-    if args.plot:
+    if path:
         try:
-            _plot(args.plot, history, f"refsim demo: {algorithm} on {args.device}, seed "
-                                      f"{args.seed}")
-            summary["plot"] = args.plot
-        except (OSError, ValueError) as err:   # checked up front; e.g. the disk filled up since
-            plot_error = f"--plot: could not write {args.plot}: {err}"
+            draw(path)
+            summary["plot"] = path
+        except (OSError, ValueError) as err:
+            plot_error = f"--plot: could not write {path}: {err}"
     print(json.dumps(summary))
     if plot_error:
         sys.stdout.flush()
@@ -560,22 +568,12 @@ def _inference_demo(args: argparse.Namespace) -> int:
         return 130
     say("test accuracy (%), mean ± std over the programmings:")
     say(inference_demo.table(result))
-    plot_error = None
-    if args.plot:
-        try:
-            inference_demo.plot(args.plot, result, "refsim demo --task inference: digits MLP")
-            result["plot"] = args.plot
-        except (OSError, ValueError) as err:
-            plot_error = f"--plot: could not write {args.plot}: {err}"
-    result["accuracy"] = {v: {str(t): [round(a, 6) for a in accs] for t, accs in per.items()}
-                          for v, per in result["accuracy"].items()}
-    result["trained"] = {v: round(a, 6) for v, a in result["trained"].items()}
-    print(json.dumps(result))
-    if plot_error:
-        sys.stdout.flush()
-        sys.stderr.write(_error_text(parser.prog, plot_error))
-        return 2
-    return 0
+    summary = dict(result)
+    summary["accuracy"] = {v: {str(t): [round(a, 6) for a in accs] for t, accs in per.items()}
+                           for v, per in result["accuracy"].items()}
+    summary["trained"] = {v: round(a, 6) for v, a in result["trained"].items()}
+    return _summary_and_plot(parser, summary, args.plot, lambda path: inference_demo.plot(
+        path, result, "refsim demo --task inference: digits MLP"))
 
 
 def _verify(args: argparse.Namespace) -> int:

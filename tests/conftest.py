@@ -99,3 +99,22 @@ def to_numpy(a):
     if type(a).__module__.startswith("array_api_strict"):
         return numpy.from_dlpack(a)
     return numpy.asarray(a)
+
+
+def assert_same_state(a, b, where="state"):
+    """Two state_dicts (nested dicts, lists, arrays, numbers) are identical: arrays bit for bit,
+    everything else equal; ``where`` names the first difference."""
+    import numpy
+
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), where
+        for key in a:
+            assert_same_state(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for k, (x, y) in enumerate(zip(a, b)):
+            assert_same_state(x, y, f"{where}[{k}]")
+    elif hasattr(a, "shape"):
+        numpy.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=where)
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"

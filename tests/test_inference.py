@@ -10,7 +10,7 @@ import pickle
 import numpy as np
 import pytest
 
-from conftest import OTHER_NAMESPACES, to_numpy
+from conftest import OTHER_NAMESPACES, assert_same_state, to_numpy
 from refsim import configs as C
 from refsim import rng
 from refsim.stages import inference as I
@@ -50,22 +50,6 @@ def sigma_p(g, coeff, g_max, g_ref):
     """σ_p(G) of spec/inference.md, written independently of the module."""
     r = g / g_max
     return sum(c * r ** k for k, c in enumerate(coeff)) * (g_max / g_ref)
-
-
-def assert_same_state(a, b, where="state"):
-    """Two state_dicts (nested dicts, lists, arrays, numbers) equal, arrays bit for bit."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), where
-        for key in a:
-            assert_same_state(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b)):
-            assert_same_state(x, y, f"{where}[{k}]")
-    elif hasattr(a, "shape"):
-        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=where)
-    else:
-        assert a == b, where
 
 
 # -- §I1 conversion ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import NAMESPACES, OTHER_NAMESPACES, to_numpy
+from conftest import NAMESPACES, OTHER_NAMESPACES, assert_same_state, to_numpy
 from refsim import cli, configs, nn
 from refsim.data import digits_split, load_digits
 
@@ -347,22 +347,6 @@ def _fast_part(tile):
     return np.array(to_numpy(state["chi"] if "chi" in state else state["devices"][0]))
 
 
-def _same_state(a, b, where="state"):
-    """Two tile states are identical: arrays bit for bit, everything else equal."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            _same_state(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (u, v) in enumerate(zip(a, b)):
-            _same_state(u, v, f"{where}[{i}]")
-    elif hasattr(a, "shape"):
-        np.testing.assert_array_equal(to_numpy(a), to_numpy(b), err_msg=where)
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
 @pytest.mark.parametrize("algorithm", COMPOUND_ALGORITHMS)
 def test_compound_configs_train_through_nn(algorithm):
     """Every build_config compound trains through refsim.nn: each layer update is the tile's
@@ -375,7 +359,7 @@ def test_compound_configs_train_through_nn(algorithm):
     twin = nn.AnalogLinear(4, 3, cfg, seed=1, backend="reference").tiles[0][0]
     tile = layer.tiles[0][0]
     assert tile.compound is not None and layer.digital_bias
-    _same_state(tile.state_dict(), twin.state_dict())
+    assert_same_state(tile.state_dict(), twin.state_dict())
     w_start, _ = layer.get_weights()
     fast_start = _fast_part(tile)
     gen = np.random.default_rng(11)
@@ -390,10 +374,10 @@ def test_compound_configs_train_through_nn(algorithm):
         twin.backward(d)
         twin.update(x, d, lr)
         if step < 2:  # the same update as the tile's own, bit for bit
-            _same_state(tile.state_dict(), twin.state_dict(), f"{algorithm}, step {step}")
+            assert_same_state(tile.state_dict(), twin.state_dict(), f"{algorithm}, step {step}")
         after = _compound_counters(tile)
         assert after[0] == rows + batch and after[1] == updates + batch, (algorithm, step)
-    _same_state(tile.state_dict(), twin.state_dict(), f"{algorithm}, after 14 steps")
+    assert_same_state(tile.state_dict(), twin.state_dict(), f"{algorithm}, after 14 steps")
     assert not np.array_equal(_fast_part(tile), fast_start), "no gradient on the fast part"
     assert _compound_counters(tile)[2] > 0, "no transfer reads or writes"
     if algorithm == "mp":
