@@ -4,6 +4,8 @@ scaled, on both backends; every field acts; the scales are checkpointed."""
 
 import pickle
 
+from conftest import OTHER_NAMESPACES, to_numpy
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,23 @@ def test_weight_scaling_side_by_side_with_aihwkit(columnwise):
         np.testing.assert_array_equal(tile.get_weights(False), np.float32(theirs["stored"]))
         np.testing.assert_array_equal(tile.get_weights(), np.float32(theirs["logical"]))
         np.testing.assert_array_equal(tile.forward(x), np.float32(theirs["y"]))
+
+
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
+def test_namespaces_agree(xp):
+    """Weight scaling, remapping and the scaled update give the same numbers on every namespace
+    (float64, 1e-12)."""
+    from refsim import rng
+
+    def run(ns):
+        cfg = _config(weight_scaling_omega=0.5, weight_scaling_columnwise=True)
+        cfg.remap.type = "ChannelwiseSymmetric"
+        tile = AnalogTile(*W.shape, cfg, seed=3, xp=ns)
+        s = tile.xp
+        tile.set_weights(s.asarray(W))
+        tile.update(s.asarray(X), s.asarray(D), 0.1)
+        tile.post_update_step()
+        return [to_numpy(a) for a in (tile.forward(s.asarray(X)), tile.backward(s.asarray(D)),
+                                      tile.get_weights(), tile.out_scales)]
+    for a, b in zip(run(None), run(rng._namespace(xp))):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
