@@ -674,8 +674,9 @@ class AnalogTile:
         drift compensation re-read (spec/inference.md §I3). Other tiles let the weights drift for
         ``delta_t`` time units (default 1; spec/drift.md §D3): weights changed since the last call
         (beyond ``reset_tol``) restart their drift; pulsed devices clamp the result to their
-        bounds (FloatingPointRPUConfig tiles and single pulsed devices; compound devices: with
-        the compound stage)."""
+        bounds. Compound devices drift each sub-device whose drift is active, in device order,
+        with its own DriftParameter and state, clamped to its own bounds, and the tile then
+        reads the compound's visible weight (spec/drift.md §D5)."""
         if isinstance(self.rpu_config, InferenceRPUConfig):
             if delta_t is not None and t_inference is not None:
                 raise TypeError("drift_weights: give t_inference once (positionally or by name)")
@@ -686,14 +687,18 @@ class AnalogTile:
             raise TypeError(f"t_inference: only InferenceRPUConfig tiles drift to an inference "
                             f"time; a {type(self.rpu_config).__name__} tile drifts by delta_t")
         delta_t = real_argument(1.0 if delta_t is None else delta_t, "delta_t", lo=0.0)
+        if self.compound is not None:  # each sub-device with its own drift (spec/drift.md §D5)
+            self.compound.drift(float(delta_t))
+            self.weights = self.compound.weights()
+            return
         device = getattr(self.rpu_config, "device", None)
         drift = getattr(device, "drift", None)
         pulsed = self.device_params is not None
         if drift is None or not (pulsed or isinstance(self.rpu_config, FloatingPointRPUConfig)):
             raise NotImplementedError(
                 f"drift_weights: {type(self.rpu_config).__name__} with a "
-                f"{type(device).__name__} has no drift here (floating-point tiles and single "
-                f"pulsed devices drift; compound devices come with the compound stage)")
+                f"{type(device).__name__} has no drift here (floating-point tiles, single "
+                f"pulsed devices and implemented compound devices drift)")
         if not drift_stage.is_active(drift):
             return
         xp = self.xp

@@ -203,7 +203,8 @@ def test_tile_drift_is_inert_without_nu_and_rejects_bad_input():
     for bad in (-1.0, math.nan, math.inf, "1", True):
         with pytest.raises(ValueError, match="delta_t"):
             tile.drift_weights(bad)
-    compound = AnalogTile(3, 4, C.build_config("ttv2", C.ConstantStepDevice))
+    # compounds drift per sub-device (tests/test_compound_drift.py); an abstract cell refuses
+    compound = AnalogTile(3, 4, C.UnitCellRPUConfig())
     with pytest.raises(NotImplementedError, match="compound"):
         compound.drift_weights(1.0)
 

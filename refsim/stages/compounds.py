@@ -11,24 +11,28 @@ The framework every compound builds on:
   construction seed and ``device_index`` = its position, spec/devices.md §V6), its weights, and
   :meth:`SubDevice.pulse`, the pulsed update of refsim/stages/update.py (reference or compiled).
 * :class:`Compound` — the interface the tile calls: ``weights()``, ``set_weights``, ``update``,
-  ``decay``, ``diffuse``, ``reset``, ``state_dict`` / ``load_state_dict``.
+  ``decay``, ``diffuse``, ``reset``, ``drift``, ``state_dict`` / ``load_state_dict``.
 * :func:`register` / :func:`build` — compound classes register under the config class name they
   implement (``VectorUnitCell``, ``TransferCompound``, ``MixedPrecisionCompound``, …).
 
 Random streams: gradient cycles use the tile's ``update`` counter, exactly as a single device;
 internal pulsed writes use prefix ``transfer`` (streams ``transfer.*`` and ``transfer.c2c``) with
 the ``transfer`` counter; reads use ``io.transfer`` / ``io.refresh``; any other random choice of a
-compound has its own registered stream ``compound.<name>``.
+compound has its own registered stream ``compound.<name>``; drift (spec/drift.md §D5) draws
+each drifting sub-device's ν from ``drift.nu_dtod`` (call = its device index) and its per-call
+noise from its own call of the tile's ``drift`` counter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Dict, Optional, Type
 
 from refsim import rng
 from refsim.configs import ConfigError, IOParameters, PulsedDevice, UpdateParameters
 from refsim.stages import devices as device_stage
+from refsim.stages import drift as drift_stage
 from refsim.stages import io as io_stage
 from refsim.stages import update as update_stage
 
@@ -108,6 +112,17 @@ class SubDevice:
                                                index, dtype=ctx.dtype, device=ctx.device)
         self.w = ctx.xp.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
         self.granularity = device_stage.granularity(cfg)
+        # drift (spec/drift.md §D5): the device's own DriftParameter (kept when a cell later
+        # replaces cfg, e.g. OneSidedUnitCell copy_inverted), its ν_ij drawn now with the other
+        # device-to-device quantities (call = the device index), and its state (None until the
+        # first drift call)
+        self.drift_cfg = getattr(cfg, "drift", None)
+        self.nu: Any = None
+        if self.drift_cfg is not None and drift_stage.is_active(self.drift_cfg):
+            self.nu = drift_stage.drift_nu(ctx.xp, self.drift_cfg, tuple(ctx.shape),
+                                           ctx.construction_seed, index, dtype=ctx.dtype,
+                                           device=ctx.device, draws=ctx.draws)
+        self.drift_state: Optional[drift_stage.DriftState] = None
 
     def set(self, ctx: Context, w: Any) -> None:
         """Store ``w`` clamped to the device bounds."""
@@ -138,6 +153,59 @@ class SubDevice:
         call = ctx.streams.next_call("device.reset_noise")
         self.w = device_stage.reset_weights(ctx.xp, self.w, self.params, self.cfg.reset_std, prob,
                                             ctx.seed, call, ctx.draws)
+
+    def drift(self, ctx: Context, delta_t: float) -> None:
+        """One drift call of ``delta_t`` time units (spec/drift.md §D3, §D5) when the device's
+        drift is active: its own ν, state and call of the ``drift`` counter, clamped to its
+        bounds. Nothing (no call drawn) when its drift is inactive."""
+        if self.nu is None:
+            return
+        xp = ctx.xp
+        state = self.drift_state
+        if state is None:
+            state = drift_stage.initial_state(xp, self.w)
+        call = ctx.streams.next_call("drift")
+        out, state = drift_stage.drift_weights(
+            xp, self.w, state, float(delta_t), self.drift_cfg, self.nu, ctx.seed, call,
+            bounds=(self.params.b_min, self.params.b_max), draws=ctx.draws)
+        self.w = out
+        # `previous` must not alias the weights, which transfers and refreshes edit in place
+        self.drift_state = dataclasses.replace(state, previous=xp.asarray(out, copy=True))
+
+    def drift_state_dict(self, ctx: Context) -> Optional[drift_stage.DriftState]:
+        """A copy of the drift state (None before the first drift call)."""
+        state = self.drift_state
+        if state is None:
+            return None
+        xp = ctx.xp
+        return drift_stage.DriftState(w0=xp.asarray(state.w0, copy=True),
+                                      t_start=xp.asarray(state.t_start, copy=True),
+                                      previous=xp.asarray(state.previous, copy=True),
+                                      tau=float(state.tau))
+
+    def load_drift_state(self, ctx: Context, state: Any, path: str) -> None:
+        """Restore a :meth:`drift_state_dict` (checked: a DriftState of (m, n) arrays and a
+        finite τ >= 0, and only for a device whose drift is active; None = not drifted yet)."""
+        if state is None:
+            self.drift_state = None
+            return
+        if not isinstance(state, drift_stage.DriftState):
+            raise ValueError(f"{path}: expected a DriftState or None")
+        if self.nu is None:
+            raise ValueError(f"{path}: a drift state for a device whose drift is inactive "
+                             f"(drift.nu = 0)")
+        xp = ctx.xp
+        arrays = {}
+        for name in ("w0", "t_start", "previous"):
+            a = getattr(state, name)
+            if not hasattr(a, "shape") or tuple(a.shape) != tuple(ctx.shape):
+                raise ValueError(f"{path}.{name}: expected an array of shape {tuple(ctx.shape)}")
+            arrays[name] = xp.astype(xp.asarray(a, copy=True), ctx.dtype, copy=True)
+        tau = state.tau
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or \
+                not math.isfinite(tau) or tau < 0:
+            raise ValueError(f"{path}.tau: expected a finite float >= 0, got {tau!r}")
+        self.drift_state = drift_stage.DriftState(tau=float(tau), **arrays)
 
 
 class Compound:
@@ -171,8 +239,16 @@ class Compound:
         for dev in self.devices():
             dev.reset(self.ctx, prob)
 
+    def drift(self, delta_t: float) -> None:
+        """One drift call of ``delta_t`` (>= 0, finite) time units: every sub-device with active
+        drift, in device order, each with its own DriftParameter, ν, state and call of the
+        ``drift`` counter, clamped to its own bounds (spec/drift.md §D5); the digital state
+        (buffers, χ, choppers) is not touched. The tile then reads :meth:`weights`."""
+        for dev in self.devices():
+            dev.drift(self.ctx, delta_t)
+
     def devices(self) -> list:
-        """The pulsed sub-devices (for decay, diffusion, reset)."""
+        """The pulsed sub-devices (for decay, diffusion, reset, drift)."""
         return []
 
     def state_dict(self) -> Dict[str, Any]:
@@ -182,6 +258,28 @@ class Compound:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+def save_drift_states(ctx: Context, devs: list, state: Dict[str, Any]) -> Dict[str, Any]:
+    """Add the drift states of the sub-devices ``devs`` to a compound's state dict ``state``
+    (key ``drift``: copies, one per device in device order, None where a device has not drifted
+    yet), but only when some device's drift is active, so that the states of compounds without
+    drift keep their keys. Returns ``state``."""
+    if any(dev.nu is not None for dev in devs):
+        state["drift"] = [dev.drift_state_dict(ctx) for dev in devs]
+    return state
+
+
+def load_drift_states(ctx: Context, devs: list, states: Any, path: str) -> None:
+    """Restore the ``drift`` entry of :func:`save_drift_states` onto ``devs``; a missing entry
+    (None: no device drifts, or a state saved before compounds drifted) means that no device
+    has drifted yet."""
+    if states is None:
+        states = [None] * len(devs)
+    if not isinstance(states, (list, tuple)) or len(states) != len(devs):
+        raise ValueError(f"{path}: expected a list of {len(devs)} drift states (or None)")
+    for k, (dev, state) in enumerate(zip(devs, states)):
+        dev.load_drift_state(ctx, state, f"{path}[{k}]")
 
 
 _REGISTRY: Dict[str, Type[Compound]] = {}
@@ -228,4 +326,5 @@ def build(ctx: Context, rpu_config: Any) -> Optional[Compound]:
     return cls(ctx, rpu_config)
 
 
-__all__ = ["Compound", "Context", "SubDevice", "build", "implemented", "register"]
+__all__ = ["Compound", "Context", "SubDevice", "build", "implemented", "load_drift_states",
+           "register", "save_drift_states"]

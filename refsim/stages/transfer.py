@@ -33,7 +33,14 @@ from refsim.configs import (
 from refsim.stages import devices as device_stage
 from refsim.stages import io as io_stage
 from refsim.stages import pulses as pulse_stage
-from refsim.stages.compounds import Compound, Context, SubDevice, register
+from refsim.stages.compounds import (
+    Compound,
+    Context,
+    SubDevice,
+    load_drift_states,
+    register,
+    save_drift_states,
+)
 from refsim.precision import real
 
 #: Pulse types of ``transfer_update`` that write exactly (no pulses): the line is changed by
@@ -378,9 +385,10 @@ class TransferCompound(Compound):
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         xp = self.ctx.xp
-        return {"class": type(self.cell).__name__,
-                "devices": [xp.asarray(dev.w, copy=True) for dev in self.devs],
-                "counter": self.counter, "pointers": list(self.pointers)}
+        return save_drift_states(self.ctx, self.devs, {
+            "class": type(self.cell).__name__,
+            "devices": [xp.asarray(dev.w, copy=True) for dev in self.devs],
+            "counter": self.counter, "pointers": list(self.pointers)})
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if not isinstance(state, dict) or state.get("class") != type(self.cell).__name__:
@@ -391,6 +399,7 @@ class TransferCompound(Compound):
             raise ValueError(f"state['compound']['devices']: expected {self.K} weight arrays")
         for i, (dev, w) in enumerate(zip(self.devs, devices)):
             dev.w = self._array(w, f"devices[{i}]", self.ctx.shape)
+        load_drift_states(self.ctx, self.devs, state.get("drift"), "state['compound']['drift']")
         self.counter = self._int(state.get("counter"), "counter")
         pointers = state.get("pointers")
         if not isinstance(pointers, list) or len(pointers) != self.K or \

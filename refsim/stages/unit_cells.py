@@ -32,7 +32,14 @@ from refsim.configs import (
 from refsim.stages import devices as device_stage
 from refsim.stages import io as io_stage
 from refsim.stages import pulses as pulse_stage
-from refsim.stages.compounds import Compound, Context, SubDevice, register
+from refsim.stages.compounds import (
+    Compound,
+    Context,
+    SubDevice,
+    load_drift_states,
+    register,
+    save_drift_states,
+)
 
 Policy = VectorUnitCellUpdatePolicy
 
@@ -99,7 +106,8 @@ class Cell:
 
     def state_dict(self) -> Dict[str, Any]:
         xp = self.ctx.xp
-        return {"weights": [xp.asarray(d.w, copy=True) for d in self.devices()]}
+        return save_drift_states(self.ctx, self.devices(),
+                                 {"weights": [xp.asarray(d.w, copy=True) for d in self.devices()]})
 
     def load_state_dict(self, state: Dict[str, Any], path: str) -> None:
         if not isinstance(state, dict):
@@ -110,6 +118,7 @@ class Cell:
             raise ValueError(f"{path}['weights']: expected a list of {len(devs)} weight arrays")
         for k, (dev, w) in enumerate(zip(devs, weights)):
             dev.w = _check_weights(self.ctx, w, f"{path}['weights'][{k}]")
+        load_drift_states(self.ctx, devs, state.get("drift"), f"{path}['drift']")
 
 
 class SingleCell(Cell):
