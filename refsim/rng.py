@@ -87,8 +87,11 @@ STREAMS: Tuple[str, ...] = (
     # inference (spec/inference.md §I5): programming, drift coefficients, read noise, counters
     "inference.prog_noise", "inference.drift_nu", "inference.read_noise", "inference.program",
     "inference.drift",
-    # hardware-aware training (spec/modifiers.md §M4): the step counter and the modifier's draws
+    # hardware-aware training (spec/modifiers.md §M3, §M4): the step counter and the modifier's
+    # draws ('PCMNoise': one stream per random quantity)
     "modifier", "modifier.noise", "modifier.sto_round", "modifier.drop",
+    *(f"modifier.pcm_{q}" for q in ("reset", "gmax", "gmax_sign", "random", "random_value",
+                                    "prog", "drift", "read")),
 )
 
 _NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*$")

@@ -9,6 +9,7 @@ state (seed + call counters, spec/rng.md §5). ``forward``/``backward`` run the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -29,7 +30,6 @@ from refsim.configs import (
     SingleRPUConfig,
     UnitCellRPUConfig,
     ConfigError,
-    WeightModifierType,
     WeightRemapType,
     construction_seed_of,
 )
@@ -56,30 +56,6 @@ def _fast_module() -> Any:
 
 def _is_numpy_cpu(xp: Any) -> bool:
     return xp.__name__.endswith("numpy")
-
-
-def unimplemented_field(rpu_config: Any) -> Optional[str]:
-    """The first config field that refsim's simulation does not implement yet, at a value that
-    would matter, or None. A tile or layer with such a config is refused (NotImplementedError
-    naming the field) rather than silently simulated without it (issue 11 implements them).
-
-    Examples
-    --------
-    >>> from refsim.configs import InferenceRPUConfig
-    >>> cfg = InferenceRPUConfig()
-    >>> unimplemented_field(cfg) is None
-    True
-    >>> cfg.forward.noise_management = cfg.forward.bound_management = "None"
-    >>> cfg.pre_post.input_range.enable = True
-    >>> unimplemented_field(cfg)
-    'pre_post.input_range.enable (learned input range)'
-    """
-    if rpu_config.pre_post.input_range.enable:
-        return "pre_post.input_range.enable (learned input range)"
-    if isinstance(rpu_config, InferenceRPUConfig):
-        if rpu_config.modifier.type == WeightModifierType.PCM_NOISE:
-            return "modifier.type 'PCMNoise' (aihwkit's CUDA-only PCM modifier)"
-    return None
 
 
 def real_argument(value: Any, name: str, *, lo: float = -math.inf, hi: float = math.inf) -> float:
@@ -165,9 +141,6 @@ class AnalogTile:
             raise TypeError(f"rpu_config: expected an RPU config, got {type(rpu_config).__name__}")
         # the tile's own validated, read-only copy (spec/README.md, "A tile's config")
         self.rpu_config = rpu_config.frozen()
-        missing = unimplemented_field(self.rpu_config)
-        if missing is not None:  # no silent parameter
-            raise NotImplementedError(f"rpu_config: refsim does not implement {missing} yet")
         if self.rpu_config.mapping.learn_out_scaling:  # spec/mapping.md §P4
             raise ConfigError("mapping.learn_out_scaling: a trainable output scale needs an "
                               "optimizer, which a bare tile has not; use refsim.nn.AnalogLinear")
@@ -205,6 +178,11 @@ class AnalogTile:
         self.modified_weights: Any = None
         # digital output scales α (spec/mapping.md §P1): W = α·W_s row-wise; None means all 1
         self.out_scales: Any = None
+        # the learned input range ρ (spec/mapping.md §P5), None unless pre_post enables it
+        ir = self.rpu_config.pre_post.input_range
+        self.input_range: Optional[mapping_stage.InputRange] = \
+            mapping_stage.initial_input_range(self.xp, ir, self.dtype, device) if ir.enable \
+            else None
         self.device_params: Optional[device_stage.DeviceParams] = None
         if self._pulsed_device() is not None:
             device_stage.check_supported(self.rpu_config.device, "device.")
@@ -366,13 +344,37 @@ class AnalogTile:
 
     # -- the analog passes ------------------------------------------------------------------------
     @_atomic(compound=False)
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Any, *, context: Optional[mapping_stage.PassContext] = None) -> Any:
         """``y = f(W x)`` for ``x`` of shape ``(in_size,)`` or ``(batch, in_size)``; in evaluation
         mode (:meth:`eval`) a drifted InferenceRPUConfig tile with drift compensation multiplies
-        the outputs by its factor α (spec/inference.md §I4)."""
-        y = self._pass(x, "forward", "x", self.in_size, self._read_weights())
+        the outputs by its factor α (spec/inference.md §I4).
+
+        With a learned input range (spec/mapping.md §P5) the analog pass sees clip(x, ±ρ)/ρ and
+        the output is multiplied by ρ; a training-mode pass first refines ρ from the data.
+        ``context`` (a :class:`refsim.stages.mapping.PassContext`, as a layer's autograd keeps
+        one per batch) receives what :meth:`backward` of the same batch needs: x and the mask of
+        outputs at the output bound (§P6)."""
+        x = self._check_array(x, "x", (self.in_size,))
+        ir = self.input_range
+        if ir is not None:
+            if self.training:
+                rows = x if x.ndim == 2 else self.xp.reshape(x, (1, -1))
+                ir = mapping_stage.init_from_data(self.xp, ir, rows,
+                                                  self.rpu_config.pre_post.input_range)
+            x_in = mapping_stage.apply_input_range(self.xp, x, ir.value)
+        else:
+            x_in = x
+        y = self._pass(x_in, "forward", "x", self.in_size, self._read_weights())
+        if context is not None:
+            context.x = x
+            context.out_mask = mapping_stage.output_clip_mask(
+                self.xp, y, mapping_stage.output_bound(self._analog_io("forward")))
+        scale = None if ir is None else ir.value
         if self.out_scales is not None:  # spec/mapping.md §P2
-            y = y * self.out_scales
+            scale = self.out_scales if scale is None else scale * self.out_scales
+        if scale is not None:
+            y = y * scale
+        self.input_range = ir
         state = self.inference_state
         if not self.training and state is not None and state.baseline is not None:
             y = y * state.factor
@@ -391,12 +393,41 @@ class AnalogTile:
         return self.train(False)
 
     @_atomic(compound=False)
-    def backward(self, d: Any) -> Any:
-        """``z = f(Wᵀ d)`` for ``d`` of shape ``(out_size,)`` or ``(batch, out_size)``."""
+    def backward(self, d: Any, *, context: Optional[mapping_stage.PassContext] = None) -> Any:
+        """``z = f(Wᵀ d)`` for ``d`` of shape ``(out_size,)`` or ``(batch, out_size)``.
+
+        With the ``context`` of the forward pass of the same batch (spec/mapping.md §P5, §P6),
+        d is zeroed where that forward output was at the output bound, and a learned input range
+        adds this batch's gradient to ρ's, which the next :meth:`update` applies."""
+        d = self._check_array(d, "d", (self.out_size,))
         if self.out_scales is not None:  # spec/mapping.md §P2: d·α before the pass
-            d = self._check_array(d, "d", (self.out_size,)) * self.out_scales
-        return self._pass(d, "backward", "d", self.out_size,
-                          self.xp.matrix_transpose(self._read_weights()))
+            d = d * self.out_scales
+        if context is not None and context.x is not None:
+            mask = context.out_mask
+            if mask is not None:
+                if tuple(mask.shape) != tuple(d.shape):
+                    raise ValueError(f"d: shape {tuple(d.shape)}, but the forward pass of this "
+                                     f"context had outputs of shape {tuple(mask.shape)}")
+                d = self.xp.where(mask, self.xp.zeros_like(d), d)
+        z = self._pass(d, "backward", "d", self.out_size,
+                       self.xp.matrix_transpose(self._read_weights()))
+        ir = self.input_range
+        params = self.rpu_config.pre_post.input_range
+        if ir is not None and params.learn_input_range and context is not None \
+                and context.x is not None:
+            if tuple(context.x.shape[:-1]) != tuple(z.shape[:-1]):
+                raise ValueError(f"d: {tuple(d.shape)}, but the forward pass of this context "
+                                 f"had inputs of shape {tuple(context.x.shape)}")
+            g = mapping_stage.range_gradient(self.xp, context.x, z, ir.value, params,
+                                             context.out_mask)
+            self.input_range = dataclasses.replace(ir, grad=g if ir.grad is None else ir.grad + g)
+        return z
+
+    def _analog_io(self, direction: str) -> Optional[IOParameters]:
+        """The IOParameters of an analog pass, None for a FloatingPointRPUConfig tile."""
+        if isinstance(self.rpu_config, FloatingPointRPUConfig):
+            return None
+        return self._io(direction)
 
     def _read_weights(self) -> Any:
         """The weights the analog passes read: the modified Ŵ of the last step while training
@@ -449,6 +480,9 @@ class AnalogTile:
                              f"{ds.shape[0]} rows of d)")
         mode = self._update_mode()
         xs, ds = xp.astype(xs, self.dtype), xp.astype(ds, self.dtype)
+        if self.input_range is not None:  # spec/mapping.md §P5: x̂ with ρ, then ρ's step
+            xs = mapping_stage.apply_input_range(xp, xs, self.input_range.value)
+            self.input_range = mapping_stage.step_input_range(xp, self.input_range, lr)
         if self.out_scales is not None:  # spec/mapping.md §P2: W_s ← W_s − lr·(d/α)ᵀx
             ds, lr = mapping_stage.scaled_update(xp, ds, lr, self.out_scales,
                                                  self.rpu_config.mapping)
@@ -816,7 +850,8 @@ class AnalogTile:
                 "modified": None if self.modified_weights is None
                 else self.xp.asarray(self.modified_weights, copy=True),
                 "out_scales": None if self.out_scales is None
-                else self.xp.asarray(self.out_scales, copy=True)}
+                else self.xp.asarray(self.out_scales, copy=True),
+                "input_range": mapping_stage.input_range_to_dict(self.xp, self.input_range)}
 
     @_atomic()
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -866,6 +901,8 @@ class AnalogTile:
             modified = self.xp.astype(self._check_array(
                 modified, "state['modified']", (self.out_size, self.in_size), exact=True),
                 self.dtype, copy=True)
+        input_range = mapping_stage.input_range_from_dict(
+            self.xp, state.get("input_range"), self.input_range is not None, self.dtype)
         self._store_weights(weights)  # the stored W_s (their scales are restored below)
         self.streams.load_state_dict(state["rng"])
         if self.persistent is not None:  # set_weights drew write noise: restore both exactly
@@ -889,6 +926,7 @@ class AnalogTile:
         self.training = training
         self.modified_weights = modified
         self.out_scales = scales
+        self.input_range = input_range
 
     def _checked_device_state(self, state: dict) -> Any:
         """The persistent weights and pulse counters of a state (copies), checked against this

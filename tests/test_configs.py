@@ -288,10 +288,11 @@ def _repair(cls, kwargs):
             if kwargs.get(name) == 1:
                 kwargs[name] = 2
     if issubclass(cls, C.WeightModifierParameter):
-        if kwargs.get("type") in ("PCMNoise", C.WeightModifierType.PCM_NOISE):
-            kwargs["type"] = "Copy"
-        for name in C.utils.PCM_NOISE_FIELDS:
-            kwargs.pop(name, None)
+        pcm = kwargs.get("type") in ("PCMNoise", C.WeightModifierType.PCM_NOISE)
+        t_read = C.utils.PCM_T_READ
+        if not pcm or kwargs.get("pcm_t0", 20.0) + kwargs.get("pcm_t_inference", 0.0) < t_read:
+            for name in C.utils.PCM_NOISE_FIELDS:  # only 'PCMNoise' takes them (t ≥ t_read)
+                kwargs.pop(name, None)
         kwargs["per_batch_sample"] = False
     if issubclass(cls, C.WeightRemapParameter) and kwargs.get("max_scale_range", 0) > 0:
         kwargs["remapped_wmax"] = 1.0
@@ -528,7 +529,7 @@ CROSS_FIELD_RULES = [
     (lambda: C.MixedPrecisionCompound(n_d_bins=1), "n_d_bins"),
     (lambda: C.SoftBoundsPmaxDevice(range_min=0.5, range_max=2.0), "range_min"),
     (lambda: C.SoftBoundsPmaxDevice(w_max=1.0), "w_max"),
-    (lambda: _modifier(type="PCMNoise"), "type"),
+    (lambda: _modifier(type="PCMNoise", pcm_t0=1e-7), "pcm_t0"),
     (lambda: _modifier(pcm_t0=10.0), "pcm_t0"),
     (lambda: _modifier(pcm_prob_at_gmax=0.1), "pcm_prob_at_gmax"),
     (lambda: _modifier(type="AddNormal", per_batch_sample=True), "per_batch_sample"),
@@ -562,6 +563,7 @@ def test_cross_field_rules_accept_the_valid_side():
     C.MixedPrecisionCompound(n_x_bins=2, n_d_bins=0)
     C.SoftBoundsPmaxDevice(range_min=0.0, range_max=2.0)
     _modifier(type="Copy", per_batch_sample=True)
+    _modifier(type="PCMNoise", pcm_t0=1e-7, pcm_t_inference=1.5e-7, pcm_prob_at_gmax=0.1)
     C.WeightRemapParameter(max_scale_range=2.0)
     C.SingleRPUConfig(
         forward=C.IOParameters(noise_management="None", bound_management="None"),

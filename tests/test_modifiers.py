@@ -1,8 +1,9 @@
 """Hardware-aware training (spec/modifiers.md): weight clipping and the weight modifier of an
 InferenceRPUConfig tile. Each clip type's bound; each modifier type against an independent
 per-element evaluation of the documented formula with the same random numbers (streams
-``modifier.noise``, ``modifier.sto_round``, ``modifier.drop``, call = the step number, shape
-(m, n), the weights' dtype); the tile's use of Ŵ (training forward/backward read Ŵ, the update and
+``modifier.noise``, ``modifier.sto_round``, ``modifier.drop`` and the ``modifier.pcm_*`` streams
+of 'PCMNoise', call = the step number, shape (m, n), the weights' dtype); the statistics of
+'PCMNoise'; the tile's use of Ŵ (training forward/backward read Ŵ, the update and
 get_weights W, evaluation W unless enable_during_test, set_weights clears Ŵ, clip on W at every
 step); no silent parameter; backends, namespaces, checkpoints and a failing step."""
 
@@ -126,6 +127,8 @@ def expect(w, seed, call, **fields):
     xi = to_numpy(rng.normal(seed, "modifier.noise", call, (m, n)))
     u = to_numpy(rng.uniform(seed, "modifier.sto_round", call, (m, n)))
     drop = to_numpy(rng.uniform(seed, "modifier.drop", call, (m, n)))
+    pcm = {q: to_numpy((rng.normal if q in PCM_NORMALS else rng.uniform)(
+        seed, f"modifier.pcm_{q}", call, (m, n))) for q in PCM_QUANTITIES}
     if kind == "None":
         return w.copy()
     cols = n - 1 if p["copy_last_column"] and n > 1 else n
@@ -160,12 +163,51 @@ def expect(w, seed, call, **fields):
                 if kind == "ProgNoise":
                     noisy = -abs(noisy) if v < 0 else abs(noisy)
                 v = noisy
+            if kind == "PCMNoise":
+                v = _pcm_element(v, a, p, {q: float(d[i, j]) for q, d in pcm.items()})
             if p["pdrop"] > 0 and float(drop[i, j]) < p["pdrop"]:
                 v = 0.0
             if p["copy_last_column"] and j == n - 1:
                 v = float(w[i, j])
             out[i, j] = v
     return out
+
+
+PCM_QUANTITIES = ("reset", "gmax", "gmax_sign", "random", "random_value", "prog", "drift", "read")
+PCM_NORMALS = ("prog", "drift", "read")
+
+
+def _pcm_element(v, a, p, u):
+    """'PCMNoise' of one weight v (spec/modifiers.md §M3 a-i), written as aihwkit's CUDA kernel
+    does it: every number drawn, the noise terms multiplied by std_dev even when it is 0."""
+    gmax, s = p["g_max"], p["std_dev"]
+    g = max(min(v, a), -a) * gmax / a
+    g = g if abs(g) > p["pcm_zero_thres"] * s * 0.26348 else 0.0
+    negative = g < 0.0
+    if p["pcm_prob_at_reset"] > 0 and u["reset"] < p["pcm_prob_at_reset"]:
+        g = 0.0
+    if p["pcm_prob_at_gmax"] > 0 and u["gmax"] < p["pcm_prob_at_gmax"]:
+        g = g - gmax if u["gmax_sign"] > 0.5 else g + gmax
+    if p["pcm_prob_at_random"] > 0 and u["random"] < p["pcm_prob_at_random"]:
+        value = u["random_value"] * gmax
+        g = value if g > 0 else -value
+    g = min(max(g, -gmax), gmax)
+    if not abs(g) > 0:
+        return 0.0
+    r = abs(g / gmax)
+    g_prog = g + s * (0.26348 + r * 1.9650 + r * r * -1.1731) * u["prog"]
+    r_prog = abs(g_prog / gmax)
+    t0 = p["pcm_t0"]
+    t = p["pcm_t_inference"] + t0
+    g_drift = g_prog
+    if t > t0:
+        sig = min(max(-0.0125 * math.log(max(r_prog, 1e-6)) - 0.0059, 0.008), 0.045)
+        g_drift = g_prog * (t / t0) ** -abs(u["drift"] * sig)
+    q_s = min(0.0088 / max(r_prog ** 0.65, 1e-3), 0.2)
+    factor = math.sqrt(math.log((t + 250e-9) / (2 * 250e-9)))
+    g_final = g_drift + s * abs(g_drift) * q_s * factor * u["read"]
+    out = g_final / gmax * a
+    return -abs(out) if negative else abs(out)
 
 
 def modify(w, seed=3, call=0, xp=NS, dtype=None, **fields):
@@ -201,6 +243,16 @@ CASES = {
     "assumed-wmax-discretize": (dict(type="Discretize", res=0.1, rel_to_actual_wmax=False,
                                      assumed_wmax=2.0), True),
     "dorefa-res>1": (dict(type="DoReFa", res=16.0), False),
+    # 'PCMNoise': log, powers and sqrt by numpy and math may differ in the last bit
+    "pcm-noise": (dict(type="PCMNoise", std_dev=1.0), False),
+    "pcm-no-noise": (dict(type="PCMNoise"), False),
+    "pcm-drift-only": (dict(type="PCMNoise", pcm_t_inference=1e4), False),
+    "pcm-all": (dict(type="PCMNoise", std_dev=2.0, g_max=10.0, pcm_zero_thres=0.5,
+                     pcm_t_inference=3600.0, pcm_prob_at_reset=0.2, pcm_prob_at_gmax=0.25,
+                     pcm_prob_at_random=0.25, pcm_t0=5.0), False),
+    "pcm-assumed-wmax-pdrop": (dict(type="PCMNoise", std_dev=0.5, rel_to_actual_wmax=False,
+                                    assumed_wmax=0.5, pdrop=0.2, copy_last_column=True,
+                                    pcm_t_inference=100.0, pcm_prob_at_gmax=0.5), False),
 }
 
 
@@ -321,20 +373,169 @@ def test_float32_weights_give_float32_draws_and_results():
     np.testing.assert_allclose(to_numpy(got), want, rtol=2e-6, atol=1e-7)
 
 
-def test_pcm_noise_is_refused():
-    with pytest.raises(ConfigError, match="PCMNoise"):
-        C.WeightModifierParameter(type="PCMNoise")
-    with pytest.raises(ConfigError, match="PCMNoise"):
-        Mod.check_supported(_raw_pcm())
-    with pytest.raises(ConfigError, match="PCMNoise"):
-        Mod.modify(NS, NS.asarray(W), _raw_pcm(), 0, 0)
+# -- 'PCMNoise' (§M3 a-i) ------------------------------------------------------------------------------
 
 
-def _raw_pcm():
-    """A modifier with type PCMNoise that bypasses the config check (as a stage input)."""
-    mod = C.WeightModifierParameter()
-    object.__setattr__(mod, "type", C.WeightModifierType.PCM_NOISE)
-    return mod
+def _pcm(w, seed=3, call=0, **fields):
+    return to_numpy(modify(w, seed=seed, call=call, type="PCMNoise", **fields))
+
+
+def test_pcm_noise_std_and_mean_match_the_fit():
+    """Every weight at A (g = g_max, r = 1), no faults, no drift: g_f·A/g_max = g_max + σ_p·ξ_p
+    plus read noise abs(g_d)·c·ξ_r, so the variance is σ_p² + c²·(g_max² + σ_p²) with
+    σ_p = std_dev·(P0 + P1 + P2) and c = std_dev·0.0088·sqrt(ln((t0 + t_read)/(2·t_read)))."""
+    w = np.full((200, 200), 0.5)  # A = 0.5
+    std, gmax, t0 = 0.05, 30.0, 20.0
+    got = _pcm(w, std_dev=std, g_max=gmax) * gmax / 0.5  # in µS
+    sig_p = std * (0.26348 + 1.9650 - 1.1731)
+    c = std * 0.0088 * math.sqrt(math.log((t0 + 250e-9) / 500e-9))
+    want = math.sqrt(sig_p ** 2 + c ** 2 * (gmax ** 2 + sig_p ** 2))
+    assert c * gmax > 0.5 * sig_p  # the read noise is a visible part of it
+    assert float(np.std(got)) == pytest.approx(want, rel=0.02)
+    assert abs(float(np.mean(got)) - gmax) < 5 * want / math.sqrt(got.size)
+    # only the programming noise (P(r) at r = 1) would be visibly smaller
+    assert float(np.std(got)) > 1.1 * sig_p
+    # std_dev 0: no noise at all, the weights come back up to rounding
+    np.testing.assert_allclose(_pcm(w, g_max=gmax), w, rtol=1e-15)
+
+
+def test_pcm_noise_is_relative_to_g_max():
+    """The same std_dev is a larger weight noise for a smaller g_max (the fit is in µS)."""
+    w = np.full((100, 100), 0.3)
+    w[0, 0] = 1.0
+    small = np.std(_pcm(w, std_dev=0.5, g_max=5.0)[1:] - 0.3)
+    large = np.std(_pcm(w, std_dev=0.5, g_max=50.0)[1:] - 0.3)
+    assert small > 4 * large
+
+
+def test_pcm_prob_at_reset_one_zeroes_everything():
+    got = _pcm(W, std_dev=1.0, pcm_t_inference=100.0, pcm_prob_at_reset=1.0)
+    np.testing.assert_array_equal(got, np.zeros_like(W))
+    w = np.full((100, 100), 0.4)
+    frac = float(np.mean(_pcm(w, std_dev=0.2, pcm_prob_at_reset=0.3) == 0))
+    assert abs(frac - 0.3) < 5 * math.sqrt(0.21 / w.size)
+
+
+def test_pcm_faults_at_gmax_and_at_random():
+    w = np.full((100, 100), 0.25)
+    w[0, 0] = 1.0  # A = 1, g = 0.25·g_max
+    got = _pcm(w, pcm_prob_at_gmax=1.0)[1:]
+    # down: −0.75·g_max, reflected to +0.75 by the sign of the target; up: 1.25·g_max, clipped
+    np.testing.assert_allclose(np.unique(got), [0.75, 1.0], rtol=1e-14)
+    assert abs(float(np.mean(got == 1.0)) - 0.5) < 0.03
+    rand = _pcm(-w, pcm_prob_at_random=1.0)[1:]  # uniform in (−1, 0]: the sign of the target
+    assert np.all(rand <= 0) and np.all(rand > -1)
+    assert abs(float(np.mean(rand)) + 0.5) < 5 * math.sqrt(1 / 12 / rand.size)
+    assert len(np.unique(rand)) > 0.9 * rand.size
+
+
+def test_pcm_noise_keeps_the_sign_of_the_target():
+    w = np.array([[0.01, -0.01, 0.0, 1.0, -1.0, 0.002, -0.002] * 30])
+    got = _pcm(w, std_dev=5.0, pcm_t_inference=1e5)
+    assert np.all(got[:, w[0] > 0] >= 0) and np.all(got[:, w[0] < 0] <= 0)
+    np.testing.assert_array_equal(got[:, w[0] == 0], 0.0)  # g = 0 is never programmed
+    # the programming noise alone takes many small targets across zero (so the rule acts)
+    g = w * 25.0
+    r = np.abs(g) / 25.0
+    xi = to_numpy(rng.normal(3, "modifier.pcm_prog", 0, w.shape))
+    g_prog = g + 5.0 * (0.26348 + r * 1.9650 + r * r * -1.1731) * xi
+    assert np.sum(np.sign(g_prog) * np.sign(w) < 0) > 50
+
+
+def test_pcm_targets_are_clipped_to_a_before_the_faults():
+    """W beyond A = assumed_wmax is clipped to the target g_max first (§M3 a), so a downward
+    g_max fault takes it to 0, not to (W/A − 1)·g_max."""
+    w = np.full((50, 50), 0.9)
+    got = _pcm(w, rel_to_actual_wmax=False, assumed_wmax=0.6, pcm_prob_at_gmax=1.0)
+    np.testing.assert_allclose(np.unique(got), [0.0, 0.6], rtol=1e-14)
+
+
+def test_pcm_a_target_zeroed_by_the_threshold_counts_as_positive():
+    """The sign of Ŵ is that of the target after the zero threshold (§M3 b): a small negative
+    weight zeroed there and then hit by a g_max fault comes out positive, as in the kernel."""
+    w = np.full((50, 50), -0.01)
+    w[0, 0] = -1.0  # A = 1; the threshold 2·0.26348 µS zeroes g = −0.25 µS
+    got = _pcm(w, std_dev=1.0, pcm_zero_thres=2.0, pcm_prob_at_gmax=1.0).ravel()[1:]
+    assert np.all(got >= 0) and np.sum(got > 0) > 1000
+    # without the threshold the same weights stay negative
+    assert np.all(_pcm(w, std_dev=1.0, pcm_prob_at_gmax=1.0) <= 0)
+
+
+def test_pcm_zero_threshold_leaves_small_targets_at_zero():
+    # A = 1, g_max 25, threshold 2·std_dev·0.26348 µS = 0.52696 µS, i.e. weights ≤ 0.0210784
+    w = np.array([[1.0, 0.02, -0.021, 0.0215, -0.022, 0.5]])
+    got = _pcm(w, std_dev=1.0, pcm_zero_thres=2.0)
+    np.testing.assert_array_equal(got[0, 1:3], 0.0)
+    assert np.all(got[0, [0, 3, 4, 5]] != 0)
+    # without the threshold every target is programmed
+    assert np.all(_pcm(w, std_dev=1.0) != 0)
+
+
+def test_pcm_drift_only_after_t_inference():
+    """std_dev 0: Ŵ = W·(t/t0)^(−ν), ν = abs(ξ·σ_ν) with σ_ν = 0.008 at r = 1 and the 0.045 cap
+    at r = 0.01 (−0.0125·ln(0.01) − 0.0059 = 0.0517); t_inference 0: no drift."""
+    w = np.full((200, 200), 0.01)
+    w[:, 0] = 1.0  # r = 1 in column 0, r = 0.01 elsewhere
+    np.testing.assert_allclose(_pcm(w), w, rtol=1e-15)  # t_inference 0
+    t_inf, t0 = 1e6, 20.0
+    got = _pcm(w, pcm_t_inference=t_inf, pcm_t0=t0)
+    assert np.all(np.abs(got) <= np.abs(w) * (1 + 1e-15))
+    nu = -np.log(got / w) / math.log((t_inf + t0) / t0)
+    half_normal = math.sqrt(2 / math.pi)
+    for col, sigma in ((nu[:, 0], 0.008), (nu[:, 1:], 0.045)):
+        se = sigma * math.sqrt(1 - 2 / math.pi) / math.sqrt(col.size)
+        assert abs(float(np.mean(col)) - sigma * half_normal) < 5 * se
+    # a later time drifts further with the same ν
+    later = _pcm(w, pcm_t_inference=10 * t_inf, pcm_t0=t0)
+    assert np.all(np.abs(later) <= np.abs(got))
+
+
+def test_pcm_draws_only_what_acts(monkeypatch):
+    """Each quantity from its own stream, drawn only when its step acts (§M3)."""
+    seen = []
+    for name in ("uniform", "normal"):
+        real = getattr(rng, name)
+
+        def record(seed, stream, *args, _real=real, **kwargs):
+            seen.append(stream)
+            return _real(seed, stream, *args, **kwargs)
+
+        monkeypatch.setattr(rng, name, record)
+    cases = [({}, set()),
+             (dict(std_dev=0.1), {"prog", "read"}),
+             (dict(pcm_t_inference=1.0), {"drift"}),
+             (dict(pcm_prob_at_reset=0.1), {"reset"}),
+             (dict(pcm_prob_at_gmax=0.1), {"gmax", "gmax_sign"}),
+             (dict(pcm_prob_at_random=0.1), {"random", "random_value"}),
+             (dict(pcm_zero_thres=0.5, std_dev=0.1, pdrop=0.1), {"prog", "read", "drop"})]
+    for fields, want in cases:
+        seen.clear()
+        _pcm(W, **fields)
+        assert {name.split("pcm_")[-1].split(".")[-1] for name in seen} == want, fields
+
+
+def test_a_pcm_fault_does_not_move_the_other_numbers():
+    base = _pcm(W, std_dev=0.3, pcm_t_inference=50.0)
+    reset = _pcm(W, std_dev=0.3, pcm_t_inference=50.0, pcm_prob_at_reset=0.3)
+    hit = reset == 0
+    assert 0 < hit.sum() < W.size - 1  # W has one zero of its own
+    np.testing.assert_array_equal(reset[~hit], base[~hit])
+
+
+def test_pcm_fields_need_type_pcm_noise():
+    for name, value in PCM_ONLY.items():
+        C.WeightModifierParameter(type="PCMNoise", **{name: value})  # accepted
+        with pytest.raises(ConfigError, match=f"^{name}: only used by the 'PCMNoise'"):
+            C.WeightModifierParameter(type="AddNormal", **{name: value})
+    # a read time shorter than t_read = 250 ns makes the read-noise factor NaN
+    with pytest.raises(ConfigError, match="^pcm_t0"):
+        C.WeightModifierParameter(type="PCMNoise", pcm_t0=1e-7)
+    C.WeightModifierParameter(type="PCMNoise", pcm_t0=1e-7, pcm_t_inference=1.5e-7)
+    c = C.InferenceRPUConfig()
+    c.modifier.type = "PCMNoise"
+    c.modifier.pcm_t0 = 2e-7  # set later: refused by the tile
+    with pytest.raises(ConfigError, match="pcm_t0"):
+        AnalogTile(2, 2, c)
 
 
 def test_streams_are_registered():
@@ -462,9 +663,11 @@ MOD_WALK = {
     "type": (dict(std_dev=0.1), "AddNormal"),
     "g_max": (dict(type="ProgNoise", std_dev=2.0), 5.0),
 }
-#: fields that act only for the unimplemented PCMNoise modifier: the config refuses non-defaults
-PCM_ONLY = {"pcm_zero_thres": 0.5, "pcm_t_inference": 10.0, "pcm_prob_at_reset": 0.1,
-            "pcm_prob_at_gmax": 0.1, "pcm_prob_at_random": 0.1, "pcm_t0": 1.0}
+#: fields that act only with type 'PCMNoise' (the config refuses non-defaults with other types):
+#: field -> value, walked from PCM_BASE
+PCM_ONLY = {"pcm_zero_thres": 20.0, "pcm_t_inference": 10.0, "pcm_prob_at_reset": 0.3,
+            "pcm_prob_at_gmax": 0.3, "pcm_prob_at_random": 0.3, "pcm_t0": 1.0}
+PCM_BASE = dict(type="PCMNoise", std_dev=0.5)
 
 
 def _outcome(clip, mod):
@@ -492,11 +695,16 @@ def test_every_modifier_field_changes_the_result_or_is_refused():
     fields = {f.name for f in dataclasses.fields(C.WeightModifierParameter)}
     assert set(MOD_WALK) | set(PCM_ONLY) | {"per_batch_sample"} == fields
     assert set(PCM_ONLY) == set(PCM_NOISE_FIELDS)
-    for name, (base, value) in MOD_WALK.items():
+    walk = {**MOD_WALK, **{name: (PCM_BASE, value) for name, value in PCM_ONLY.items()}}
+    for name, (base, value) in walk.items():
         before = _outcome(None, base)
         after = _outcome(None, {**base, name: value})
         assert _differs(before, after), name
-    for name, value in PCM_ONLY.items():
+    # with PCMNoise, the fields of the other types' formulas must not matter
+    for name, value in (("res", 0.1), ("sto_round", True), ("dorefa_clip", 0.9),
+                        ("coeffs", [0.1, 0.2])):
+        assert not _differs(_outcome(None, PCM_BASE), _outcome(None, {**PCM_BASE, name: value}))
+    for name, value in PCM_ONLY.items():  # with any other type: refused
         with pytest.raises(ConfigError, match=name):
             C.WeightModifierParameter(type="AddNormal", **{name: value})
         c = C.InferenceRPUConfig()
@@ -517,6 +725,9 @@ def test_every_modifier_field_changes_the_result_or_is_refused():
 RICH = dict(type="DiscretizeAddNormal", res=0.05, std_dev=0.05, sto_round=True, pdrop=0.1,
             copy_last_column=True)
 RICH_CLIP = dict(type="LayerGaussian", sigma=1.5)
+PCM_RICH = dict(type="PCMNoise", std_dev=0.3, g_max=20.0, pcm_zero_thres=0.5,
+                pcm_t_inference=100.0, pcm_prob_at_reset=0.05, pcm_prob_at_gmax=0.05,
+                pcm_prob_at_random=0.05, pcm_t0=10.0, pdrop=0.1, copy_last_column=True)
 
 
 def _train(t, steps, lr=0.2):
@@ -541,10 +752,36 @@ def _same(a, b):
 def test_reference_and_fast_backends_are_bit_identical():
     pytest.importorskip("refsim_fast")
     for perfect in (True, False):  # the default forward IO (noise, DAC/ADC) too
-        config = cfg(clip=RICH_CLIP, perfect=perfect, **RICH)
-        ref = _train(tile(config, backend="reference"), 4)
-        fast = _train(tile(config, backend="fast"), 4)
-        _same(ref, fast)
+        for mod in (RICH, PCM_RICH):
+            config = cfg(clip=RICH_CLIP, perfect=perfect, **mod)
+            ref = _train(tile(config, backend="reference"), 4)
+            fast = _train(tile(config, backend="fast"), 4)
+            _same(ref, fast)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_a_tile_trains_with_pcm_noise(backend):
+    """post_update_step builds Ŵ by §M3 a-i from the updated W at every step (call = step), the
+    passes read it, and the loss of a small regression falls."""
+    if backend == "fast":
+        pytest.importorskip("refsim_fast")
+    fields = dict(PCM_RICH, pdrop=0.0)
+    t = tile(cfg(**fields), backend=backend)
+    target = W * 0.5
+    losses = []
+    for step in range(25):
+        y = to_numpy(t.forward(X))
+        err = y - X @ target.T
+        losses.append(float(np.mean(err ** 2)))
+        t.update(X, err, 0.05)
+        w = to_numpy(t.get_weights())
+        t.post_update_step()
+        np.testing.assert_allclose(to_numpy(t.modified_weights), expect(w, 7, step, **fields),
+                                   rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(to_numpy(t.forward(X)), X @ to_numpy(t.modified_weights).T,
+                                   rtol=1e-14, atol=1e-15)
+    assert t.streams.calls["modifier"] == 25
+    assert losses[-1] < 0.5 * losses[0]
 
 
 @pytest.mark.parametrize("xp", OTHER_NAMESPACES)
@@ -557,13 +794,31 @@ def test_namespaces_agree_on_the_modifier(xp, name):
 
 
 @pytest.mark.parametrize("xp", OTHER_NAMESPACES)
+def test_namespaces_agree_on_pcm_noise_in_float32(xp):
+    ns = rng._namespace(xp)
+    fields = CASES["pcm-all"][0]
+    ref = modify(W, seed=4, call=2, dtype=NS.float32, **fields)
+    got = modify(W, seed=4, call=2, xp=ns, dtype=ns.float32, **fields)
+    assert got.dtype == ns.float32 and ref.dtype == NS.float32
+    np.testing.assert_allclose(to_numpy(got), to_numpy(ref), rtol=2e-6, atol=1e-7)
+    # and float32 is a float32 computation, close to (not equal to) float64
+    wide = to_numpy(modify(W, seed=4, call=2, **fields))
+    np.testing.assert_allclose(to_numpy(ref), wide, rtol=1e-4, atol=1e-5)
+    assert not np.array_equal(to_numpy(ref).astype(np.float64), wide)
+
+
+@pytest.mark.parametrize("xp", OTHER_NAMESPACES)
 def test_namespaces_agree_on_clip_and_the_tile(xp):
     ns = rng._namespace(xp)
     for kw in (dict(type="FixedValue", fixed_value=0.4), dict(type="LayerGaussian", sigma=1.0),
                dict(type="AverageChannelMax", fixed_value=0.6)):
         got = to_numpy(Mod.clip_weights(ns, ns.asarray(W), C.WeightClipParameter(**kw)))
         np.testing.assert_allclose(got, _clip(W, **kw), rtol=1e-12, atol=1e-12)
-    config = cfg(clip=RICH_CLIP, **RICH)
+    for mod in (RICH, PCM_RICH):
+        _namespace_tile_agrees(xp, ns, cfg(clip=RICH_CLIP, **mod))
+
+
+def _namespace_tile_agrees(xp, ns, config):
     ref = _train(tile(config), 3)
     t = AnalogTile(W.shape[0], W.shape[1], config, seed=7, xp=xp)
     t.set_weights(ns.asarray(W))

@@ -319,12 +319,15 @@ def test_bad_input():
         nn.train_epoch(nn.mlp([2, 2]), np.zeros((2, 2)), np.zeros(2, dtype=np.int64), 0.1, 0, 0)
 
 
-def test_the_learned_input_range_is_refused_until_implemented():
+def test_an_analog_bias_with_a_learned_input_range_is_refused():
     cfg = configs.SingleRPUConfig()
     cfg.forward.noise_management = cfg.forward.bound_management = "None"
     cfg.pre_post.input_range.enable = True
-    with pytest.raises(NotImplementedError, match="input_range"):
+    nn.AnalogLinear(3, 2, cfg)  # digital bias: fine
+    cfg.mapping.digital_bias = False
+    with pytest.raises(configs.ConfigError, match="digital_bias"):
         nn.AnalogLinear(3, 2, cfg)
+    nn.AnalogLinear(3, 2, cfg, bias=False)  # no bias column at all: fine
 
 
 COMPOUND_ALGORITHMS = sorted(set(configs.ALGORITHMS) - {"sgd"})  # mp, tiki-taka, ttv2, ...

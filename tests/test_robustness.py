@@ -447,23 +447,3 @@ def test_the_state_dict_comparison_detects_a_change():
     assert same(tile.state_dict(), tile.state_dict())
     buf = io.StringIO()
     json.dump({"ok": True}, buf)
-
-
-@pytest.mark.parametrize("field, value", [
-    ("pre_post.input_range.enable", True),
-])
-def test_a_bare_tile_refuses_fields_it_does_not_simulate(field, value):
-    """No silent parameter on a bare AnalogTile either: a hardware-aware field that the
-    simulation does not implement yet is refused with NotImplementedError naming it."""
-    from refsim.configs import InferenceRPUConfig
-
-    cfg = InferenceRPUConfig()
-    *path, last = field.split(".")
-    node = cfg
-    for part in path:
-        node = getattr(node, part)
-    setattr(node, last, value)
-    if field == "pre_post.input_range.enable":  # its own cross-field rule (spec/mapping.md)
-        cfg.forward.noise_management = cfg.forward.bound_management = "None"
-    with pytest.raises(NotImplementedError, match=path[-1] if last == "enable" else path[0]):
-        AnalogTile(2, 3, cfg)

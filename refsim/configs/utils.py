@@ -10,8 +10,8 @@ from .base import ConfigBase, choice, flag, integer, nested, real, reals
 from .enums import WeightClipType, WeightModifierType, WeightRemapType
 from .errors import ConfigError
 
-#: Fields of aihwkit's CUDA-only PCMNoise modifier: accepted for porting, but must keep their
-#: defaults (spec/modifiers.md).
+#: Fields of the 'PCMNoise' weight modifier and their defaults: with any other modifier type they
+#: must keep these defaults (spec/modifiers.md, §M3).
 PCM_NOISE_FIELDS = {
     "pcm_zero_thres": 0.0,
     "pcm_t_inference": 0.0,
@@ -20,6 +20,10 @@ PCM_NOISE_FIELDS = {
     "pcm_prob_at_random": 0.0,
     "pcm_t0": 20.0,
 }
+
+#: Read duration (s) of the 1/f read noise of the 'PCMNoise' modifier, a constant of aihwkit's
+#: CUDA kernel (spec/modifiers.md §M3): pcm_t0 + pcm_t_inference must be at least this long.
+PCM_T_READ = 250.0e-9
 
 
 @dataclass
@@ -90,13 +94,16 @@ class WeightModifierParameter(ConfigBase):
     pcm_t0: float = real(20.0, gt=0)
 
     def _check_consistency(self, prefix: str) -> None:
-        if self.type == WeightModifierType.PCM_NOISE:
-            raise ConfigError(f"{prefix}type: 'PCMNoise' is not implemented (as in aihwkit's "
-                              f"CPU simulator)")
-        for name, default in PCM_NOISE_FIELDS.items():
-            if getattr(self, name) != default:
-                raise ConfigError(f"{prefix}{name}: belongs to the 'PCMNoise' modifier, which is "
-                                  f"not implemented; leave it at {default!r}")
+        if self.type != WeightModifierType.PCM_NOISE:
+            for name, default in PCM_NOISE_FIELDS.items():
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{prefix}{name}: only used by the 'PCMNoise' modifier "
+                                      f"(type is {self.type.value!r}); leave it at {default!r} "
+                                      f"or set type='PCMNoise'")
+        elif self.pcm_t0 + self.pcm_t_inference < PCM_T_READ:
+            raise ConfigError(f"{prefix}pcm_t0: pcm_t0 + pcm_t_inference must be at least the "
+                              f"read duration {PCM_T_READ!r} s of the 1/f read noise (got "
+                              f"{self.pcm_t0!r} + {self.pcm_t_inference!r})")
         if self.per_batch_sample and self.type not in (WeightModifierType.NONE,
                                                        WeightModifierType.COPY):
             raise ConfigError(f"{prefix}per_batch_sample: per-sample weight noise is not "

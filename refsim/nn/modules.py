@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 
 import math
 import numbers
@@ -21,11 +22,13 @@ import array_api_compat
 
 from refsim import rng
 from refsim.configs import (
+    ConfigError,
     FloatingPointRPUConfig,
     IOManagedRPUConfig,
     SingleRPUConfig,
 )
-from refsim.tile import AnalogTile, real_argument, unimplemented_field
+from refsim.stages.mapping import PassContext
+from refsim.tile import AnalogTile, real_argument
 
 __all__ = ["ACTIVATIONS", "AnalogLinear", "AnalogSequential", "Module", "ReLU", "Sigmoid", "Tanh",
            "mlp"]
@@ -225,6 +228,16 @@ class Module:
         return obj
 
 
+@dataclasses.dataclass
+class PassRecord:
+    """What an :meth:`AnalogLinear.analog_forward` leaves for the backward pass and the update of
+    the same batch: the inputs per input block as fed to the tiles (with the constant 1 of an
+    analog bias), and each tile's :class:`~refsim.stages.mapping.PassContext`."""
+
+    xs: List[Any]
+    contexts: List[List[PassContext]]
+
+
 def _namespace_of(a: Any, name: str) -> Any:
     try:
         return array_api_compat.array_namespace(a)
@@ -270,9 +283,6 @@ class AnalogLinear(Module):
             raise TypeError(f"rpu_config: expected an RPU config, got "
                             f"{type(rpu_config).__name__}")
         rpu_config.validate()
-        missing = unimplemented_field(rpu_config)
-        if missing is not None:
-            raise NotImplementedError(f"rpu_config: refsim.nn does not implement {missing} yet")
         self.xp = rng._namespace(xp)
         self.dtype = self.xp.float64 if dtype is None else dtype
         if self.dtype not in (self.xp.float32, self.xp.float64):
@@ -284,6 +294,10 @@ class AnalogLinear(Module):
         split = len(self.in_sizes) > 1 or len(self.out_sizes) > 1
         self.digital_bias = bias and (mapping.digital_bias or split)
         self.analog_bias = bias and not self.digital_bias
+        if self.analog_bias and rpu_config.pre_post.input_range.enable:
+            raise ConfigError("mapping.digital_bias: an analog bias column cannot be combined "
+                              "with a learned input range (pre_post.input_range.enable; "
+                              "spec/mapping.md §P5); use digital_bias=True")
         n_tiles = len(self.in_sizes) * len(self.out_sizes)
         if n_tiles == 1:
             seeds = [self.seed]
@@ -312,7 +326,7 @@ class AnalogLinear(Module):
         self.bias: Any = None
         if self.digital_bias:
             self.bias = self.xp.zeros((self.out_features,), dtype=self.dtype, device=device)
-        self._xs: Optional[List[Any]] = None  # per input block, as fed to the tiles
+        self._record: Optional[PassRecord] = None  # of the last forward pass
         self._d: Optional[Any] = None
         self.reset_parameters()
 
@@ -401,11 +415,14 @@ class AnalogLinear(Module):
         raise ValueError(f"{name}: expected shape ({size},) or (batch, {size}), got "
                          f"{tuple(a.shape)}")
 
-    def forward(self, x: Any) -> Any:
-        """``y = W x + b`` through the analog forward pass of the tiles; keeps ``x`` for the
-        update."""
+    # -- the tiles' passes, for this layer and for refsim.torch's autograd functions ------------------
+    def analog_forward(self, rows: Any) -> Tuple[Any, "PassRecord"]:
+        """The tiles' summed analog forward output ``(batch, out_features)`` of ``rows``
+        ``(batch, in_features)`` (in the layer's dtype; before the learned output scale and the
+        digital bias), and the record its backward pass and update need: the inputs per input
+        block, as fed to the tiles, and one :class:`~refsim.stages.mapping.PassContext` per tile
+        (spec/mapping.md §P5, §P6)."""
         xp = self.xp
-        rows, vector = self._rows(x, "x", self.in_features)
         xs = []
         for i0, i1 in _offsets(self.in_sizes):
             xi = rows if len(self.in_sizes) == 1 else rows[:, i0:i1]
@@ -414,58 +431,75 @@ class AnalogLinear(Module):
                 xi = xp.concat([xi, ones], axis=1)
             xs.append(xi)
         outs = []
-        for row in self.tiles:
+        contexts = [[PassContext() for _ in row] for row in self.tiles]
+        for row, row_contexts in zip(self.tiles, contexts):
             acc = None
-            for tile, xi in zip(row, xs):
-                y = tile.forward(xi)
+            for tile, xi, context in zip(row, xs, row_contexts):
+                y = tile.forward(xi, context=context)
                 acc = y if acc is None else acc + y
             outs.append(acc)
         y = xp.concat(outs, axis=1) if len(outs) > 1 else outs[0]
+        return y, PassRecord(xs, contexts)
+
+    def analog_backward(self, d: Any, record: "PassRecord") -> Any:
+        """The tiles' analog backward output ``(batch, in_features)`` for the errors ``d``
+        ``(batch, out_features)`` the tiles see, with the ``record`` of the forward pass of the
+        same batch (the output-bound mask and the input-range gradient, §P5-§P6)."""
+        xp = self.xp
+        if d.shape[0] != record.xs[0].shape[0]:
+            raise ValueError(f"grad_out: {d.shape[0]} rows, the forward pass had "
+                             f"{record.xs[0].shape[0]}")
+        ds = [d if len(self.out_sizes) == 1 else d[:, o0:o1] for o0, o1 in _offsets(self.out_sizes)]
+        grads = []
+        for i in range(len(self.in_sizes)):
+            acc = None
+            for j, dj in enumerate(ds):
+                z = self.tiles[j][i].backward(dj, context=record.contexts[j][i])
+                acc = z if acc is None else acc + z
+            grads.append(acc[:, :-1] if self.analog_bias else acc)
+        return xp.concat(grads, axis=1) if len(grads) > 1 else grads[0]
+
+    def analog_update(self, xs: List[Any], d: Any, lr: float) -> None:
+        """Each tile's update ``W ← W − lr·dᵀx`` with the inputs per block ``xs`` (a record's)
+        and the errors ``d`` ``(batch, out_features)`` the tiles saw; all tiles or none."""
+        ds = [d if len(self.out_sizes) == 1 else d[:, o0:o1] for o0, o1 in _offsets(self.out_sizes)]
+        with unchanged_on_error(self):
+            for j, row in enumerate(self.tiles):
+                for tile, xi in zip(row, xs):
+                    tile.update(xi, ds[j], lr)
+
+    def forward(self, x: Any) -> Any:
+        """``y = W x + b`` through the analog forward pass of the tiles; keeps ``x`` for the
+        update."""
+        rows, vector = self._rows(x, "x", self.in_features)
+        y, record = self.analog_forward(rows)
         if self.out_scale is not None:  # spec/mapping.md §P4
             self._y = y
             y = y * self.out_scale
         if self.digital_bias:
             y = y + self.bias
-        self._xs, self._d = xs, None
-        return xp.reshape(y, (-1,)) if vector else y
+        self._record, self._d = record, None
+        return self.xp.reshape(y, (-1,)) if vector else y
 
     def backward(self, grad_out: Any) -> Any:
         """The gradient with respect to the last forward input, ``Wᵀ grad_out`` through the
         analog backward pass; keeps ``grad_out`` for the update."""
-        xp = self.xp
-        if self._xs is None:
+        if self._record is None:
             raise RuntimeError("backward: call forward first")
         d, vector = self._rows(grad_out, "grad_out", self.out_features)
-        if d.shape[0] != self._xs[0].shape[0]:
-            raise ValueError(f"grad_out: {d.shape[0]} rows, the last forward had "
-                             f"{self._xs[0].shape[0]}")
         d_tiles = d if self.out_scale is None else d * self.out_scale
-        ds = [d_tiles if len(self.out_sizes) == 1 else d_tiles[:, o0:o1]
-              for o0, o1 in _offsets(self.out_sizes)]
-        grads = []
-        for i in range(len(self.in_sizes)):
-            acc = None
-            for j, dj in enumerate(ds):
-                z = self.tiles[j][i].backward(dj)
-                acc = z if acc is None else acc + z
-            grads.append(acc[:, :-1] if self.analog_bias else acc)
-        z = xp.concat(grads, axis=1) if len(grads) > 1 else grads[0]
+        z = self.analog_backward(d_tiles, self._record)
         self._d, self._d_tiles = d, d_tiles
-        return xp.reshape(z, (-1,)) if vector else z
+        return self.xp.reshape(z, (-1,)) if vector else z
 
     def update(self, lr: float) -> None:
         """One SGD step with the last forward input and backward gradient: each tile
         ``W ← W − lr·dᵀx`` (its pulsed or exact update), the digital bias ``b ← b − lr·Σ d``."""
         lr = check_lr(lr)
-        if self._xs is None or self._d is None:
+        if self._record is None or self._d is None:
             raise RuntimeError("update: call forward and backward first")
-        d_tiles = self._d_tiles
-        ds = [d_tiles if len(self.out_sizes) == 1 else d_tiles[:, o0:o1]
-              for o0, o1 in _offsets(self.out_sizes)]
         with unchanged_on_error(self):  # several tiles: all of them or none
-            for j, row in enumerate(self.tiles):
-                for tile, xi in zip(row, self._xs):
-                    tile.update(xi, ds[j], lr)
+            self.analog_update(self._record.xs, self._d_tiles, lr)
             if self.out_scale is not None:  # s ← s − lr·∂L/∂s (spec/mapping.md §P4)
                 grad = self.xp.sum(self._d * self._y, axis=0)
                 if self.out_scale.shape[0] == 1:
@@ -543,7 +577,7 @@ class AnalogLinear(Module):
                 tile.load_state_dict(s)
         self.bias = bias
         self.out_scale = out_scale
-        self._xs = self._d = self._y = self._d_tiles = None
+        self._record = self._d = self._y = self._d_tiles = None
 
     def __repr__(self) -> str:
         bias = "digital" if self.digital_bias else "analog" if self.analog_bias else "none"

@@ -5,7 +5,8 @@ Pure functions on arrays of any array-API namespace, in the weights' dtype (spec
 7). Random numbers of the modifier come from addressed streams, call = the tile's counter
 ``modifier`` (advanced once per step that modifies): ``modifier.noise`` (normals),
 ``modifier.sto_round`` (uniforms of stochastic rounding), ``modifier.drop`` (uniforms of drop
-connect), number ``i·n + j``.
+connect), and the eight streams ``modifier.pcm_*`` of 'PCMNoise' (:data:`PCM_STREAMS`), number
+``i·n + j``.
 
 Examples
 --------
@@ -24,16 +25,17 @@ array([[ 1., -2.],
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Tuple
 
 from refsim import rng
 from refsim.configs import (
-    ConfigError,
     WeightClipParameter,
     WeightClipType,
     WeightModifierParameter,
     WeightModifierType,
 )
+from refsim.configs.utils import PCM_T_READ
 
 M = WeightModifierType
 #: Types that leave the weights as they are before drop connect.
@@ -41,7 +43,16 @@ COPIES = (M.COPY, M.DROP_CONNECT)
 #: Types that quantize.
 DISCRETIZING = (M.DISCRETIZE, M.DISCRETIZE_ADD_NORMAL, M.DOREFA)
 
-STREAMS = ("modifier", "modifier.noise", "modifier.sto_round", "modifier.drop")
+#: The draws of 'PCMNoise' (§M3), one stream per random quantity: stuck-at-reset hits, stuck-at-g_max
+#: hits and their direction, stuck-at-random hits and their value, programming noise, drift
+#: exponent, read noise.
+PCM_STREAMS = tuple(f"modifier.pcm_{q}" for q in ("reset", "gmax", "gmax_sign", "random",
+                                                    "random_value", "prog", "drift", "read"))
+STREAMS = ("modifier", "modifier.noise", "modifier.sto_round", "modifier.drop", *PCM_STREAMS)
+
+#: 'PCMNoise': the programming-noise fit σ_p(r) = P0 + P1·r + P2·r² (µS, r = abs(g)/g_max) of
+#: aihwkit's CUDA kernel; the zero threshold is in units of std_dev·P0.
+PCM_P0, PCM_P1, PCM_P2 = 0.26348, 1.9650, -1.1731
 
 
 def stream_names() -> Tuple[str, ...]:
@@ -81,13 +92,6 @@ def clip_weights(xp: Any, w: Any, clip: WeightClipParameter) -> Any:
 
 
 # -- the modifier (§M2-§M3) ----------------------------------------------------------------------
-
-
-def check_supported(mod: WeightModifierParameter, path: str = "modifier") -> None:
-    """ConfigError for a modifier refsim does not implement (§M3): 'PCMNoise'."""
-    if mod.type == M.PCM_NOISE:
-        raise ConfigError(f"{path}.type: 'PCMNoise' is not implemented yet (aihwkit has it on "
-                          f"CUDA only); use 'ProgNoise', 'Poly' or 'AddNormal'")
 
 
 def is_active(mod: WeightModifierParameter) -> bool:
@@ -143,10 +147,66 @@ def _polynomial(xp: Any, w: Any, coeffs: Any, a: float) -> Any:
     return total
 
 
+def pcm_noise(xp: Any, w: Any, mod: WeightModifierParameter, a: float, seed: int,
+              call: int) -> Any:
+    """The 'PCMNoise' modification of ``w`` (m, n) with amplitude A = ``a`` (§M3, steps a-i),
+    before drop connect: aihwkit's CUDA model of programming a PCM device to the target
+    conductance g = W·g_max/A and reading it back at time pcm_t_inference, in its order of
+    operations. Each random quantity has its own stream (:data:`PCM_STREAMS`), number i·n + j,
+    drawn only when it can act."""
+    g_max, scale = float(mod.g_max), float(mod.std_dev)
+    zero = xp.zeros_like(w)
+
+    def draw(quantity: str, kind: str) -> Any:
+        return _draws(xp, w, f"modifier.pcm_{quantity}", seed, call, kind)
+
+    # a. target conductance in [-g_max, g_max]; b. too small to program: left at exactly 0
+    g = xp.clip(w, min=-a, max=a) * g_max / a
+    g = xp.where(xp.abs(g) > float(mod.pcm_zero_thres) * scale * PCM_P0, g, zero)
+    negative = g < 0  # the sign Ŵ gets in the end
+    # c. stuck at reset, d. displaced by g_max in a random direction, e. stuck at a random value
+    if mod.pcm_prob_at_reset > 0:
+        g = xp.where(draw("reset", "uniform") < mod.pcm_prob_at_reset, zero, g)
+    if mod.pcm_prob_at_gmax > 0:
+        hit = draw("gmax", "uniform") < mod.pcm_prob_at_gmax
+        shifted = xp.where(draw("gmax_sign", "uniform") > 0.5, g - g_max, g + g_max)
+        g = xp.where(hit, shifted, g)
+    if mod.pcm_prob_at_random > 0:
+        hit = draw("random", "uniform") < mod.pcm_prob_at_random
+        value = draw("random_value", "uniform") * g_max
+        g = xp.where(hit, xp.where(g > 0, value, -value), g)
+    # f. the target clipped to ±g_max, then programming noise
+    g = xp.clip(g, min=-g_max, max=g_max)
+    g_prog = g
+    if scale > 0:
+        rel = xp.abs(g / g_max)
+        sigma = PCM_P0 + rel * PCM_P1 + rel * rel * PCM_P2
+        g_prog = g + scale * sigma * draw("prog", "normal")
+    rel_prog = xp.abs(g_prog / g_max)
+    # g. drift variation (no mean drift) after pcm_t_inference
+    t0 = float(mod.pcm_t0)
+    t = float(mod.pcm_t_inference) + t0
+    g_drift = g_prog
+    if t > t0:
+        log_rel = xp.log(xp.clip(rel_prog, min=1e-6))
+        sigma_nu = xp.clip(-0.0125 * log_rel - 0.0059, min=0.008, max=0.045)
+        nu = xp.abs(draw("drift", "normal") * sigma_nu)
+        g_drift = g_prog * (t / t0) ** (-nu)
+    # h. 1/f read noise accumulated up to t
+    g_final = g_drift
+    if scale > 0:
+        q_s = xp.clip(0.0088 / xp.clip(rel_prog ** 0.65, min=1e-3), max=0.2)
+        sigma_r = q_s * math.sqrt(math.log((t + PCM_T_READ) / (2.0 * PCM_T_READ)))
+        g_final = g_drift + scale * xp.abs(g_drift) * sigma_r * draw("read", "normal")
+    # i. back to weights with the sign of the target; an unprogrammed device reads exactly 0
+    out = g_final / g_max * a
+    out = xp.where(negative, -xp.abs(out), xp.abs(out))
+    return xp.where(xp.abs(g) > 0, out, zero)
+
+
 def modify(xp: Any, w: Any, mod: WeightModifierParameter, seed: int, call: int) -> Any:
     """The modified weights Ŵ of one step (§M3): the type's modification of ``w`` (m, n), then
     drop connect, the last column restored with copy_last_column."""
-    check_supported(mod)
     if not is_active(mod):
         return w
     a = amplitude(xp, w, mod)
@@ -165,8 +225,6 @@ def modify(xp: Any, w: Any, mod: WeightModifierParameter, seed: int, call: int) 
         width = 2.0 * step * a
         out = _round(xp, w / width, sto()) * width
     if t == M.DOREFA and step > 0:
-        import math
-
         s = abs(float(mod.dorefa_clip) / math.tanh(a))
         out = _round(xp, xp.tanh(w) * s / step, sto()) * step
     if t == M.MULT_NORMAL and mod.std_dev > 0:
@@ -179,6 +237,8 @@ def modify(xp: Any, w: Any, mod: WeightModifierParameter, seed: int, call: int) 
         if t == M.PROG_NOISE:  # keeps the sign of W (0 counts as positive)
             sign = xp.where(w < 0, -xp.ones_like(w), xp.ones_like(w))
             out = sign * xp.abs(out)
+    if t == M.PCM_NOISE:
+        out = pcm_noise(xp, w, mod, a, seed, call)
     if mod.pdrop > 0:
         kept = _draws(xp, w, "modifier.drop", seed, call, "uniform") >= mod.pdrop
         out = xp.where(kept, out, xp.zeros_like(out))
