@@ -72,6 +72,8 @@ STREAMS: Tuple[str, ...] = (
     "transfer.d_sto_round", "transfer.c2c",
     # refsim.nn and refsim.data: initial weights, per-layer seeds, shuffling, the digits split
     "nn.init_weight", "nn.init_bias", "nn.tile_seed", "nn.layer_seed", "nn.shuffle",
+    # refsim.torch: the per-layer seeds of convert_to_analog(seed=...)
+    "torch.layer_seed",
     "data.digits_split",
     # the compounds' own random choices (spec/compounds.md)
     *(f"compound.{q}" for q in ("select", "chop_in", "chop_out", "column", "reset_prob",

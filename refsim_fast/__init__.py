@@ -6,6 +6,31 @@ contract of spec/agreement.md and do not depend on the thread count.
 """
 
 import os
+import sys
+
+
+def _openmp_loaded_before() -> bool:
+    """Whether a GNU OpenMP runtime (libgomp) is already in this process (Linux: its memory map)
+    while nobody chose a wait policy: then it started with its default busy-waiting threads and
+    refsim_fast, which shares it, cannot make them sleep (torch imported before refsim_fast)."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return any("/libgomp" in line for line in maps)
+    except OSError:
+        return False
+
+
+#: True when the OpenMP runtime refsim_fast uses was started by another library (typically torch)
+#: with busy-waiting threads: idle team threads then spin between two kernels and take the second
+#: core from the work in between (measured on 2 cores: the forward pass 6 → 63 ms). The kernels
+#: then run on one thread unless told otherwise (``num_threads``), which costs far less; set
+#: OMP_WAIT_POLICY=PASSIVE before starting Python (or import refsim before torch) to keep every
+#: thread (spec/agreement.md rule 5: the numbers are the same either way).
+SPINNING_OPENMP = _openmp_loaded_before()
 
 # Idle OpenMP threads of libgomp spin by default and steal the cores that BLAS needs between two
 # parallel kernels (measured: the 2-thread forward pass twice as slow); let them sleep instead.
@@ -19,7 +44,7 @@ except ImportError as err:  # the source tree, or a failed build
         "refsim_fast's compiled extension is missing: this is probably the source directory "
         "(run from outside it after `pip install .`), or the build failed"
     ) from err
-from . import rng
+from . import rng  # noqa: E402  (after the wait policy above)
 
 __all__ = ["info", "openmp_enabled", "max_threads", "rng"]
 
@@ -35,5 +60,7 @@ def max_threads() -> int:
 
 
 def info() -> dict:
-    """Build facts: OpenMP on or off, and the default thread count."""
-    return {"openmp": openmp_enabled(), "max_threads": max_threads()}
+    """Build facts: OpenMP on or off, the default thread count, and whether another library
+    started the OpenMP runtime with busy-waiting threads (then the default is one thread)."""
+    return {"openmp": openmp_enabled(), "max_threads": max_threads(),
+            "spinning_openmp": SPINNING_OPENMP}
