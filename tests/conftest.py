@@ -7,6 +7,11 @@ selected by HYPOTHESIS_PROFILE=ci or when CI is set).
 import os
 import pathlib
 
+try:  # before torch (imported below): refsim_fast sets the OpenMP wait policy (spec/torch.md §T4)
+    import refsim_fast  # noqa: F401
+except ImportError:
+    pass
+
 import pytest
 from hypothesis import HealthCheck, settings
 
