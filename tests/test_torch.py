@@ -366,3 +366,28 @@ def test_openmp_started_by_torch_first_is_detected():
                     "print(refsim_fast.SPINNING_OPENMP, f.num_threads == refsim_fast.max_threads(),"
                     " os.environ['OMP_WAIT_POLICY'])")
     assert second == ["False", "True", "PASSIVE"]
+
+
+def test_the_learned_input_range_is_a_parameter_with_its_gradient():
+    """One ρ per tile as an nn.Parameter: the data initialisation shows in it after a training
+    forward, backward leaves ρ's gradient in ``.grad`` (not in the tiles), the optimizer steps
+    it (momentum included), and a ρ driven to ≤ 0 is refused at the next forward."""
+    cfg = copy.deepcopy(CONFIGS["input-range"])
+    cfg.mapping.max_input_size = 3  # two tiles, two ranges
+    layer = AnalogLinear(6, 3, rpu_config=cfg, seed=1)
+    assert layer.input_range.shape == (2,)
+    np.testing.assert_array_equal(layer.input_range.detach().numpy(), [3.0, 3.0])
+    x, target = _data(0)
+    ((layer(x) - target) ** 2).sum().backward()
+    first = layer.input_range.detach().clone()
+    assert not torch.equal(first, torch.tensor([3.0, 3.0]))  # initialised from the data
+    grad = layer.input_range.grad.clone()
+    assert torch.all(grad != 0)
+    assert all(t.input_range.grad is None for t in layer.analog_tiles())
+    opt = AnalogSGD(layer.parameters(), lr=0.1, momentum=0.9)
+    opt.step()
+    torch.testing.assert_close(layer.input_range.detach(), first - 0.1 * grad)
+    with torch.no_grad():
+        layer.input_range[0] = -1.0
+    with pytest.raises(ValueError, match="pre_post.input_range"):
+        layer(x)

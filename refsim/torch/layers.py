@@ -12,6 +12,7 @@ optimizer's plain SGD handle.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
@@ -57,7 +58,9 @@ class _AnalogFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, layer: "AnalogLayerBase", rows: torch.Tensor,
                 analog_ctx: AnalogContext) -> torch.Tensor:
+        layer._ranges_to_tiles()
         y, record = layer.analog_core.analog_forward(layer._to_core(rows, copy=True))
+        layer._ranges_from_tiles()
         ctx.layer, ctx.record, ctx.in_dtype = layer, record, rows.dtype
         return layer._from_core(y).to(rows.dtype)
 
@@ -66,6 +69,7 @@ class _AnalogFunction(torch.autograd.Function):
         layer = ctx.layer
         d = layer._to_core(grad, copy=True)
         z = layer.analog_core.analog_backward(d, ctx.record)
+        layer._range_gradients_from_tiles()
         layer._pending.append((ctx.record.xs, d))
         return None, layer._from_core(z).to(ctx.in_dtype), None
 
@@ -147,6 +151,14 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
             tnn.Parameter(torch.from_numpy(np.array(core.bias, copy=True)))
         self.out_scale = None if core.out_scale is None else \
             tnn.Parameter(torch.from_numpy(np.array(core.out_scale, copy=True)))
+        # learned input ranges (spec/mapping.md §P5): one per tile, an nn.Parameter here
+        tiles = [t for row in core.tiles for t in row]
+        self.input_range = None
+        if tiles[0].input_range is not None:
+            values = torch.cat([torch.from_numpy(np.array(t.input_range.value, copy=True))
+                                for t in tiles])
+            self.input_range = tnn.Parameter(
+                values, requires_grad=self.rpu_config.pre_post.input_range.learn_input_range)
         self._pending: List[Tuple[List[Any], Any]] = []
 
     # -- conversions at the boundary --------------------------------------------------------------
@@ -164,6 +176,49 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
 
     def _from_core(self, a: Any) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
+
+    # -- the learned input ranges: nn.Parameter ↔ tiles (spec/torch.md §T3) ----------------------
+    def _tiles(self) -> List[Any]:
+        return [t for row in self.analog_core.tiles for t in row]
+
+    def _ranges_to_tiles(self) -> None:
+        """ρ of the parameter (after the optimizer's step) into the tiles, before a forward."""
+        if self.input_range is None:
+            return
+        values = self.input_range.detach().cpu().to(self._torch_dtype)
+        if not bool(torch.all(torch.isfinite(values) & (values > 0))):
+            raise ValueError(f"pre_post.input_range: the learned input range is "
+                             f"{values.tolist()}; it must stay positive and finite (lower the "
+                             f"learning rate or gradient_scale)")
+        for k, tile in enumerate(self._tiles()):
+            state = tile.input_range
+            value = values[k:k + 1].numpy().copy() if self._device.type == "cpu" else \
+                values[k:k + 1].to(self._device)
+            tile.input_range = dataclasses.replace(state, value=value)
+
+    def _ranges_from_tiles(self) -> None:
+        """ρ after a training forward's data initialisation back into the parameter."""
+        if self.input_range is None:
+            return
+        with torch.no_grad():
+            for k, tile in enumerate(self._tiles()):
+                self.input_range[k] = float(tile.input_range.value[0])
+
+    def _range_gradients_from_tiles(self) -> None:
+        """The tiles' accumulated ρ gradients moved into the parameter's ``.grad``, so that the
+        optimizer, not the tiles' update, takes ρ's step."""
+        if self.input_range is None or not self.input_range.requires_grad:
+            return
+        grads = []
+        for tile in self._tiles():
+            state = tile.input_range
+            grads.append(0.0 if state.grad is None else float(state.grad[0]))
+            tile.input_range = dataclasses.replace(state, grad=None)
+        grad = torch.tensor(grads, dtype=self.input_range.dtype, device=self.input_range.device)
+        if self.input_range.grad is None:
+            self.input_range.grad = grad
+        else:
+            self.input_range.grad += grad
 
     def _analog_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """``(batch, in)`` through the analog tiles under autograd (no bias, no scales)."""
