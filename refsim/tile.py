@@ -238,7 +238,8 @@ class AnalogTile:
     def _draw_device(self) -> device_stage.DeviceParams:
         return device_stage.draw_device(self.xp, self.rpu_config.device,
                                         (self.out_size, self.in_size), self.construction_seed,
-                                        0, dtype=self.dtype, device=self.device)
+                                        0, dtype=self.dtype, device=self.device,
+                                        draws=self._draws())
 
     def _io(self, direction: str) -> IOParameters:
         if isinstance(self.rpu_config, FloatingPointRPUConfig):

@@ -109,7 +109,8 @@ class SubDevice:
                               f"the devices of a compound")
         self.cfg, self.index = cfg, index
         self.params = device_stage.draw_device(ctx.xp, cfg, ctx.shape, ctx.construction_seed,
-                                               index, dtype=ctx.dtype, device=ctx.device)
+                                               index, dtype=ctx.dtype, device=ctx.device,
+                                               draws=ctx.draws)
         self.w = ctx.xp.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
         self.granularity = device_stage.granularity(cfg)
         # drift (spec/drift.md §D5): the device's own DriftParameter (kept when a cell later

@@ -139,13 +139,16 @@ def stream_names() -> Tuple[str, ...]:
 
 
 def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
-                device_index: int = 0, dtype: Any = None, device: Any = None) -> DeviceParams:
+                device_index: int = 0, dtype: Any = None, device: Any = None,
+                draws: Any = rng) -> DeviceParams:
     """Draw the per-element parameters of a pulsed device (spec/devices.md §V1-§V2).
 
     ``shape`` is the tile's (out_size, in_size) = (m, n); ``seed`` the construction seed;
     ``device_index`` the call number of every ``device.<quantity>`` stream (0 for a single
     device). Each standard normal / uniform is number ``i·n + j`` of its stream, and a stream is
     only evaluated when its quantity varies (skipping a stream shifts no other number).
+    ``draws`` provides ``normal``/``uniform`` with refsim.rng's signature (the fast backend
+    passes its compiled streams: the same numbers).
     """
     dtype = xp.float64 if dtype is None else dtype
     n = shape[1]
@@ -158,10 +161,11 @@ def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
         return xp.full(shape, float(value), dtype=dtype, device=device)
 
     def normal(stream: str) -> Any:
-        return rng.normal(seed, stream, device_index, shape, xp=xp, dtype=dtype, device=device)
+        return draws.normal(seed, stream, device_index, shape, xp=xp, dtype=dtype, device=device)
 
     def uniform(stream: str) -> Any:
-        return rng.uniform(seed, stream, device_index, shape, xp=xp, dtype=dtype, device=device)
+        return draws.uniform(seed, stream, device_index, shape, xp=xp, dtype=dtype,
+                             device=device)
 
     def varied(mean: float, spread: float, stream: str) -> Any:
         """mean·(1 + spread·ξ), drawn only when both are non-zero."""
@@ -275,8 +279,8 @@ def draw_device(xp: Any, cfg: PulsedDevice, shape: Tuple[int, int], seed: int,
                 ref, beta = ref + sp, beta + sp
             extra["reference"] = ref
 
-    def cast(a: Any) -> Any:
-        return xp.astype(a, dtype)
+    def cast(a: Any) -> Any:  # no copy when already in dtype (the stage never writes in place)
+        return xp.astype(a, dtype, copy=False)
 
     return DeviceParams(b_min=cast(b_min), b_max=cast(b_max), dw_up=cast(dw_up),
                         dw_down=cast(dw_down), reset_bias=cast(beta), kappa=cast(kappa),
