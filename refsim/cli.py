@@ -5,7 +5,9 @@ main job; see :func:`_demo`); ``refsim config ALGORITHM --device DEVICE`` prints
 ``build_config`` makes, as JSON; ``refsim mvm`` runs an analog matrix-vector product and prints its
 error against the exact product; ``refsim info`` tells how refsim and its compiled backend are
 installed; ``refsim verify`` checks another implementation of analog tiles against refsim's spec
-(:func:`_verify`, refsim/verify.py).
+(:func:`_verify`, refsim/verify.py); ``refsim sweep SPEC --out DIR`` runs the demo at every point
+of a grid as Dask tasks and ``refsim sweep --plot DIR METRIC PARAM`` draws a result
+(:func:`_sweep`, refsim/sweep.py).
 
 Errors are one line on stderr, the same for every subcommand (:func:`_error_text`):
 ``refsim SUBCOMMAND: error: WHAT, see 'refsim SUBCOMMAND --help'``. Exit codes (:data:`EXIT_CODES`):
@@ -126,6 +128,13 @@ VERIFY_EXIT_CODES = ("exit codes: 0 every case exact or within tolerance; 1 a ca
                      "adapter failed a request); 2 bad arguments (one line on stderr); 141 the "
                      "reader of the output closed the pipe early")
 VERIFY_PROBES = 150
+
+#: The exit codes of ``refsim sweep``.
+SWEEP_EXIT_CODES = ("exit codes: 0 every point ok (or the plot written); 1 the sweep finished but "
+                    "some points failed (their rows say why); 2 bad arguments or a bad SPEC (one "
+                    "line on stderr, naming the SPEC key), Dask or matplotlib missing; 130 "
+                    "interrupted (Ctrl-C): the finished rows are kept, --resume continues; 141 "
+                    "the reader of the output closed the pipe early")
 
 
 def _error_text(prog: str, message: str) -> str:
@@ -266,6 +275,41 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--out", metavar="FILE", default=None,
                      help="write the report to FILE instead of stdout")
     ver.set_defaults(subparser=ver)
+
+    sw = sub.add_parser(
+        "sweep", help="run the demo over a grid of options and config fields as Dask tasks",
+        description="Run refsim demo (or demo --task inference) at every point of a grid of demo "
+                    "options and RPU-config fields (SPEC, a JSON file; format: spec/sweep.md, "
+                    "README 'Sweeps on Dask'), each point a Dask task on a local cluster of "
+                    "worker processes or an existing cluster, appending one row per finished "
+                    "point to DIR/results.csv. Prints one line per point and a JSON summary. "
+                    "Or, with --plot, draw a metric against a swept parameter.",
+        epilog=SWEEP_EXIT_CODES)
+    sw.add_argument("spec", nargs="?", metavar="SPEC", help="the sweep's spec (a JSON file)")
+    sw.add_argument("--out", metavar="DIR", help="output folder: spec.json, configs/, "
+                    "results.csv (created when missing)")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--workers", metavar="N", type=_non_negative, default=None,
+                       help="worker processes of a local Dask cluster (default: one per CPU); "
+                       "0: run the points one after another in this process, without Dask")
+    where.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="run on an existing Dask cluster, e.g. tcp://host:8786 (its workers "
+                       "need the same refsim installed)")
+    sw.add_argument("--resume", action="store_true",
+                    help="continue the sweep in DIR: skip the points that have a complete row")
+    sw.add_argument("--retry-failed", action="store_true",
+                    help="with --resume: run the points whose row says failed again")
+    sw.add_argument("--quiet", action="store_true",
+                    help="print only the JSON summary (no progress bar, no lines per point)")
+    sw.add_argument("--plot", nargs=3, metavar=("DIR", "METRIC", "PARAM"), default=None,
+                    help="draw METRIC (a final metric, e.g. test_accuracy) of the sweep in DIR "
+                    "against the grid key PARAM, one line per other grid value (mean and std "
+                    "over the seeds); needs matplotlib: pip install 'refsim[plot]'")
+    sw.add_argument("--image", metavar="PATH", default=None,
+                    help="with --plot: the image file (default DIR/METRIC-vs-PARAM.png)")
+    sw.add_argument("--average", metavar="KEY", action="append", default=None,
+                    help="with --plot: a grid key to average over (repeatable; default seed)")
+    sw.set_defaults(subparser=sw)
     return parser
 
 
@@ -572,6 +616,7 @@ def _inference_demo(args: argparse.Namespace) -> int:
     summary["accuracy"] = {v: {str(t): [round(a, 6) for a in accs] for t, accs in per.items()}
                            for v, per in result["accuracy"].items()}
     summary["trained"] = {v: round(a, 6) for v, a in result["trained"].items()}
+    summary["loss"] = {v: [round(x, 6) for x in losses] for v, losses in result["loss"].items()}
     return _summary_and_plot(parser, summary, args.plot, lambda path: inference_demo.plot(
         path, result, "refsim demo --task inference: digits MLP"))
 
@@ -629,6 +674,76 @@ def _verify(args: argparse.Namespace) -> int:
     return verify.exit_status(report)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    """``refsim sweep``: run a sweep or plot one (refsim/sweep.py)."""
+    from refsim import sweep
+
+    parser = args.subparser
+    if args.plot is not None:
+        return _sweep_plot(args)
+    for flag, given in (("--image", args.image), ("--average", args.average)):
+        if given is not None:
+            parser.error(f"{flag} goes with --plot")
+    if args.spec is None or args.out is None:
+        parser.error("give SPEC and --out DIR (or --plot DIR METRIC PARAM)")
+    if args.retry_failed and not args.resume:
+        parser.error("--retry-failed goes with --resume")
+    quiet = args.quiet
+
+    def report(row: Dict[str, Any]) -> None:
+        metrics = row["metrics"]
+        headline = next((k for k in ("test_accuracy", "hwa+compensation@1year") if k in metrics),
+                        None)
+        shown = f"{headline} {metrics[headline]:.4f}" if headline else row["error"]
+        params = " ".join(f"{k}={json.dumps(v)}" for k, v in row["params"].items())
+        print(f"{row['status']:6} {row['point_id']}  {params}  {shown}  "
+              f"{row['elapsed_s']:.1f} s  {row['worker']}".rstrip(), flush=True)
+
+    try:
+        summary = sweep.run(args.spec, args.out, workers=args.workers, scheduler=args.scheduler,
+                            resume=args.resume, retry_failed=args.retry_failed,
+                            progress=False if quiet else None,
+                            report=None if quiet else report)
+    except (ValueError, ImportError, OSError) as err:
+        parser.error(str(err))
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        table = os.path.join(args.out, sweep.TABLE)
+        try:
+            kept = len(sweep.load_results(args.out))
+            points = len(sweep.expand(args.spec))
+        except ValueError:   # interrupted before the table was started
+            kept, points = 0, "?"
+        print(f"refsim sweep: interrupted; {table} keeps {kept} finished points of {points} "
+              f"(--resume continues)", file=sys.stderr)
+        return 130
+    print(json.dumps(summary))
+    return 0 if summary["failed"] == 0 else 1
+
+
+def _sweep_plot(args: argparse.Namespace) -> int:
+    """``refsim sweep --plot DIR METRIC PARAM``."""
+    from refsim import sweep
+
+    parser = args.subparser
+    for flag, given in (("SPEC", args.spec), ("--out", args.out), ("--workers", args.workers),
+                        ("--scheduler", args.scheduler), ("--resume", args.resume or None),
+                        ("--retry-failed", args.retry_failed or None)):
+        if given is not None:
+            parser.error(f"{flag} does not go with --plot")
+    folder, metric, param = args.plot
+    image = args.image or sweep.default_plot_path(folder, metric, param)
+    problem = _plot_problem(image)
+    if problem:
+        parser.error(f"--plot: {problem}")
+    try:
+        path = sweep.plot(folder, metric, param, image, average=args.average or ("seed",))
+    except (ValueError, OSError) as err:
+        parser.error(f"--plot: {err}")
+    print(json.dumps({"plot": path, "metric": metric, "param": param}))
+    return 0
+
+
 def _stdout_to_devnull() -> None:
     """Point file descriptor 1 at /dev/null, so that the interpreter's final flush of what is
     still buffered for a closed pipe does not raise (and print a traceback) at exit."""
@@ -655,6 +770,8 @@ def _run(argv: List[str]) -> int:
         return _demo(args)
     if args.command == "verify":
         return _verify(args)
+    if args.command == "sweep":
+        return _sweep(args)
     return _info()
 
 

@@ -86,7 +86,7 @@ def test_bad_arguments_exit_2_with_one_line_of_one_form(args, prog, word):
 
 
 def test_help_documents_the_exit_codes(capsys):
-    for args in ([], ["config"], ["mvm"], ["info"], ["demo"]):
+    for args in ([], ["config"], ["mvm"], ["info"], ["demo"], ["sweep"]):
         with pytest.raises(SystemExit) as exc:
             main([*args, "--help"])
         assert exc.value.code == 0

@@ -54,22 +54,32 @@ def time_name(t: float) -> str:
 def run(*, epochs: int = 10, lr: float = 0.1, batch_size: int = 16, hidden: int = 32,
         seed: int = 1, repeats: int = 5, times: Sequence[float] = TIMES, dtype: Any = np.float32,
         backend: str = "auto", limit: Optional[int] = None,
-        say: Callable[[str], None] = lambda text: None) -> Dict[str, Any]:
+        say: Callable[[str], None] = lambda text: None,
+        configure: Optional[Callable[[str, configs.InferenceRPUConfig], Any]] = None
+        ) -> Dict[str, Any]:
     """Train, program and drift every variant; the result: ``accuracy[variant][t]`` the list of
     test accuracies over the ``repeats`` programmings, ``trained[variant]`` the accuracy right after
-    training (evaluation mode, unprogrammed), and the settings."""
+    training (evaluation mode, unprogrammed), ``loss[variant]`` the mean training loss of each
+    epoch, and the settings.
+
+    ``configure(variant, config)``, when given, returns the config to use for a variant in place of
+    :func:`demo_config`'s (which it may change and return); ``refsim sweep`` sets config fields
+    this way (refsim/sweep.py)."""
     x_train, y_train, x_test, y_test = load_digits(standardize=True, dtype=dtype)
     if limit is not None:
         x_train, y_train, x_test, y_test = (x_train[:limit], y_train[:limit], x_test[:limit],
                                             y_test[:limit])
     accuracies: Dict[str, Dict[float, List[float]]] = {}
     trained: Dict[str, float] = {}
+    losses: Dict[str, List[float]] = {}
     start = time.perf_counter()
     for variant in VARIANTS:
         cfg = demo_config(variant.startswith("hwa"), variant.endswith("compensation"))
+        if configure is not None:
+            cfg = configure(variant, cfg)
         model = mlp([64, hidden, 10], cfg, seed=seed, dtype=dtype, backend=backend)
-        for epoch in range(epochs):
-            train_epoch(model, x_train, y_train, lr, batch_size, seed, epoch=epoch)
+        losses[variant] = [train_epoch(model, x_train, y_train, lr, batch_size, seed, epoch=epoch)
+                           for epoch in range(epochs)]
         trained[variant] = accuracy(model.eval(), x_test, y_test)
         per_time: Dict[float, List[float]] = {float(t): [] for t in times}
         for _ in range(repeats):
@@ -82,7 +92,7 @@ def run(*, epochs: int = 10, lr: float = 0.1, batch_size: int = 16, hidden: int 
             + "   ".join(f"{time_name(t)} {100 * np.mean(v):5.1f} %"
                          for t, v in per_time.items())
             + f"   ({time.perf_counter() - start:.0f} s)")
-    return {"accuracy": accuracies, "trained": trained, "epochs": epochs, "lr": lr,
+    return {"accuracy": accuracies, "trained": trained, "loss": losses, "epochs": epochs, "lr": lr,
             "batch_size": batch_size, "hidden": hidden, "seed": seed, "repeats": repeats,
             "times": [float(t) for t in times], "hwa": dict(HWA),
             "seconds": round(time.perf_counter() - start, 3)}
