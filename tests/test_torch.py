@@ -391,3 +391,20 @@ def test_the_learned_input_range_is_a_parameter_with_its_gradient():
         layer.input_range[0] = -1.0
     with pytest.raises(ValueError, match="pre_post.input_range"):
         layer(x)
+
+
+def test_drift_leaves_non_inference_layers_alone_and_dtype_changes_are_refused():
+    """As aihwkit's drift_analog_weights: only InferenceRPUConfig tiles drift to an inference
+    time (a pulsed layer with device drift keeps its weights); ``model.double()`` on float32
+    tiles is a TypeError naming the dtype instead of silently float32 tiles."""
+    cfg = C.SingleRPUConfig(device=C.ConstantStepDevice(drift=C.DriftParameter(nu=0.1)))
+    layer = AnalogLinear(4, 2, rpu_config=cfg, seed=1)
+    w = layer.get_weights()[0]
+    layer.eval()
+    layer.drift_analog_weights(3600.0)
+    torch.testing.assert_close(layer.get_weights()[0], w, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="t_inference"):
+        layer.drift_analog_weights(-1.0)
+    with pytest.raises(TypeError, match="dtype"):
+        layer.double()
+    layer.float()  # no change: fine

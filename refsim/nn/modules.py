@@ -24,9 +24,11 @@ from refsim import rng
 from refsim.configs import (
     ConfigError,
     FloatingPointRPUConfig,
+    InferenceRPUConfig,
     IOManagedRPUConfig,
     SingleRPUConfig,
 )
+from refsim.stages import inference as inference_stage
 from refsim.stages.mapping import PassContext
 from refsim.tile import AnalogTile, real_argument
 
@@ -529,12 +531,20 @@ class AnalogLinear(Module):
         return self
 
     def program_analog_weights(self) -> None:
+        """Program the tiles (a ConfigError for a layer without an InferenceRPUConfig, as in
+        aihwkit)."""
         with unchanged_on_error(self):
             for row in self.tiles:
                 for tile in row:
                     tile.program_weights()
 
     def drift_analog_weights(self, t_inference: float = 0.0) -> None:
+        """Drift the tiles to ``t_inference`` s after programming (a layer without an
+        InferenceRPUConfig is left as it is, as in aihwkit; its devices' own drift is
+        ``AnalogTile.drift_weights(delta_t)``)."""
+        if not isinstance(self.rpu_config, InferenceRPUConfig):
+            inference_stage.check_time(t_inference)  # still a bad argument
+            return
         with unchanged_on_error(self):
             for row in self.tiles:
                 for tile in row:

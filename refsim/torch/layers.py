@@ -294,8 +294,12 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
 
     # -- devices and checkpoints --------------------------------------------------------------------
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "AnalogLayerBase":
-        super()._apply(fn, *args, **kwargs)
         probe = fn(torch.empty(0, dtype=self._torch_dtype, device=self._device))
+        if probe.dtype != self._torch_dtype:  # e.g. model.double(): no silent float32 tiles
+            raise TypeError(f"dtype: the analog layer's tiles are {self._torch_dtype} and stay "
+                            f"so (asked for {probe.dtype}); build the layer with "
+                            f"dtype={probe.dtype}")
+        super()._apply(fn, *args, **kwargs)
         if probe.device != self._device:
             self._move_core(probe.device)
         return self
