@@ -64,15 +64,10 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 def _plans(xs: np.ndarray, ds: np.ndarray, lr: float, granularity: float,
            up: UpdateParameters, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A, B (in ``dtype``, the tile's) and BL (int32) of every cycle
-    (refsim.stages.pulses.pulse_plan)."""
+    (refsim.stages.pulses.pulse_plans)."""
     x_max = np.max(np.abs(xs), axis=1) if xs.shape[1] else np.zeros(xs.shape[0], xs.dtype)
     d_max = np.max(np.abs(ds), axis=1) if ds.shape[1] else np.zeros(ds.shape[0], ds.dtype)
-    plans = [_pulses.pulse_plan(lr, float(xm), float(dm), granularity, up, dtype)
-             for xm, dm in zip(x_max.tolist(), d_max.tolist())]
-    a = np.array([p.a for p in plans], dtype=dtype)
-    b = np.array([p.b for p in plans], dtype=dtype)
-    bl = np.array([p.bl for p in plans], dtype=np.int32)
-    return a, b, bl
+    return _pulses.pulse_plans(lr, x_max, d_max, granularity, up, dtype)
 
 
 def _probabilities(values: np.ndarray, scale: np.ndarray, step: float, sto: bool, seed: int,

@@ -67,54 +67,81 @@ def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
 
     ``lr`` is the pulse-count learning rate (its sign is handled by :func:`coincidences`),
     ``x_max``/``d_max`` the abs-max of the cycle's rows, ``granularity`` the device's weight
-    granularity ``g > 0``.
+    granularity ``g > 0``. The one-cycle case of :func:`pulse_plans`.
     """
+    a, b, bl = pulse_plans(lr, np.array([x_max]), np.array([d_max]), granularity, up, dtype)
+    return PulsePlan(float(a[0]), float(b[0]), int(bl[0]))
+
+
+def pulse_plans(lr: float, x_max: Any, d_max: Any, granularity: float, up: UpdateParameters,
+                dtype: Any = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A, B (numpy, in ``dtype``) and BL (int32) of a batch of cycles with the abs-maxima
+    ``x_max``, ``d_max`` (one per cycle), every cycle as :func:`pulse_plan` computes it: the same
+    operations element-wise, so the same numbers (spec/pulses.md §U2). A cycle whose plan is
+    undefined (§U2.4) raises the ValueError of the first such cycle."""
     R = real(dtype)
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        return _plan(R, R(abs(lr)), R(x_max), R(d_max), R(granularity), up)
+        return _plans(R, R(abs(lr)), np.asarray(x_max, dtype=R), np.asarray(d_max, dtype=R),
+                      R(granularity), up)
 
 
-def _plan(R: type, eta: Any, x_max: Any, d_max: Any, g: Any, up: UpdateParameters) -> PulsePlan:
+def _plans(R: type, eta: Any, x_max: np.ndarray, d_max: np.ndarray, g: Any,
+           up: UpdateParameters) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    count = x_max.shape[0]
     bl_max = up.desired_bl
+
+    def plans(a: Any, b: Any, bl: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (np.broadcast_to(np.asarray(a, dtype=R), (count,)).copy(),
+                np.broadcast_to(np.asarray(b, dtype=R), (count,)).copy(),
+                np.broadcast_to(np.asarray(bl, dtype=np.int32), (count,)).copy())
+
     if eta == 0:
-        return PulsePlan(0.0, 0.0, 0)
+        return plans(0, 0, 0)
     if not np.isfinite(eta / g):  # §U2.4
         raise ValueError(f"lr: abs(lr)/granularity = {float(eta)!r}/{float(g)!r} overflows "
                          f"{dtype_name(R)}; the pulse trains are undefined (spec/pulses.md §U2.4)")
     blm = up.update_bl_management
     managed = up.update_management or blm  # BL management implies update management
     if up.fixed_bl or blm or not g * R(bl_max) < eta:
-        bl = bl_max
-        a = b = np.sqrt(eta / (g * R(bl)))
+        bl0 = bl_max
+        a0 = np.sqrt(eta / (g * R(bl0)))
     else:
-        bl = max(int(np.ceil(eta / g)), 1)
-        a = b = R(1)
-    if bl > MAX_BL:
-        raise ValueError(f"update: a pulse train of {bl} slots exceeds MAX_BL = {MAX_BL} "
+        bl0 = max(int(np.ceil(eta / g)), 1)
+        a0 = R(1)
+    if bl0 > MAX_BL:
+        raise ValueError(f"update: a pulse train of {bl0} slots exceeds MAX_BL = {MAX_BL} "
                          f"(desired_bl = {bl_max}, abs(lr)/granularity = {float(eta / g)!r})")
     if not managed:
-        return PulsePlan(float(a), float(b), bl)
-    if x_max <= 0 or d_max <= 0:
-        return PulsePlan(float(a), float(b), 0)
+        return plans(a0, a0, bl0)
+    # update management, per cycle; cycles without x or d send nothing (bl 0, A = B = a0)
+    live = (x_max > 0) & (d_max > 0)
     d_v = R(up.um_grad_scale) * d_max
     k = eta * x_max * d_v / g
-    if not np.isfinite(k):  # §U2.4
-        raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {float(eta)!r}·"
-                         f"{float(x_max)!r}·{up.um_grad_scale!r}·{float(d_max)!r}/{float(g)!r} "
-                         f"overflows {dtype_name(R)} (spec/pulses.md §U2.4)")
+    bad_k = live & ~np.isfinite(k)
+    bl = np.where(live, bl0, 0)
+    a = np.full(count, a0, dtype=R)
     if blm:
-        bl = min(int(np.ceil(k)), bl_max)
-        if bl == 0:  # k underflowed to 0: nothing to send
-            return PulsePlan(float(a), float(b), 0)
-        a = b = np.sqrt(eta / (g * R(bl)))
-    if k > R(bl_max):
-        d_v = d_v * (R(bl_max) / k)
-    a, b = a * np.sqrt(x_max / d_v), b * np.sqrt(d_v / x_max)
-    if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):  # §U2.4
-        raise ValueError(f"x, d: max|x| = {float(x_max)!r} and max|d| = {float(d_max)!r} are "
-                         f"too far apart: the update-management scales A = {float(a)!r}, "
-                         f"B = {float(b)!r} leave {dtype_name(R)} (spec/pulses.md §U2.4); rescale x or d")
-    return PulsePlan(float(a), float(b), bl)
+        bl = np.where(live & ~bad_k, np.minimum(np.ceil(np.where(bad_k, 0, k)), bl_max), 0)
+        bl = bl.astype(np.int64)
+        a = np.where(bl > 0, np.sqrt(eta / (g * bl.astype(R))), a).astype(R)
+    d_v = np.where(k > R(bl_max), d_v * (R(bl_max) / k), d_v)
+    a_m, b_m = a * np.sqrt(x_max / d_v), a * np.sqrt(d_v / x_max)
+    sending = bl > 0
+    bad_ab = sending & ~(np.isfinite(a_m) & np.isfinite(b_m) & (a_m > 0) & (b_m > 0))
+    bad = bad_k | bad_ab
+    if bad.any():
+        r = int(np.argmax(bad))
+        if bad_k[r]:
+            raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {float(eta)!r}·"
+                             f"{float(x_max[r])!r}·{up.um_grad_scale!r}·{float(d_max[r])!r}/"
+                             f"{float(g)!r} overflows {dtype_name(R)} (spec/pulses.md §U2.4)")
+        raise ValueError(f"x, d: max|x| = {float(x_max[r])!r} and max|d| = {float(d_max[r])!r} "
+                         f"are too far apart: the update-management scales A = "
+                         f"{float(a_m[r])!r}, B = {float(b_m[r])!r} leave {dtype_name(R)} "
+                         f"(spec/pulses.md §U2.4); rescale x or d")
+    a_out = np.where(sending, a_m, a0).astype(R)
+    b_out = np.where(sending, b_m, a0).astype(R)
+    return a_out, b_out, bl.astype(np.int32)
 
 
 def probabilities(xp: Any, values: Any, scale: float, step: float, uniforms: Any = None) -> Any:
