@@ -339,19 +339,21 @@ def test_leading_dimensions_are_kept():
     torch.testing.assert_close(y.reshape(6, 2), layer(x.reshape(6, 4)), rtol=0, atol=0)
 
 
-def _fresh(code):
+def _fresh(code, cwd):
+    """Run ``code`` in a fresh Python, outside the source tree (whose refsim_fast has no
+    compiled extension in a non-editable install), without a chosen OpenMP wait policy."""
     import subprocess
     import sys
 
     env = {k: v for k, v in __import__("os").environ.items()
            if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         timeout=120)
+                         timeout=120, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
 
-def test_openmp_started_by_torch_first_is_detected():
+def test_openmp_started_by_torch_first_is_detected(tmp_path):
     """torch imported before refsim_fast starts the shared OpenMP runtime with busy-waiting
     threads: refsim_fast notices and runs its kernels on one thread by default (spec/torch.md
     §T4); imported the other way round (refsim.torch does it), the runtime sleeps and every
@@ -360,11 +362,11 @@ def test_openmp_started_by_torch_first_is_detected():
     if not fast.openmp_enabled():
         pytest.skip("refsim_fast built without OpenMP")
     first = _fresh("import torch, refsim_fast, refsim_fast.io as f; "
-                   "print(refsim_fast.SPINNING_OPENMP, f.num_threads)")
+                   "print(refsim_fast.SPINNING_OPENMP, f.num_threads)", tmp_path)
     assert first[0] == "True" and first[1] == "1"
     second = _fresh("import refsim.torch, refsim_fast, refsim_fast.io as f, os; "
                     "print(refsim_fast.SPINNING_OPENMP, f.num_threads == refsim_fast.max_threads(),"
-                    " os.environ['OMP_WAIT_POLICY'])")
+                    " os.environ['OMP_WAIT_POLICY'])", tmp_path)
     assert second == ["False", "True", "PASSIVE"]
 
 
