@@ -751,13 +751,18 @@ class AnalogTile:
 
     # -- inference: programming, drift to an inference time, compensation (spec/inference.md) -----
     @_atomic()
-    def program_weights(self, from_reference: bool = True) -> None:
+    def program_weights(self, from_reference: bool = True, noise_model: Any = None) -> None:
         """Program the weights onto the noise model's conductance pairs (spec/inference.md §I2,
         §I5): programming noise, drift coefficients ν, and the drift-compensation baseline. The
         first programming takes the current weights as the reference; later ones start from
-        that reference again unless ``from_reference=False`` (aihwkit's ``program_weights``)."""
+        that reference again unless ``from_reference=False`` (aihwkit's ``program_weights``).
+        A ``noise_model`` given here replaces the config's from now on, as in aihwkit (the
+        tile's config becomes a copy with it)."""
         if not isinstance(from_reference, bool):
             raise TypeError(f"from_reference: expected a bool, got {type(from_reference).__name__}")
+        self._noise_model("program_weights")
+        if noise_model is not None:
+            self.rpu_config = inference_stage.with_noise_model(self.rpu_config, noise_model)
         model = self._noise_model("program_weights")
         state = self.inference_state
         reference = state.reference if (from_reference and state is not None) else \

@@ -410,3 +410,26 @@ def test_drift_leaves_non_inference_layers_alone_and_dtype_changes_are_refused()
     with pytest.raises(TypeError, match="dtype"):
         layer.double()
     layer.float()  # no change: fine
+
+
+def test_programming_with_another_noise_model_replaces_the_configs():
+    """aihwkit's program_analog_weights(noise_model): the given model programs the tiles and
+    replaces the configs' (layer, tiles); the state still checkpoints and moves."""
+    model = _model(C.InferenceRPUConfig())
+    _train(model, 1)
+    quiet = C.PCMLikeNoiseModel(prog_noise_scale=0.0, drift_scale=0.0, read_noise_scale=0.0)
+    weights = [layer.get_weights()[0] for layer in model.analog_layers()]
+    model.eval()
+    with pytest.raises(TypeError, match="noise_model"):
+        model.program_analog_weights(noise_model="PCM")
+    model.program_analog_weights(noise_model=quiet)
+    for layer, w in zip(model.analog_layers(), weights):
+        assert layer.rpu_config.noise_model.prog_noise_scale == 0.0
+        assert all(t.rpu_config.noise_model.prog_noise_scale == 0.0
+                   for row in layer.analog_core.tiles for t in row)
+        torch.testing.assert_close(layer.get_weights()[0], w, rtol=1e-5, atol=1e-6)
+    model.drift_analog_weights(3600.0)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    model.load_state_dict(torch.load(buffer, weights_only=True))

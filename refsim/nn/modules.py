@@ -121,12 +121,13 @@ class Module:
         """Evaluation mode: ``train(False)``."""
         return self.train(False)
 
-    def program_analog_weights(self) -> None:
-        """Program every analog tile's weights with its config's noise model
-        (``AnalogTile.program_weights``, spec/inference.md §I2); all or nothing."""
+    def program_analog_weights(self, noise_model: Any = None) -> None:
+        """Program every analog tile's weights with its config's noise model, or with
+        ``noise_model``, which then replaces the configs' (``AnalogTile.program_weights``,
+        spec/inference.md §I2, as aihwkit's); all or nothing."""
         with unchanged_on_error(self):
             for child in self.children():
-                child.program_analog_weights()
+                child.program_analog_weights(noise_model)
 
     def drift_analog_weights(self, t_inference: float = 0.0) -> None:
         """Drift every analog tile to ``t_inference`` seconds after programming
@@ -530,13 +531,25 @@ class AnalogLinear(Module):
                 tile.train(mode)
         return self
 
-    def program_analog_weights(self) -> None:
+    def program_analog_weights(self, noise_model: Any = None) -> None:
         """Program the tiles (a ConfigError for a layer without an InferenceRPUConfig, as in
-        aihwkit)."""
-        with unchanged_on_error(self):
+        aihwkit); a ``noise_model`` replaces the one of the layer's and the tiles' configs."""
+        new_config = None if noise_model is None else \
+            inference_stage.with_noise_model(self.rpu_config, noise_model)  # checked first
+        configs = [[tile.rpu_config for tile in row] for row in self.tiles]
+        saved = self.state_dict()
+        try:
             for row in self.tiles:
                 for tile in row:
-                    tile.program_weights()
+                    tile.program_weights(noise_model=noise_model)
+        except BaseException:
+            for row, row_configs in zip(self.tiles, configs):
+                for tile, config in zip(row, row_configs):
+                    tile.rpu_config = config
+            self.load_state_dict(saved)
+            raise
+        if new_config is not None:
+            self.rpu_config = new_config
 
     def drift_analog_weights(self, t_inference: float = 0.0) -> None:
         """Drift the tiles to ``t_inference`` s after programming (a layer without an

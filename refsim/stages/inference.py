@@ -194,6 +194,20 @@ def readout(xp: Any, y: Any) -> float:
     return max(float(xp.mean(xp.abs(y))), float(real(y.dtype)(READOUT_FLOOR)))
 
 
+def with_noise_model(rpu_config: Any, noise_model: Any) -> Any:
+    """A frozen copy of ``rpu_config`` with ``noise_model`` in place of its own (§I5), checked:
+    a TypeError for anything but a PCMLikeNoiseModel, a ConfigError for a bad one."""
+    import copy
+
+    if not isinstance(noise_model, PCMLikeNoiseModel):
+        raise TypeError(f"noise_model: expected a PCMLikeNoiseModel, got "
+                        f"{type(noise_model).__name__}")
+    config = copy.deepcopy(rpu_config)
+    config.noise_model = copy.deepcopy(noise_model)
+    config.validate()
+    return config.frozen()
+
+
 def check_time(t_inference: Any) -> float:
     """``t_inference`` as a float ≥ 0, or a ValueError naming it."""
     import numbers

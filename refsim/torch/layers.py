@@ -96,18 +96,23 @@ class AnalogModuleMixin:
             for row in layer.analog_core.tiles:
                 yield from row
 
-    def program_analog_weights(self) -> None:
-        """Program every tile's weights with its config's noise model (spec/inference.md §I2);
-        all layers or none."""
+    def program_analog_weights(self, noise_model: Any = None) -> None:
+        """Program every tile's weights with its config's noise model, or with ``noise_model``,
+        which then replaces the configs' (spec/inference.md §I2, as aihwkit's); all layers or
+        none."""
         layers = list(self.analog_layers())
-        states = [layer.analog_core.state_dict() for layer in layers]
+        cores = [layer.analog_core for layer in layers]
+        for layer in layers:  # each core programs a copy: a failure leaves every layer as it was
+            layer.analog_core = copy.deepcopy(layer.analog_core)
         try:
             for layer in layers:
-                layer.analog_core.program_analog_weights()
+                layer.analog_core.program_analog_weights(noise_model)
         except BaseException:
-            for layer, state in zip(layers, states):
-                layer.analog_core.load_state_dict(state)
+            for layer, core in zip(layers, cores):
+                layer.analog_core = core
             raise
+        for layer in layers:
+            layer.rpu_config = layer.analog_core.rpu_config
 
     def drift_analog_weights(self, t_inference: float = 0.0) -> None:
         """Drift every tile to ``t_inference`` seconds after programming (spec/inference.md
