@@ -435,17 +435,44 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     element are applied one after another, each followed by the clamp to the bounds.
     """
     m, n = w.shape
-    name = _name(cfg)
     n_max = int(xp.max(xp.abs(counts))) if m * n else 0
     if n_max == 0:
         return w
     if n_max > bl:
         raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got {n_max}")
+    # only the rows lo..hi that receive pulses are computed (a transfer of a compound pulses
+    # one row); the others keep their weights, and row i keeps its random numbers
+    pulsed = xp.nonzero(xp.any(counts != 0, axis=1))[0]
+    lo, hi = int(pulsed[0]), int(pulsed[-1]) + 1
+    if (lo, hi) == (0, m):
+        return _pulse_rows(xp, w, counts, params, cfg, bl, n_max, seed, call,
+                           device_index * m, stream)
+    rows = _pulse_rows(xp, w[lo:hi, :], counts[lo:hi, :], _param_rows(params, lo, hi), cfg, bl,
+                       n_max, seed, call, device_index * m + lo, stream)
+    return xp.concat([w[:lo, :], rows, w[hi:, :]], axis=0)
+
+
+def _param_rows(params: DeviceParams, lo: int, hi: int) -> DeviceParams:
+    """The parameters of rows lo..hi−1."""
+    def rows(a: Any) -> Any:
+        return a[lo:hi, :]
+
+    return DeviceParams(rows(params.b_min), rows(params.b_max), rows(params.dw_up),
+                        rows(params.dw_down), rows(params.reset_bias), rows(params.kappa),
+                        rows(params.rho), {k: rows(v) for k, v in params.extra.items()})
+
+
+def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: int,
+                n_max: int, seed: int, call: int, first_row: int, stream: str) -> Any:
+    """:func:`apply_pulses` on a block of rows whose first row has the global row number
+    ``first_row`` (device_index·m + i), which addresses its random numbers."""
+    m, n = w.shape
+    name = _name(cfg)
     sigma = float(cfg.dw_min_std)
     size = xp.abs(counts)
     run = first = None
     if sigma > 0.0:  # row i's numbers, pulses in element order: first[i, j] + t
-        run = rng.normal16(seed, stream, call, (m, n * bl), start=device_index * m * n * bl,
+        run = rng.normal16(seed, stream, call, (m, n * bl), start=first_row * n * bl,
                            xp=xp, dtype=w.dtype, device=rng.device_of(w))
         wide = xp.astype(size, xp.int64)
         first = xp.cumulative_sum(wide, axis=1) - wide
