@@ -433,3 +433,29 @@ def test_programming_with_another_noise_model_replaces_the_configs():
     torch.save(model.state_dict(), buffer)
     buffer.seek(0)
     model.load_state_dict(torch.load(buffer, weights_only=True))
+
+
+@pytest.mark.parametrize("name", ["constant-step", "input-range", "c-ttv2"])
+def test_the_torch_array_core_gives_the_numpy_core_numbers(name):
+    """The code a CUDA device runs (the analog core in torch arrays, the array-API reference),
+    here on CPU tensors: the same training run as the numpy core (the fast backend), to float32
+    rounding, and the state moves back exactly (spec/torch.md §T4)."""
+    def run(torch_core):
+        torch.manual_seed(0)
+        model = _model(CONFIGS[name])
+        if torch_core:
+            for layer in model.analog_layers():
+                layer._move_core(torch.device("cpu"), numpy=False)
+                assert "torch" in layer.analog_core.xp.__name__
+        losses = _train(model, 3)
+        return model, losses
+
+    (a, la), (b, lb) = run(False), run(True)
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    for pa, pb in zip(a.analog_layers(), b.analog_layers()):
+        torch.testing.assert_close(pa.get_weights()[0], pb.get_weights()[0], rtol=1e-5,
+                                   atol=1e-6)
+    layer = next(b.analog_layers())
+    w = layer.get_weights()[0]
+    layer._move_core(torch.device("cpu"))  # back to numpy
+    torch.testing.assert_close(layer.get_weights()[0], w, rtol=0, atol=0)

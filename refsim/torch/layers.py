@@ -147,6 +147,7 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
         self.seed = _default_seed() if seed is None else seed
         self._torch_dtype = dtype
         self._device = torch.device("cpu")
+        self._core_on_numpy = True  # the CPU's analog core is numpy (the fast backend)
         self.analog_core = _CoreLinear(in_features, out_features, rpu_config, bias=bias,
                                        seed=self.seed, dtype=_NUMPY_DTYPES[dtype])
         self.rpu_config = self.analog_core.rpu_config
@@ -174,7 +175,7 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
             raise ValueError(f"x: a tensor on {t.device}, the layer is on {self._device} (move "
                              f"one of them with .to())")
         t = t.detach().to(self._torch_dtype)
-        if self._device.type != "cpu":
+        if not self._core_on_numpy:
             return t.clone() if copy else t
         a = t.contiguous().numpy()
         return np.array(a, copy=True) if copy else a
@@ -197,7 +198,7 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
                              f"learning rate or gradient_scale)")
         for k, tile in enumerate(self._tiles()):
             state = tile.input_range
-            value = values[k:k + 1].numpy().copy() if self._device.type == "cpu" else \
+            value = values[k:k + 1].numpy().copy() if self._core_on_numpy else \
                 values[k:k + 1].to(self._device)
             tile.input_range = dataclasses.replace(state, value=value)
 
@@ -287,7 +288,7 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
 
         def arr(t: torch.Tensor) -> Any:
             t = torch.as_tensor(t).detach().to(self._torch_dtype)
-            return t.cpu().numpy().copy() if self._device.type == "cpu" else \
+            return t.cpu().numpy().copy() if self._core_on_numpy else \
                 t.to(self._device).clone()
 
         core.set_weights(arr(w), None if b is None else arr(b))
@@ -309,18 +310,28 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
             self._move_core(probe.device)
         return self
 
-    def _move_core(self, device: torch.device) -> None:
-        """The analog core on ``device``: numpy (fast backend) on the CPU, torch on another
-        device; the state moves exactly (through refsim.checkpoint)."""
+    def _move_core(self, device: torch.device, numpy: Optional[bool] = None) -> None:
+        """The analog core on ``device``: numpy (fast backend) on the CPU, torch arrays (the
+        array-API reference) on another device — or in torch on the CPU with ``numpy=False``,
+        the CUDA path's code on a machine without a GPU (tests); the state moves exactly
+        (through refsim.checkpoint)."""
+        self._device = device
+        self._core_on_numpy = device.type == "cpu" if numpy is None else numpy
         buffer = io.BytesIO()
         checkpoint.save(self.analog_core, buffer)
-        buffer.seek(0)
-        if device.type == "cpu":
+        self._load_core(buffer.getvalue())
+
+    def _load_core(self, data: bytes) -> None:
+        buffer = io.BytesIO(data)
+        if self._core_on_numpy:
             core = checkpoint.load(buffer)
         else:
-            core = checkpoint.load(buffer, xp=torch, device=device)
+            core = checkpoint.load(buffer, xp=torch, device=self._device)
+        if not isinstance(core, _CoreLinear) or (core.in_features, core.out_features) != \
+                (self.analog_core.in_features, self.analog_core.out_features):
+            raise ValueError("state_dict: the saved analog layer has other sizes")
         core.train(self.training)
-        self.analog_core, self._device, self._pending = core, device, []
+        self.analog_core, self._pending = core, []
 
     def get_extra_state(self) -> torch.Tensor:
         """The analog core (tiles, their random and noise state) as the bytes of a
@@ -333,16 +344,7 @@ class AnalogLayerBase(AnalogModuleMixin, tnn.Module):
     def set_extra_state(self, state: Any) -> None:
         if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8:
             raise ValueError("state_dict: the layer's extra state is not a refsim checkpoint")
-        buffer = io.BytesIO(state.cpu().numpy().tobytes())
-        if self._device.type == "cpu":
-            core = checkpoint.load(buffer)
-        else:
-            core = checkpoint.load(buffer, xp=torch, device=self._device)
-        if not isinstance(core, _CoreLinear) or (core.in_features, core.out_features) != \
-                (self.analog_core.in_features, self.analog_core.out_features):
-            raise ValueError("state_dict: the saved analog layer has other sizes")
-        core.train(self.training)
-        self.analog_core, self._pending = core, []
+        self._load_core(state.cpu().numpy().tobytes())
 
 
 class AnalogLinear(AnalogLayerBase):
