@@ -398,6 +398,13 @@ def _plot_format(path: str) -> str:
     return os.path.splitext(path)[1][1:].lower() or "png"
 
 
+def _check_plot(parser: argparse.ArgumentParser, path: Optional[str]) -> None:
+    """A usage error naming ``--plot`` when a plot was asked for and cannot be written."""
+    problem = _plot_problem(path) if path else None
+    if problem:
+        parser.error(f"--plot: {problem}")
+
+
 def _plot_problem(path: str) -> Optional[str]:
     """Why the demo could not write its plot to ``path``, or None when it can: the directory
     exists and takes a new file, an existing file there is writable, matplotlib is importable
@@ -482,10 +489,7 @@ def _demo(args: argparse.Namespace) -> int:
     if args.device not in configs.PULSED_DEVICES:
         parser.error(f"--device: unknown device {args.device!r} "
                      f"(choose from {', '.join(_device_names())})")
-    if args.plot:
-        problem = _plot_problem(args.plot)
-        if problem:
-            parser.error(f"--plot: {problem}")
+    _check_plot(parser, args.plot)
     try:
         rpu_config = demo_config(algorithm, getattr(configs, args.device),
                                  stock=args.stock_config)
@@ -587,10 +591,7 @@ def _inference_demo(args: argparse.Namespace) -> int:
         if getattr(args, name) != default:
             parser.error(f"--{name.replace('_', '-')}: does not apply to --task inference "
                          f"(InferenceRPUConfig tiles, digital biases)")
-    if args.plot:
-        problem = _plot_problem(args.plot)
-        if problem:
-            parser.error(f"--plot: {problem}")
+    _check_plot(parser, args.plot)
 
     def say(text: str) -> None:
         if not args.quiet:

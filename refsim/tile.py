@@ -355,9 +355,9 @@ class AnalogTile:
         ``context`` (a :class:`refsim.stages.mapping.PassContext`, as a layer's autograd keeps
         one per batch) receives what :meth:`backward` of the same batch needs: x and the mask of
         outputs at the output bound (§P6)."""
-        x = self._check_array(x, "x", (self.in_size,))
         ir = self.input_range
-        if ir is not None:
+        if ir is not None:  # (without one, the pass checks x itself: one check per call)
+            x = self._check_array(x, "x", (self.in_size,))
             if self.training:
                 rows = x if x.ndim == 2 else self.xp.reshape(x, (1, -1))
                 ir = mapping_stage.init_from_data(self.xp, ir, rows,
@@ -400,16 +400,16 @@ class AnalogTile:
         With the ``context`` of the forward pass of the same batch (spec/mapping.md §P5, §P6),
         d is zeroed where that forward output was at the output bound, and a learned input range
         adds this batch's gradient to ρ's, which the next :meth:`update` applies."""
-        d = self._check_array(d, "d", (self.out_size,))
+        mask = None if context is None or context.x is None else context.out_mask
+        if self.out_scales is not None or mask is not None:  # else the pass checks d itself
+            d = self._check_array(d, "d", (self.out_size,))
         if self.out_scales is not None:  # spec/mapping.md §P2: d·α before the pass
             d = d * self.out_scales
-        if context is not None and context.x is not None:
-            mask = context.out_mask
-            if mask is not None:
-                if tuple(mask.shape) != tuple(d.shape):
-                    raise ValueError(f"d: shape {tuple(d.shape)}, but the forward pass of this "
-                                     f"context had outputs of shape {tuple(mask.shape)}")
-                d = self.xp.where(mask, self.xp.zeros_like(d), d)
+        if mask is not None:
+            if tuple(mask.shape) != tuple(d.shape):
+                raise ValueError(f"d: shape {tuple(d.shape)}, but the forward pass of this "
+                                 f"context had outputs of shape {tuple(mask.shape)}")
+            d = self.xp.where(mask, self.xp.zeros_like(d), d)
         z = self._pass(d, "backward", "d", self.out_size,
                        self.xp.matrix_transpose(self._read_weights()))
         ir = self.input_range
