@@ -14,8 +14,8 @@ The same script runs as the worker in both environments, with only its imports c
 framework: ``refsim.torch`` / ``refsim.configs`` here, ``aihwkit.nn`` / ``aihwkit.optim`` /
 ``aihwkit.simulator.configs`` in aihwkit's (see "aihwkit beside refsim" in the README; its column
 is empty when that environment is absent). refsim.torch is timed twice: as a ported script runs
-(torch imported first, so OpenMP's threads busy-wait and refsim_fast's kernels run on one thread)
-and with OMP_WAIT_POLICY=PASSIVE set before Python starts.
+(torch imported first, so OpenMP's idle threads busy-wait) and with OMP_WAIT_POLICY=PASSIVE set
+before Python starts.
 
 A last table times the fast backend's analog forward pass of a 512² InferenceRPUConfig tile,
 batch 256 (as bench_io.py), in a process that imports only refsim and in one that imports torch

@@ -24,12 +24,13 @@ def _openmp_loaded_before() -> bool:
         return False
 
 
-#: True when the OpenMP runtime refsim_fast uses was started by another library (typically torch)
-#: with busy-waiting threads: idle team threads then spin between two kernels and take the second
-#: core from the work in between (measured on 2 cores: the forward pass 6 → 63 ms). The kernels
-#: then run on one thread unless told otherwise (``num_threads``), which costs far less; set
-#: OMP_WAIT_POLICY=PASSIVE before starting Python (or import refsim before torch) to keep every
-#: thread (spec/agreement.md rule 5: the numbers are the same either way).
+#: True when the OpenMP runtime refsim_fast uses was started by another library (typically torch,
+#: imported first) with its default busy-waiting threads. It is a fact for ``refsim info``; the
+#: kernels keep every thread. Measured on 2 idle cores (benchmarks/bench_torch.py), a torch-first
+#: process is then as fast as one without torch (a pulsed 512→512 step 35 vs 36 ms), while a
+#: one-thread fallback cost 1.9× (68 ms). When other processes share the cores, spinning threads
+#: can slow torch's work and refsim's several-fold: start Python with OMP_WAIT_POLICY=PASSIVE
+#: (or import refsim before torch). The numbers are the same either way (spec/agreement.md rule 5).
 SPINNING_OPENMP = _openmp_loaded_before()
 
 # Idle OpenMP threads of libgomp spin by default and steal the cores that BLAS needs between two
@@ -61,6 +62,6 @@ def max_threads() -> int:
 
 def info() -> dict:
     """Build facts: OpenMP on or off, the default thread count, and whether another library
-    started the OpenMP runtime with busy-waiting threads (then the default is one thread)."""
+    started the OpenMP runtime with busy-waiting threads (:data:`SPINNING_OPENMP`)."""
     return {"openmp": openmp_enabled(), "max_threads": max_threads(),
             "spinning_openmp": SPINNING_OPENMP}

@@ -18,12 +18,9 @@ __all__ = ["normal", "normal16", "random_words", "uniform"]
 
 
 def resolve_threads(num_threads: Optional[int]) -> int:
-    """``num_threads`` checked, or OpenMP's default when None (one thread when another library
-    started the OpenMP runtime with busy-waiting threads: ``refsim_fast.SPINNING_OPENMP``)."""
+    """``num_threads`` checked, or OpenMP's default when None."""
     if num_threads is None:
-        from refsim_fast import SPINNING_OPENMP
-
-        return 1 if SPINNING_OPENMP else _rng.max_threads()
+        return _rng.max_threads()
     return _check_int(num_threads, "num_threads", 1, 1024)
 
 

@@ -544,7 +544,7 @@ def test_default_num_threads_is_openmp_default():
 
     assert isinstance(fast_io.num_threads, int) and fast_io.num_threads >= 1
     # conftest imports refsim_fast before torch, so the OpenMP runtime sleeps when idle and the
-    # default is OpenMP's (one thread when another library started it spinning: test_torch.py)
+    # default is OpenMP's (also when torch started it spinning: test_torch.py)
     assert not refsim_fast.SPINNING_OPENMP
     assert fast_io.num_threads == refsim_fast.max_threads()
 

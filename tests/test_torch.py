@@ -353,17 +353,18 @@ def _fresh(code, cwd):
     return out.stdout.split()
 
 
-def test_openmp_started_by_torch_first_is_detected(tmp_path):
+def test_openmp_started_by_torch_first_is_detected_and_every_thread_kept(tmp_path):
     """torch imported before refsim_fast starts the shared OpenMP runtime with busy-waiting
-    threads: refsim_fast notices and runs its kernels on one thread by default (spec/torch.md
-    §T4); imported the other way round (refsim.torch does it), the runtime sleeps and every
-    thread is used."""
+    threads: refsim_fast reports it (``refsim info``) and keeps OpenMP's default thread count
+    (spec/torch.md §T4); imported the other way round (refsim.torch does it), the runtime
+    starts with the passive wait policy."""
     fast = pytest.importorskip("refsim_fast")
     if not fast.openmp_enabled():
         pytest.skip("refsim_fast built without OpenMP")
-    first = _fresh("import torch, refsim_fast, refsim_fast.io as f; "
-                   "print(refsim_fast.SPINNING_OPENMP, f.num_threads)", tmp_path)
-    assert first[0] == "True" and first[1] == "1"
+    first = _fresh("import torch, refsim_fast, refsim_fast.io as f, refsim_fast.update as u; "
+                   "print(refsim_fast.info()['spinning_openmp'], "
+                   "f.num_threads == u.num_threads == refsim_fast.max_threads())", tmp_path)
+    assert first == ["True", "True"]
     second = _fresh("import refsim.torch, refsim_fast, refsim_fast.io as f, os; "
                     "print(refsim_fast.SPINNING_OPENMP, f.num_threads == refsim_fast.max_threads(),"
                     " os.environ['OMP_WAIT_POLICY'])", tmp_path)
