@@ -34,6 +34,8 @@ typedef struct {
     const uint8_t *xneg, *dneg;
     const int32_t *bl;
     const uint64_t *calls;
+    const int32_t *active;
+    const int64_t *n_active;
     const void *b_min, *b_max, *dw_up, *dw_down, *p_up, *p_down, *ref, *nodes_up, *nodes_down,
         *table;
     double sigma, es_a, b, A_up, A_down, gamma_up, neg_gamma_down, std_add, std_slope;

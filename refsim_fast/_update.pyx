@@ -13,7 +13,7 @@ train lengths, node counts, random-number ranges) and raise ValueError rather th
 out of bounds, whatever they are given (spec/pulses.md, "Compiled kernels").
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -32,6 +32,8 @@ cdef extern from "_update.h" nogil:
         const uint8_t* dneg
         const int32_t* bl
         const uint64_t* calls
+        const int32_t* active
+        const int64_t* n_active
         const void* b_min
         const void* b_max
         const void* dw_up
@@ -79,6 +81,9 @@ cdef enum:
 _MAX_INDEX = 2**62
 #: Pulse slots of one row and cycle, n·BL, index the kernel's int32 scratch.
 _MAX_ROW_SLOTS = 2**31 - 1
+#: Below this many (row, active column, cycle) triples a call runs on one thread: waking the
+#: OpenMP team costs more than the work (a transfer's one-hot write pulses one column).
+SERIAL_WORK = 32768
 
 
 refsim_streams_init()
@@ -140,6 +145,36 @@ def pulse_trains(uint32_t seed, uint32_t sid, const uint64_t[::1] calls,
         c = t - b * per
         refsim_trains(seed, sid, calls[b], bl[b], nw, &p[b, 0], c * TRAIN_CHUNK,
                       min(c * TRAIN_CHUNK + TRAIN_CHUNK, n), &out[b, 0, 0])
+
+
+cdef int64_t _active_columns(int mode, const uint64_t[:, :, ::1] xbits, const double[:, ::1] ax,
+                            const int32_t[::1] bl, int32_t* active,
+                            int64_t* n_active) noexcept nogil:
+    """For each cycle b, the columns j in increasing order whose x can give a pulse (a train with
+    a set bit; a nonzero ax: a zero gives a count of 0 whatever ad is, NaN included) into
+    active[b n ..], their number into n_active[b] (0 for a cycle without pulses); the total."""
+    cdef int64_t batch = bl.shape[0], b, j, r, k, nw, n, total = 0
+    cdef bint live
+    n = xbits.shape[1] if mode == 0 else ax.shape[1]
+    nw = xbits.shape[2] if mode == 0 else 0
+    for b in range(batch):
+        k = 0
+        if bl[b] > 0:
+            for j in range(n):
+                if mode == 0:
+                    live = False
+                    for r in range(nw):
+                        if xbits[b, j, r] != 0:
+                            live = True
+                            break
+                else:
+                    live = ax[b, j] != 0.0
+                if live:
+                    active[b * n + k] = <int32_t>j
+                    k = k + 1
+        n_active[b] = k
+        total = total + k
+    return total
 
 
 cdef const void* _ptr(const real_t[:, ::1] a):
@@ -248,25 +283,35 @@ def pulsed_update(real_t[:, ::1] w not None, int mode,
     a.seed, a.sid, a.offset = seed, sid, offset
     a.last_touch = _counter(last_touch)
     a.pulses_up, a.pulses_down = _counter(pulses_up), _counter(pulses_down)
-    cdef int nt = max(1, num_threads)
+    # the columns of each cycle whose x can give a pulse (the others count 0)
+    cdef int32_t* active = <int32_t*>malloc(<size_t>(batch * n) * sizeof(int32_t))
+    cdef int64_t* n_active = <int64_t*>malloc(<size_t>batch * sizeof(int64_t))
+    if active == NULL or n_active == NULL:
+        free(active)
+        free(n_active)
+        raise MemoryError("pulsed_update: no memory for the active columns")
+    cdef int64_t work = _active_columns(mode, xbits, ax, bl, active, n_active) * m
+    a.active, a.n_active = active, n_active
+    cdef int nt = max(1, num_threads) if work >= SERIAL_WORK else 1
     # the row's run of c2c words (up to n·BL 16-bit normals, two per word, plus an odd start)
     cdef int64_t words_cap = (n * bl_max + 1) // 2 + 1 if a.noisy else 0
     cdef size_t size = refsim_update_scratch(n, words_cap, sizeof(real_t))
-    cdef void* scratch
     if real_t is float:
         refsim_update_ctx_init_f32(&a, &c32)
     else:
         refsim_update_ctx_init_f64(&a, &c64)
-    cdef int failed = 0
-    for i in prange(m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
-        scratch = malloc(size)
-        if scratch == NULL:
-            failed = 1
-            continue
-        if real_t is float:
-            refsim_update_row_f32(&c32, i, scratch, words_cap)
-        else:
-            refsim_update_row_f64(&c64, i, scratch, words_cap)
-        free(scratch)
-    if failed:
+    # one scratch per thread (threadid() < nt), each on its own cache lines, reused row after row
+    size = (size + 63) & ~(<size_t>63)
+    cdef char* scratch_all = <char*>malloc(<size_t>nt * size)
+    if scratch_all == NULL:
+        free(active)
+        free(n_active)
         raise MemoryError("pulsed_update: no memory for the row scratch")
+    for i in prange(m, nogil=True, schedule="dynamic", chunksize=4, num_threads=nt):
+        if real_t is float:
+            refsim_update_row_f32(&c32, i, scratch_all + <size_t>threadid() * size, words_cap)
+        else:
+            refsim_update_row_f64(&c64, i, scratch_all + <size_t>threadid() * size, words_cap)
+    free(scratch_all)
+    free(active)
+    free(n_active)

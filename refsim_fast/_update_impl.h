@@ -22,6 +22,9 @@ typedef struct {
                                            (dneg already flipped for lr < 0) */
     const int32_t *bl;                  /* (batch,) train length of each cycle, 0: no pulses */
     const uint64_t *calls;              /* (batch,) the cycle's call number */
+    const int32_t *active;              /* (batch, n): the columns j whose x can give pulses in
+                                           cycle b (a nonzero train or ax), increasing */
+    const int64_t *n_active;            /* (batch,): how many of them */
     /* the device */
     int model;                          /* a RefsimModel */
     const T *b_min, *b_max, *dw_up, *dw_down;
@@ -49,6 +52,7 @@ static void REFSIM_SUF(refsim_update_ctx_init)(const refsim_update_args *a, CTX 
     c->batch = a->batch; c->mode = a->mode; c->nw = a->nw;
     c->xbits = a->xbits; c->dbits = a->dbits; c->ax = a->ax; c->ad = a->ad;
     c->xneg = a->xneg; c->dneg = a->dneg; c->bl = a->bl; c->calls = a->calls;
+    c->active = a->active; c->n_active = a->n_active;
     c->model = a->model;
     c->b_min = (const T *)a->b_min; c->b_max = (const T *)a->b_max;
     c->dw_up = (const T *)a->dw_up; c->dw_down = (const T *)a->dw_down;
@@ -201,12 +205,17 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
         if (bl <= 0) continue;
         uint64_t call = c->calls[b];
         const uint8_t *xneg = c->xneg + b * n;
+        /* only the columns whose x can pulse: the others give a count of 0, which the list
+           drops anyway (a one-hot x, as the transfers write, leaves one column of n) */
+        const int32_t *act = c->active + b * n;
+        int64_t n_act = c->n_active[b];
         int64_t nnz = 0, total = 0;
         if (c->mode == REFSIM_TRAINS) {
             const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
             const uint64_t *xw = c->xbits + b * n * nw;
             if (nw == 1 && !dw[0]) continue;
-            for (int64_t j = 0; j < n; ++j) {
+            for (int64_t e = 0; e < n_act; ++e) {
+                int64_t j = act[e];
                 int64_t q = refsim_popcount(dw[0] & xw[j * nw]);
                 for (int64_t r = 1; r < nw; ++r) q += refsim_popcount(dw[r] & xw[j * nw + r]);
                 /* at most bl (bits past slot bl are never set by refsim_trains; clamped all the
@@ -217,7 +226,8 @@ static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int6
             double adi = c->ad[b * c->m + i];
             if (adi == 0.0) continue;
             const double *ax = c->ax + b * n;
-            for (int64_t j = 0; j < n; ++j) {
+            for (int64_t e = 0; e < n_act; ++e) {
+                int64_t j = act[e];
                 /* the product rounded to the weight type (exact in double for two float32
                    factors), as the reference computes it in the tile dtype; outside (−BL, BL),
                    and for NaN, the count saturates anyway (and the cast could overflow) */
