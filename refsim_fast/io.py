@@ -195,15 +195,15 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
     abs_w = {}
 
     def products(inp: np.ndarray, w: np.ndarray, key: str) -> tuple:
-        y = inp @ w.T
+        y = _ref.product(inp, w.T)
         ir_a = ir_g = spread = e2
         row_sum = e1
         if io.ir_drop > 0:
             position = 1.0 - ((np.arange(n, dtype=dt) + 1.0) / n) ** 2
             if key not in abs_w:
                 abs_w[key] = np.abs(w)
-            ir_a = np.abs(inp) @ abs_w[key].T
-            ir_g = (inp * position) @ w.T
+            ir_a = _ref.product(np.abs(inp), abs_w[key].T)
+            ir_g = _ref.product(inp * position, w.T)
         if row_sums:
             row_sum = np.sum(inp, axis=1)
         if w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
@@ -211,7 +211,7 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
         elif w_noise_type is not None:  # PCMRead
             if key not in abs_w:
                 abs_w[key] = np.abs(w)
-            spread = np.sqrt((inp * inp) @ abs_w[key].T)
+            spread = np.sqrt(_ref.product(inp * inp, abs_w[key].T))
         return tuple(np.ascontiguousarray(a) for a in (y, ir_a, ir_g, row_sum, spread))
 
     with _ref.one_blas_thread:  # on one BLAS thread, as the reference (spec/agreement.md rule 5)

@@ -1250,3 +1250,73 @@ def test_float32_agrees_with_float64(direction):
     y32 = run(make_tile(w, CONTINUOUS, CONTINUOUS, seed=9, dtype="float32"), a, direction,
               dtype="float32")
     np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-5 * np.max(np.abs(y64)))
+
+
+# -- the diagonal product (the drift-compensation readout) ----------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, m", [(2, 3), (7, 5), (64, 130)])
+def test_a_diagonal_product_has_the_gemm_numbers(dtype, n, m):
+    """A diagonal input is multiplied row by row; the numbers are the GEMM's bit for bit,
+    signs of zeros included (spec/io.md §S5): diagonal entries of both signs, zeros on the
+    diagonal and in the weights, -0.0 among them."""
+    g = np.random.default_rng(n * m)
+    diag = g.standard_normal(n).astype(dtype)
+    diag[::3] = 0.0
+    diag[1::5] = -diag[1::5]
+    w = g.standard_normal((m, n)).astype(dtype)
+    w[g.random((m, n)) < 0.2] = 0.0
+    w[0, :] = -0.0
+    a = np.diag(diag)
+    with io_stage.one_blas_thread:
+        gemm = a @ w.T
+    got = io_stage.matmul(a, w.T)
+    assert got.dtype == gemm.dtype and got.shape == gemm.shape
+    assert got.tobytes() == gemm.tobytes()
+    assert io_stage._diagonal_of(a) is not None  # the row-by-row path ran
+
+
+def test_only_diagonal_finite_products_take_the_row_path():
+    a = np.eye(4)
+    assert io_stage._diagonal_of(a) is not None
+    off = a.copy()
+    off[0, 3] = 1e-30
+    assert io_stage._diagonal_of(off) is None
+    assert io_stage._diagonal_of(np.eye(4)[:3]) is None  # not square
+    assert io_stage._diagonal_of(np.eye(4, dtype=np.int64)) is None
+    w = np.ones((4, 4))
+    w[2, 1] = np.inf  # 0·inf is NaN in the GEMM: the GEMM decides
+    np.testing.assert_array_equal(io_stage.product(a, w), a @ w)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+def test_the_drift_readout_equals_a_gemm_forward(backend, monkeypatch):
+    """The compensation readout (a forward pass of eye(n), spec/inference.md §I4) gives the same
+    α whether its products take the diagonal path or a GEMM."""
+    if backend == "fast":
+        pytest.importorskip("refsim_fast")
+    w = (rng.uniform(3, "test.a", 0, (24, 16)) - 0.5).astype(np.float32)
+
+    def run():
+        tile = AnalogTile(24, 16, InferenceRPUConfig(), seed=5, dtype=np.float32,
+                          backend=backend)
+        tile.set_weights(w)
+        tile.program_weights()
+        tile.drift_weights(3600.0)
+        return tile.drift_compensation_factor, to_numpy(tile.get_weights())
+
+    original, taken = io_stage._diagonal_of, []
+
+    def counting(a):
+        found = original(a)
+        taken.append(found is not None)
+        return found
+
+    monkeypatch.setattr(io_stage, "_diagonal_of", counting)
+    fast_path = run()
+    assert sum(taken) >= 2  # the baseline and the drift readout took the row path
+    monkeypatch.setattr(io_stage, "_diagonal_of", lambda a: None)
+    gemm_path = run()
+    assert fast_path[0] == gemm_path[0]
+    np.testing.assert_array_equal(fast_path[1], gemm_path[1])

@@ -18,6 +18,8 @@ import dataclasses
 import threading
 from typing import Any, Optional, Tuple
 
+import numpy as np
+
 from refsim import rng
 from refsim.precision import real
 from refsim.configs import (
@@ -245,9 +247,34 @@ def matmul(a: Any, b: Any) -> Any:
     ``one_blas_thread``); the pulsed update's 0/1 coincidence counts are exact in any order."""
     one_blas_thread.enter(torch=type(a).__module__.startswith("torch"))
     try:
-        return a @ b
+        return product(a, b)
     finally:
         one_blas_thread.exit()
+
+
+def product(a: Any, b: Any) -> Any:
+    """``a @ b``; a square numpy ``a`` that is diagonal (the drift-compensation readout's
+    eye(n), spec/inference.md §I4, after the DAC) times a finite ``b`` is formed row by row as
+    ``a[i, i]·b[i, :]``: every other term of each sum is an exact zero, so the numbers are the
+    GEMM's (``+ 0.0`` gives its +0 where the product is a zero), without its O(n·n·m) work
+    (spec/io.md §S5)."""
+    diagonal = _diagonal_of(a)
+    if diagonal is None or not np.isfinite(b).all():
+        return a @ b
+    return diagonal[:, None] * b + a.dtype.type(0)
+
+
+def _diagonal_of(a: Any) -> Any:
+    """The diagonal of ``a`` when ``a`` is a square numpy matrix (n ≥ 2) whose other entries are
+    all 0, else None."""
+    if type(a) is not np.ndarray or a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2:
+        return None
+    if a.dtype.kind != "f":
+        return None
+    diagonal = np.diagonal(a)
+    if np.count_nonzero(a) != np.count_nonzero(diagonal):
+        return None
+    return diagonal
 
 
 # -- the stage functions ------------------------------------------------------------------------
