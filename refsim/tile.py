@@ -567,6 +567,17 @@ class AnalogTile:
             return None
         return fast_update
 
+    def _inference_module(self) -> Any:
+        """refsim_fast.inference when this tile uses the fast backend, else the reference
+        stage (the same functions, spec/inference.md)."""
+        if self._fast_update_module() is None:
+            return inference_stage
+        try:
+            import refsim_fast.inference as fast_inference
+        except ImportError:
+            return inference_stage
+        return fast_inference
+
     def _draws(self) -> Any:
         """The random draws of the device operations: refsim.rng, or the same numbers from the
         compiled streams (refsim_fast.update) when the tile uses the fast backend."""
@@ -767,9 +778,10 @@ class AnalogTile:
         state = self.inference_state
         reference = state.reference if (from_reference and state is not None) else \
             self.xp.asarray(self.weights, copy=True)
-        programmed = inference_stage.program(self.xp, reference, model, self.streams.seed,
-                                             self.streams.next_call("inference.program"),
-                                             self._draws())
+        programmed = self._inference_module().program(
+            self.xp, reference, model, self.streams.seed,
+            self.streams.next_call("inference.program"), self._draws())
+        self._require_finite(programmed.weights, "program_weights", "programmed")
         self.weights = self.xp.astype(programmed.weights, self.dtype, copy=True)
         baseline = self._drift_readout() if self.rpu_config.drift_compensation is not None \
             else None
@@ -784,12 +796,25 @@ class AnalogTile:
         if state is None:
             raise ValueError("drift_weights: the weights are not programmed; call "
                              "program_weights() first (spec/inference.md §I5)")
-        drifted = inference_stage.drift(self.xp, state.programmed, t, model, self.streams.seed,
-                                        self.streams.next_call("inference.drift"), self._draws())
+        drifted = self._inference_module().drift(self.xp, state.programmed, t, model,
+                                                 self.streams.seed,
+                                                 self.streams.next_call("inference.drift"),
+                                                 self._draws())
+        self._require_finite(drifted, "drift_weights", "drifted")
         self.weights = self.xp.astype(drifted, self.dtype, copy=True)
         factor = 1.0 if state.baseline is None else state.baseline / self._drift_readout()
         self.inference_state = inference_stage.InferenceState(state.reference, state.programmed,
                                                               state.baseline, factor)
+
+    def _require_finite(self, weights: Any, caller: str, what: str) -> None:
+        """A ValueError naming ``caller`` when the conductance noise carried a weight beyond the
+        dtype (weights near its largest value: the conversion back divides by a tiny scale);
+        the call is undone (_atomic)."""
+        xp = self.xp
+        if not bool(xp.all(xp.isfinite(weights))):
+            raise ValueError(f"{caller}: the {what} weights overflow {_dtype_name(self.dtype)} "
+                             f"(max abs weight {float(xp.max(xp.abs(self.weights)))!r} times "
+                             f"the conductance noise); scale the weights down")
 
     def _noise_model(self, caller: str) -> Any:
         if not isinstance(self.rpu_config, InferenceRPUConfig):

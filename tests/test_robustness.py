@@ -209,6 +209,24 @@ def test_device_operations_complete_or_change_nothing(name, backend, value):
     attempt(tile, tile.post_update_step, ("device",))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@settings(max_examples=20)
+@given(values=st.lists(edge_floats, min_size=OUT * IN, max_size=OUT * IN),
+       t=st.one_of(edge_floats, scalars))
+def test_programming_and_drift_complete_or_change_nothing(backend, dtype, values, t):
+    """Edge-valued weights through program_weights and drift_weights (the compiled inference
+    passes on the fast backend; .ci/sanitize runs them under the sanitizers)."""
+    tile = make_tile("inference", backend, dtype)
+    w = np.array(values, dtype=np.float64).reshape(OUT, IN)
+    with np.errstate(over="ignore"):
+        if abs(w).max() > np.finfo(dtype).max:
+            return  # weights beyond the dtype: set_weights refuses them (tested above)
+    tile.set_weights(w)
+    attempt(tile, tile.program_weights, ("program_weights", "weights"))
+    attempt(tile, lambda: tile.drift_weights(t_inference=t), ("t_inference", "drift_weights"))
+
+
 def _corrupt(state, key, value):
     bad = dict(state)
     bad[key] = value

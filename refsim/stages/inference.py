@@ -73,14 +73,20 @@ def ranges(model: PCMLikeNoiseModel) -> Ranges:
     return Ranges(float(model.g_converter.g_min), g_max, reference)
 
 
-def to_conductances(xp: Any, w: Any, r: Ranges) -> Tuple[Any, Any, float]:
-    """G⁺, G⁻ and the scale s of a weight matrix (§I1): s = (g_max − g_min)/max(max abs(W),
-    1e-7), G± = clip(±W·s, 0, g_max) + g_min."""
+def conversion_scale(xp: Any, w: Any, r: Ranges) -> float:
+    """The scale s = (g_max − g_min)/max(max abs(W), 1e-7) of a weight matrix (§I1), a value of
+    the dtype of ``w`` (as a Python float)."""
     R = real(w.dtype)
     top = max(float(xp.max(xp.abs(w))) if w.shape[0] * w.shape[1] else 0.0, ZERO_CLIP)
     # aihwkit's (g_max − g_min)/a: a Python float over a tensor, which torch evaluates as the
     # reciprocal of a times the (float64) difference, each rounded in the dtype
-    scale = float(R(1) / R(top) * R(r.g_max - r.g_min))
+    return float(R(1) / R(top) * R(r.g_max - r.g_min))
+
+
+def to_conductances(xp: Any, w: Any, r: Ranges) -> Tuple[Any, Any, float]:
+    """G⁺, G⁻ and the scale s of a weight matrix (§I1): s = (g_max − g_min)/max(max abs(W),
+    1e-7), G± = clip(±W·s, 0, g_max) + g_min."""
+    scale = conversion_scale(xp, w, r)
     v = w * scale
     g_plus = xp.clip(v, min=0.0, max=r.g_max) + r.g_min
     g_minus = xp.clip(-v, min=0.0, max=r.g_max) + r.g_min
@@ -143,7 +149,7 @@ def drift_conductance(xp: Any, g: Any, nu: Any, t_inference: float, model: PCMLi
         return xp.clip(drifted, min=0.0)
     # 0.0088/x as torch evaluates a Python float over a tensor: the reciprocal, times 0.0088
     q = xp.clip((1.0 / xp.clip((xp.abs(g) / r.g_max) ** 0.65, min=1e-3)) * 0.0088, max=0.2)
-    spread = math.sqrt(math.log(t + model.t_read) - math.log(2.0 * model.t_read))
+    spread = read_spread(t, model)
     xi = _normals(xp, "inference.read_noise", seed, call, slice_index, g, draws)
     return xp.clip(drifted + xp.abs(drifted) * model.read_noise_scale * (q * spread) * xi,
                    min=0.0)
@@ -178,14 +184,28 @@ def drift(xp: Any, programmed: Programmed, t_inference: float, model: PCMLikeNoi
     """The weights at ``t_inference`` seconds after programming (§I3): the programmed weights are
     converted again (with the scale of their own abs-max, as aihwkit does), each slice drifts with
     its ν and gets read noise, and the result is converted back."""
-    if not math.isfinite(t_inference + model.t_0):
-        raise ValueError(f"t_inference: {t_inference!r} s plus t_0 = {model.t_0!r} s is beyond "
-                         f"float64")
+    check_total_time(t_inference, model)
     r = ranges(model)
     g_plus, g_minus, scale = to_conductances(xp, programmed.weights, r)
     out = [drift_conductance(xp, g, nu, t_inference, model, r, seed, call, k, draws)
            for k, (g, nu) in enumerate(zip((g_plus, g_minus), programmed.nu))]
     return to_weights(out[0], out[1], scale, r)
+
+
+def check_total_time(t_inference: float, model: PCMLikeNoiseModel) -> float:
+    """t = t_inference + t₀ (§I3), or a ValueError naming ``t_inference`` when it is beyond
+    float64."""
+    t = t_inference + model.t_0
+    if not math.isfinite(t):
+        raise ValueError(f"t_inference: {t_inference!r} s plus t_0 = {model.t_0!r} s is beyond "
+                         f"float64")
+    return t
+
+
+def read_spread(t: float, model: PCMLikeNoiseModel) -> float:
+    """σ_r/q = sqrt(ln(t + t_read) − ln(2·t_read)) of the read noise at t = t_inference + t₀
+    (§I3), a Python float."""
+    return math.sqrt(math.log(t + model.t_read) - math.log(2.0 * model.t_read))
 
 
 def readout(xp: Any, y: Any) -> float:

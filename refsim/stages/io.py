@@ -261,7 +261,9 @@ def product(a: Any, b: Any) -> Any:
     diagonal = _diagonal_of(a)
     if diagonal is None or not np.isfinite(b).all():
         return a @ b
-    return diagonal[:, None] * b + a.dtype.type(0)
+    out = np.multiply(diagonal[:, None], b, order="C")  # C order, as the GEMM's
+    out += a.dtype.type(0)
+    return out
 
 
 def _diagonal_of(a: Any) -> Any:
