@@ -37,21 +37,41 @@ cdef inline real_t _abs(real_t x) noexcept nogil:
         return fabs(x)
 
 
-cdef inline real_t _clip(real_t x, real_t lo, real_t hi) noexcept nogil:
-    x = x if x > lo else lo
-    return x if x < hi else hi
+cdef extern from "_select.h" nogil:
+    float refsim_gt_or_f(float x, float lo)
+    float refsim_lt_or_f(float x, float hi)
+    double refsim_gt_or_d(double x, double lo)
+    double refsim_lt_or_d(double x, double hi)
+    float refsim_if_zero_f(float x, float a, float b)
+    double refsim_if_zero_d(double x, double a, double b)
 
 
 cdef inline real_t _clip_min(real_t x, real_t lo) noexcept nogil:
-    return x if x > lo else lo
+    """x > lo ? x : lo, without a branch (_select.h)."""
+    if real_t is float:
+        return refsim_gt_or_f(x, lo)
+    else:
+        return refsim_gt_or_d(x, lo)
 
 
 cdef inline real_t _clip_max(real_t x, real_t hi) noexcept nogil:
-    return x if x < hi else hi
+    """x < hi ? x : hi, without a branch."""
+    if real_t is float:
+        return refsim_lt_or_f(x, hi)
+    else:
+        return refsim_lt_or_d(x, hi)
 
 
-cdef inline real_t _nonzero(real_t x) noexcept nogil:
-    return x if x != 0 else 1
+cdef inline real_t _clip(real_t x, real_t lo, real_t hi) noexcept nogil:
+    return _clip_max(_clip_min(x, lo), hi)
+
+
+cdef inline real_t _if_zero(real_t x, real_t a, real_t b) noexcept nogil:
+    """x == 0 ? a : b, without a branch."""
+    if real_t is float:
+        return refsim_if_zero_f(x, a, b)
+    else:
+        return refsim_if_zero_d(x, a, b)
 
 
 cdef inline void _draw(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n,
@@ -95,7 +115,7 @@ cdef void _conductance_chunk(const real_t* w, real_t scale, real_t g_max, real_t
                              real_t* g, real_t* ratio, bint ratio_of_abs, int64_t n,
                              int64_t lo, int64_t hi) noexcept nogil:
     cdef int64_t e
-    cdef real_t zero = 0, floor = <real_t>1e-7, v, gp, gm
+    cdef real_t zero = 0, one = 1, floor = <real_t>1e-7, v, gp, gm
     for e in range(lo, hi):
         v = w[e] * scale
         gp = _clip(v, zero, g_max) + g_min
@@ -104,8 +124,10 @@ cdef void _conductance_chunk(const real_t* w, real_t scale, real_t g_max, real_t
         g[n + e] = gm
         if ratio != NULL:
             if ratio_of_abs:
-                ratio[e] = _nonzero(_abs(gp) / g_max)
-                ratio[n + e] = _nonzero(_abs(gm) / g_max)
+                v = _abs(gp) / g_max
+                ratio[e] = _if_zero(v, one, v)
+                v = _abs(gm) / g_max
+                ratio[n + e] = _if_zero(v, one, v)
             else:
                 ratio[e] = _clip_min(_abs(gp / g_max), floor)
                 ratio[n + e] = _clip_min(_abs(gm / g_max), floor)
@@ -244,7 +266,8 @@ cdef void _drift_chunk(const real_t* g, const real_t* decay, const real_t* power
             pk = power + k * n + lo
             _draw(seed, sid_read, call, <uint64_t>(k * n + lo), m, words, xi)
             for i in range(m):
-                pw = pk[i] * <real_t>(_abs(gk[i]) / g_max != zero)  # 0 where the ratio is
+                # the power, 0 where abs(G)/g_max is 0 (conductances put 1 there)
+                pw = _if_zero(_abs(gk[i]) / g_max, zero, pk[i])
                 q = _clip_max((one / _clip_min(pw, p_floor)) * q_factor, q_cap)
                 gf[k][i] = _clip_min(gf[k][i] + _abs(gf[k][i]) * read_noise_scale * (q * spread)
                                      * <real_t>xi[i], zero)

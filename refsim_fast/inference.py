@@ -47,8 +47,6 @@ _SIDS = {name: _rng_ref.stream_id(name) for name in _ref.STREAMS}
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 #: Below this many elements a call runs on one thread.
 _SERIAL_WORK = 8192
-
-
 def _weights(w: Any, name: str) -> np.ndarray:
     """``w`` as a C-contiguous float32 / float64 matrix (converted once, at the boundary)."""
     w = np.asarray(w)
