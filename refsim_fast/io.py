@@ -19,8 +19,11 @@ promote a float32 pass to float64 when given float64 weights or periphery; the t
 
 from __future__ import annotations
 
+import concurrent.futures
 import numbers
-from typing import Any, Optional, Tuple
+import os
+import threading
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -52,6 +55,40 @@ _FINALIZE = {_F32: _io.finalize["float"], _F64: _io.finalize["double"]}
 _SERIAL_WORK = 16384
 
 _POS_NEG_MODE = {AnalogMVType.POS_NEG_SEPARATE: 1, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM: 2}
+
+
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """In a forked child the pool's threads do not exist: start a new pool when needed."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _parallel(one: Callable[[slice], None], blocks: List[slice]) -> None:
+    """The row blocks of a matrix product (refsim.stages.io.product) on ``num_threads`` Python
+    threads, each product on one BLAS thread (the caller holds ``one_blas_thread``; numpy
+    releases the GIL in it): the blocks are fixed by the shape, so the numbers are the
+    reference's for any thread count."""
+    global _POOL
+    threads = min(num_threads, len(blocks))
+    if threads <= 1:
+        for block in blocks:
+            one(block)
+        return
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < threads:
+            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
+                                                         thread_name_prefix="refsim-gemm")
+        pool = _POOL
+    for future in [pool.submit(one, block) for block in blocks]:
+        future.result()
 
 
 def _settings(io: IOParameters, direction: str, dt: np.dtype = _F64) -> Tuple[dict, dict]:
@@ -195,15 +232,15 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
     abs_w = {}
 
     def products(inp: np.ndarray, w: np.ndarray, key: str) -> tuple:
-        y = _ref.product(inp, w.T)
+        y = _ref.product(inp, w.T, _parallel)
         ir_a = ir_g = spread = e2
         row_sum = e1
         if io.ir_drop > 0:
             position = 1.0 - ((np.arange(n, dtype=dt) + 1.0) / n) ** 2
             if key not in abs_w:
                 abs_w[key] = np.abs(w)
-            ir_a = _ref.product(np.abs(inp), abs_w[key].T)
-            ir_g = _ref.product(inp * position, w.T)
+            ir_a = _ref.product(np.abs(inp), abs_w[key].T, _parallel)
+            ir_g = _ref.product(inp * position, w.T, _parallel)
         if row_sums:
             row_sum = np.sum(inp, axis=1)
         if w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
@@ -211,7 +248,7 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
         elif w_noise_type is not None:  # PCMRead
             if key not in abs_w:
                 abs_w[key] = np.abs(w)
-            spread = np.sqrt(_ref.product(inp * inp, abs_w[key].T))
+            spread = np.sqrt(_ref.product(inp * inp, abs_w[key].T, _parallel))
         return tuple(np.ascontiguousarray(a) for a in (y, ir_a, ir_g, row_sum, spread))
 
     with _ref.one_blas_thread:  # on one BLAS thread, as the reference (spec/agreement.md rule 5)

@@ -1320,3 +1320,70 @@ def test_the_drift_readout_equals_a_gemm_forward(backend, monkeypatch):
     gemm_path = run()
     assert fast_path[0] == gemm_path[0]
     np.testing.assert_array_equal(fast_path[1], gemm_path[1])
+
+
+# -- products in row blocks (spec/agreement.md rule 5) ---------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [1, 128, 129, 300])
+def test_products_are_formed_in_fixed_row_blocks(dtype, rows):
+    """A product of more than PRODUCT_ROWS rows is the row blocks' products, bit for bit, in
+    the reference and in the fast backend's parallel blocks for any thread count."""
+    g = np.random.default_rng(rows)
+    a = g.standard_normal((rows, 97)).astype(dtype)
+    b = g.standard_normal((97, 61)).astype(dtype)
+    size = io_stage.PRODUCT_ROWS
+    with io_stage.one_blas_thread:
+        want = np.concatenate([a[i:i + size] @ b for i in range(0, rows, size)])
+    got = io_stage.matmul(a, b)
+    assert got.tobytes() == want.tobytes()
+    fast_io = pytest.importorskip("refsim_fast.io")
+    for threads in (1, 2, 3):
+        old = fast_io.num_threads
+        fast_io.num_threads = threads
+        try:
+            with io_stage.one_blas_thread:
+                parallel = io_stage.product(a, b, fast_io._parallel)
+        finally:
+            fast_io.num_threads = old
+        assert parallel.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_large_batch_forward_is_the_same_on_both_backends(dtype):
+    """Batch 300 (three row blocks) through the full default IO pipeline: the fast backend's
+    parallel blocks give the reference's numbers."""
+    pytest.importorskip("refsim_fast")
+    w = (rng.uniform(2, "test.a", 0, (40, 70)) - 0.5).astype(dtype)
+    x = (rng.uniform(2, "test.b", 0, (300, 70)) * 2 - 1).astype(dtype)
+    outs = []
+    for backend in ("reference", "fast"):
+        tile = AnalogTile(40, 70, InferenceRPUConfig(), seed=9, dtype=dtype, backend=backend)
+        tile.set_weights(w)
+        outs.append((to_numpy(tile.forward(x)), to_numpy(tile.backward(x[:, :40]))))
+    for a, b in zip(*outs):
+        assert a.tobytes() == b.tobytes()
+
+
+def test_parallel_products_work_in_a_forked_child():
+    """The fast backend's product threads are started again in a child made by fork."""
+    fast_io = pytest.importorskip("refsim_fast.io")
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    a = np.random.default_rng(1).standard_normal((300, 20))
+    with io_stage.one_blas_thread:
+        want = io_stage.product(a, a.T, fast_io._parallel)  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_product_in_child, (a,)).get(timeout=60)
+    assert got.tobytes() == want.tobytes()
+
+
+def _product_in_child(a):
+    import refsim_fast.io as fast_io
+
+    fast_io.num_threads = 2
+    with io_stage.one_blas_thread:
+        return io_stage.product(a, a.T, fast_io._parallel)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -252,15 +252,38 @@ def matmul(a: Any, b: Any) -> Any:
         one_blas_thread.exit()
 
 
-def product(a: Any, b: Any) -> Any:
-    """``a @ b``; a square numpy ``a`` that is diagonal (the drift-compensation readout's
-    eye(n), spec/inference.md §I4, after the DAC) times a finite ``b`` is formed row by row as
-    ``a[i, i]·b[i, :]``: every other term of each sum is an exact zero, so the numbers are the
-    GEMM's (``+ 0.0`` gives its +0 where the product is a zero), without its O(n·n·m) work
-    (spec/io.md §S5)."""
+#: A matrix product of numpy arrays with more rows than this is formed in blocks of this many
+#: rows of ``a`` (spec/agreement.md rule 5): a split that depends on nothing but the shape, so the
+#: numbers do not depend on threads, and the fast backend forms the blocks in parallel.
+PRODUCT_ROWS = 128
+
+
+def _serially(one: Callable[[slice], None], blocks: List[slice]) -> None:
+    for block in blocks:
+        one(block)
+
+
+def product(a: Any, b: Any, run_blocks: Optional[Callable] = None) -> Any:
+    """``a @ b``. For numpy arrays: with more than PRODUCT_ROWS rows, in blocks of PRODUCT_ROWS
+    rows of ``a`` (``run_blocks(one, blocks)`` runs ``one(block)`` for every block, in any order
+    and on any threads; serially by default); a square ``a`` that is diagonal (the
+    drift-compensation readout's eye(n), spec/inference.md §I4, after the DAC) times a finite
+    ``b`` row by row as ``a[i, i]·b[i, :]``: every other term of each sum is an exact zero, so
+    the numbers are the GEMM's (``+ 0.0`` gives its +0 where the product is a zero), without its
+    O(n·n·m) work (spec/io.md §S5)."""
     diagonal = _diagonal_of(a)
     if diagonal is None or not np.isfinite(b).all():
-        return a @ b
+        if type(a) is not np.ndarray or a.ndim != 2 or getattr(b, "ndim", 0) != 2 or \
+                a.shape[0] <= PRODUCT_ROWS:
+            return a @ b
+        out = np.empty((a.shape[0], b.shape[-1]), dtype=np.result_type(a, b))
+
+        def one(block: slice) -> None:
+            np.matmul(a[block], b, out=out[block])
+
+        (run_blocks or _serially)(one, [slice(i, i + PRODUCT_ROWS)
+                                        for i in range(0, a.shape[0], PRODUCT_ROWS)])
+        return out
     out = np.multiply(diagonal[:, None], b, order="C")  # C order, as the GEMM's
     out += a.dtype.type(0)
     return out
