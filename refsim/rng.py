@@ -171,8 +171,23 @@ def _mulhilo(a: Any, m: int) -> Tuple[Any, Any]:
     return (t_hi >> 16) + (s >> 32), s & MASK32
 
 
+#: On numpy, Philox runs over at most this many blocks at a time, so that the temporaries of its
+#: ten rounds stay in the CPU cache (262144 blocks: 39 → 15 ms); the words do not depend on it.
+NUMPY_PHILOX_RUN = 8192
+
+
 def philox4x32(xp: Any, counter: Sequence[Any], key: Tuple[int, int]) -> Tuple[Any, Any, Any, Any]:
     """Philox4x32-10 on arrays: four int64 arrays of 32-bit counter words -> four output words."""
+    n = counter[0].shape[0] if counter[0].ndim == 1 else 0
+    if n > NUMPY_PHILOX_RUN and array_api_compat.is_numpy_namespace(xp):
+        runs = [_philox_rounds(xp, tuple(c[i:i + NUMPY_PHILOX_RUN] for c in counter), key)
+                for i in range(0, n, NUMPY_PHILOX_RUN)]
+        return tuple(xp.concat([run[j] for run in runs]) for j in range(4))  # type: ignore
+    return _philox_rounds(xp, counter, key)
+
+
+def _philox_rounds(xp: Any, counter: Sequence[Any],
+                   key: Tuple[int, int]) -> Tuple[Any, Any, Any, Any]:
     c0, c1, c2, c3 = counter
     k0, k1 = key
     for r in range(PHILOX_ROUNDS):

@@ -396,3 +396,18 @@ def test_fast_normal16_checks_its_table(fast):
             fast._rng.fill_normal16(1, 2, 3, 0, out, table, 1)
     with pytest.raises(ValueError, match="contiguous"):
         fast._rng.fill_normal16(1, 2, 3, 0, out, np.zeros(2 * 65536)[::2], 1)
+
+
+def test_long_runs_equal_their_pieces():
+    """A run longer than NUMPY_PHILOX_RUN blocks (computed in runs of that many blocks on numpy)
+    equals the same words drawn in pieces with other alignments, and the compiled streams."""
+    count = 4 * rng.NUMPY_PHILOX_RUN * 3 + 5
+    whole = np.asarray(rng.random_words(3, "test.long", 2, 7, count))
+    pieces = [np.asarray(rng.random_words(3, "test.long", 2, 7 + s, min(1001, count - s)))
+              for s in range(0, count, 1001)]
+    np.testing.assert_array_equal(whole, np.concatenate(pieces))
+    strict = pytest.importorskip("array_api_strict")
+    np.testing.assert_array_equal(
+        whole, np.asarray(rng.random_words(3, "test.long", 2, 7, count, xp=strict)))
+    fast = pytest.importorskip("refsim_fast.rng")
+    np.testing.assert_array_equal(whole, fast.random_words(3, "test.long", 2, 7, count))
