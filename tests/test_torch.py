@@ -52,6 +52,9 @@ def _configs():
         "c-ttv2": C.build_config("c-ttv2", C.SoftBoundsReferenceDevice()),
         "mp": C.build_config("mp", C.ConstantStepDevice()),
         "tiki-taka": C.build_config("tiki-taka", C.ConstantStepDevice()),
+        "ttv2": C.build_config("ttv2", C.SoftBoundsReferenceDevice()),
+        "agad": C.build_config("agad", C.SoftBoundsReferenceDevice()),
+        "sgd-two-devices": C.build_config("sgd", C.ConstantStepDevice(), n_devices=2),
     }
 
 
