@@ -79,8 +79,8 @@ cdef extern from *:
     double refsim_io_rint_d(double x) noexcept nogil
     float refsim_io_rint_f(float x) noexcept nogil
 
-from refsim_fast._philox cimport (refsim_has_avx, refsim_normals, refsim_streams_init,
-                                  refsim_uniforms, refsim_words)
+from refsim_fast._philox cimport (refsim_has_avx, refsim_has_avx512, refsim_normals,
+                                  refsim_streams_init, refsim_uniforms, refsim_words)
 
 refsim_streams_init()
 
@@ -88,6 +88,12 @@ refsim_streams_init()
 def uses_avx():
     """True if the normal transform runs its AVX-compiled loop on this CPU."""
     return bool(refsim_has_avx)
+
+
+def uses_avx512():
+    """True if the random words and the normal transform run their AVX-512-compiled loops on
+    this CPU (the same numbers, spec/rng.md)."""
+    return bool(refsim_has_avx512)
 
 
 ctypedef fused real_t:

@@ -108,9 +108,13 @@ static inline double refsim_normal(uint32_t w) {
 #define REFSIM_RUN_BLOCKS 64  /* Philox blocks computed together, rounds outside the block loop */
 
 /* out[k] = word start+k of the call, k < n: refsim_block's words, computed REFSIM_RUN_BLOCKS
- * blocks at a time so that the compiler vectorizes the rounds. */
-static void refsim_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n,
-                         uint32_t *restrict out) {
+ * blocks at a time so that the compiler vectorizes the rounds. Integer arithmetic only: every
+ * instruction set gives the same words (see refsim_words below for the AVX-512 copy). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void refsim_words_run(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                                    int64_t n, uint32_t *restrict out) {
     uint32_t c0[REFSIM_RUN_BLOCKS], c1[REFSIM_RUN_BLOCKS], c2[REFSIM_RUN_BLOCKS],
         c3[REFSIM_RUN_BLOCKS], tmp[4 * REFSIM_RUN_BLOCKS];
     if (n <= 0) return;
@@ -154,6 +158,34 @@ static void refsim_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t st
     }
 }
 
+/* Copies of the hot loops compiled for AVX-512 (8 lanes of the 32×32→64-bit products and of
+ * doubles), picked at run time where the CPU has it: the same integer and separately rounded
+ * IEEE operations (no fused multiply-add: -ffp-contract=off), so the same numbers. Measured on
+ * the project's 2-core machine (AMD EPYC, one thread): words 1.27 → 0.66 ns, a normal
+ * 5.7 → 4.5 ns. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX512F__)
+#define REFSIM_HAVE_AVX512_COPY 1
+__attribute__((target("avx512f"))) static void refsim_words_avx512(
+    uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n, uint32_t *restrict out) {
+    refsim_words_run(seed, sid, call, start, n, out);
+}
+#else
+#define REFSIM_HAVE_AVX512_COPY 0
+#endif
+
+static int refsim_has_avx512 = 0;
+
+static void refsim_words(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start, int64_t n,
+                         uint32_t *restrict out) {
+#if REFSIM_HAVE_AVX512_COPY
+    if (refsim_has_avx512) {
+        refsim_words_avx512(seed, sid, call, start, n, out);
+        return;
+    }
+#endif
+    refsim_words_run(seed, sid, call, start, n, out);
+}
+
 /* out[k] = refsim_uniform(w[k]). */
 static void refsim_uniforms(const uint32_t *restrict w, int64_t n, double *restrict out) {
     for (int64_t k = 0; k < n; ++k) out[k] = refsim_uniform(w[k]);
@@ -177,6 +209,12 @@ __attribute__((target("avx"))) static void refsim_central_run_avx(const uint32_t
 #else
 #define REFSIM_HAVE_AVX_COPY 0
 #endif
+#if REFSIM_HAVE_AVX512_COPY
+__attribute__((target("avx512f"))) static void refsim_central_run_avx512(
+    const uint32_t *restrict w, int64_t n, double *restrict out) {
+    REFSIM_CENTRAL_LOOP
+}
+#endif
 
 static int refsim_has_avx = 0;
 
@@ -186,11 +224,20 @@ static void refsim_streams_init(void) {
     __builtin_cpu_init();
     refsim_has_avx = __builtin_cpu_supports("avx") ? 1 : 0;
 #endif
+#if REFSIM_HAVE_AVX512_COPY
+    __builtin_cpu_init();
+    refsim_has_avx512 = __builtin_cpu_supports("avx512f") ? 1 : 0;
+#endif
 }
 
 /* out[k] = refsim_normal(w[k]): the central branch for all elements, then the tail branch
  * (15 % of the words) element by element. */
 static void refsim_normals(const uint32_t *restrict w, int64_t n, double *restrict out) {
+#if REFSIM_HAVE_AVX512_COPY
+    if (refsim_has_avx512) {
+        refsim_central_run_avx512(w, n, out);
+    } else
+#endif
 #if REFSIM_HAVE_AVX_COPY
     if (refsim_has_avx)
         refsim_central_run_avx(w, n, out);

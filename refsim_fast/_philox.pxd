@@ -14,3 +14,4 @@ cdef extern from "_philox.h" nogil:
     void refsim_normals(const uint32_t* w, int64_t n, double* out)
     void refsim_streams_init()
     int refsim_has_avx
+    int refsim_has_avx512
