@@ -193,6 +193,13 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
 
     p_x = quantized(x, plan.b, steps[0], "x")
     p_d = quantized(d, plan.a, steps[1], "d")
+    # only the rows lo..hi−1 whose probability is positive can pulse (a compound's transfer
+    # writes one row): the counts are formed for them, each row with its own random numbers
+    live = xp.nonzero(p_d > 0)[0]
+    if live.shape[0] == 0:
+        return zero, plan
+    lo, hi = int(live[0]), int(live[-1]) + 1
+    d, p_d = d[lo:hi], p_d[lo:hi]
     # direction: s = sign(x)·sign(d)·sign(lr) > 0 is a down pulse, so counts carry −s
     sign = -_signs(xp, xp.reshape(d, (-1, 1))) * _signs(xp, xp.reshape(x, (1, -1)))
     if lr < 0:
@@ -200,13 +207,15 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     bl = plan.bl
     if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
         x_bits = _bits(xp, p_x, bl, seed, f"{prefix}.x_bits", call, device)
-        d_bits = _bits(xp, p_d, bl, seed, f"{prefix}.d_bits", call, device)
+        d_bits = _bits(xp, p_d, bl, seed, f"{prefix}.d_bits", call, device, first=lo)
         # n_ij = Σ_k d_bits[i, k]·x_bits[j, k] (exact in float64: at most BL)
         n_ij = xp.astype(d_bits @ xp.matrix_transpose(x_bits), xp.int32)
     else:
         a_x, a_d = count_factors(xp, p_x, p_d, bl, implicit)
         n_ij = xp.astype(xp.round(xp.reshape(a_d, (-1, 1)) * xp.reshape(a_x, (1, -1))), xp.int32)
-    return sign * n_ij, plan
+    if (lo, hi) == (0, m):
+        return sign * n_ij, plan
+    return xp.concat([zero[:lo, :], sign * n_ij, zero[hi:, :]], axis=0), plan
 
 
 def resolution_implicit(res: float, dtype: Any = None) -> float:
@@ -231,9 +240,12 @@ def count_factors(xp: Any, p_x: Any, p_d: Any, bl: Any, implicit: bool) -> Tuple
     return n_x, n_d / bl
 
 
-def _bits(xp: Any, p: Any, bl: int, seed: int, stream: str, call: int, device: Any) -> Any:
-    """(len(p), BL) float64 0/1: slot k of value j is set when ``p_j > u(j·BL + k)``."""
-    u = rng.uniform(seed, stream, call, (p.shape[0], bl), xp=xp, dtype=p.dtype, device=device)
+def _bits(xp: Any, p: Any, bl: int, seed: int, stream: str, call: int, device: Any,
+          first: int = 0) -> Any:
+    """(len(p), BL) float64 0/1: slot k of value j (value ``first + j`` of the cycle) is set
+    when ``p_j > u((first + j)·BL + k)``."""
+    u = rng.uniform(seed, stream, call, (p.shape[0], bl), start=first * bl, xp=xp,
+                    dtype=p.dtype, device=device)
     return xp.astype(xp.reshape(p, (-1, 1)) > u, xp.float64)
 
 
