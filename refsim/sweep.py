@@ -869,13 +869,23 @@ def _run_dask(jobs: Sequence[Dict[str, Any]], finish: Callable[[Dict[str, Any]],
             futures[future] = job
         keys = {f.key for f in futures}
         pending = distributed.as_completed(list(futures))
+        resubmitted: Dict[str, int] = {}
         last_poll = 0.0
         while not pending.is_empty():
             ready = pending.next_batch(block=False)
             for future in ready:
-                job = futures[future]
+                job = futures.pop(future)
                 try:
                     row = future.result()
+                except (OSError, RuntimeError) as err:   # lost in transfer: run it again
+                    row = _row(job, status="failed", error=_error_text(err))
+                    again = _resubmit(client, job, nonce, resubmitted)
+                    if again is not None:
+                        futures[again] = job
+                        keys.add(again.key)
+                        pending.add(again)
+                        future.release()
+                        continue
                 except Exception as err:   # KilledWorker, a task that could not run at all
                     row = _row(job, status="failed", error=_error_text(err))
                 future.release()
@@ -896,6 +906,25 @@ def _run_dask(jobs: Sequence[Dict[str, Any]], finish: Callable[[Dict[str, Any]],
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: How often a point whose row was lost in transfer is submitted again.
+RESUBMISSIONS = 3
+
+
+def _resubmit(client: Any, job: Mapping[str, Any], nonce: str,
+              counts: Dict[str, int]) -> Any:
+    """A new task for ``job`` when fetching its finished row failed — the worker holding it
+    died: a connection error (``CommClosedError`` is an ``OSError``) while the client fetched
+    it, or distributed's client losing track of the recomputed key (a ``RuntimeError`` about an
+    asyncio event of another loop; both seen in the killed-worker test) — or None after
+    RESUBMISSIONS. A point's own errors never come here: run_point records them in its row."""
+    point = job["point_id"]
+    counts[point] = counts.get(point, 0) + 1
+    if counts[point] > RESUBMISSIONS:
+        return None
+    return client.submit(run_point, job, key=f"refsim-point-{point}-{nonce}-{counts[point]}",
+                         pure=False)
 
 
 def run(spec: Union[Mapping[str, Any], str, os.PathLike], out: Union[str, os.PathLike], *,

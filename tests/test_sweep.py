@@ -20,7 +20,7 @@ from refsim.cli import main
 #: A point of about 0.05 s: sgd, one epoch on 60 images, 8 hidden units.
 TINY = {"algorithm": "sgd", "epochs": 1, "hidden": 8, "limit": 60}
 #: Points of about a second each (for the fault tests, where a task must be running).
-SLOW = {"algorithm": "sgd", "epochs": 2, "hidden": 16}
+SLOW = {"algorithm": "sgd", "epochs": 4, "hidden": 16}
 
 ERROR_LINE = re.compile(r"refsim sweep: error: (.+), see 'refsim sweep --help'")
 
@@ -290,7 +290,8 @@ def test_a_killed_worker_s_point_is_run_again_once(cluster, tmp_path):
     killer.join(timeout=5)
     assert killed, "no worker was killed"
     rows = sweep.load_results(tmp_path, latest=False)
-    assert summary["ok"] == 6 and [r["status"] for r in rows] == ["ok"] * 6
+    assert summary["ok"] == 6 and [r["status"] for r in rows] == ["ok"] * 6, \
+        [r["error"] for r in rows if r["status"] != "ok"]
     assert _ids(rows) == sorted(p.point_id for p in sweep.expand(spec))
     client.wait_for_workers(2, timeout=60)                # the nanny has restarted it
 
@@ -382,3 +383,23 @@ def test_cli_a_bad_spec_names_its_key(capsys, tmp_path):
         main(["sweep", str(spec), "--out", str(tmp_path / "out"), "--workers", "0"])
     assert exc.value.code == 2
     assert 'grid["forward.out_nois"]: no point\'s config has this field' in capsys.readouterr().err
+
+
+def test_a_row_lost_in_transfer_is_run_again_a_few_times():
+    """A connection error while fetching a finished point's row (its worker died) submits the
+    point again under a new key, at most RESUBMISSIONS times."""
+
+    class Client:
+        def __init__(self):
+            self.keys = []
+
+        def submit(self, fn, job, key, pure):
+            assert fn is sweep.run_point and job["point_id"] == "p1" and pure is False
+            self.keys.append(key)
+            return key
+
+    client, counts = Client(), {}
+    job = {"point_id": "p1"}
+    again = [sweep._resubmit(client, job, "n0", counts) for _ in range(sweep.RESUBMISSIONS + 1)]
+    assert again[:-1] == [f"refsim-point-p1-n0-{i}" for i in range(1, sweep.RESUBMISSIONS + 1)]
+    assert again[-1] is None and len(set(client.keys)) == sweep.RESUBMISSIONS
