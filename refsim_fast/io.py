@@ -83,7 +83,9 @@ def _parallel(one: Callable[[slice], None], blocks: List[slice]) -> None:
             one(block)
         return
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:
+        if _POOL is None or _POOL._max_workers < threads:  # num_threads was raised
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
             _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
                                                          thread_name_prefix="refsim-gemm")
         pool = _POOL
