@@ -153,15 +153,17 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
                   first_call: int, *, device_index: int = 0,
                   last_touch: Optional[np.ndarray] = None,
                   pulse_counters: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-                  prefix: str = "update", num_threads: Optional[int] = None) -> np.ndarray:
+                  prefix: str = "update", num_threads: Optional[int] = None,
+                  in_place: bool = False) -> np.ndarray:
     """The weights after the pulsed update cycles of ``xs`` (batch, n) and ``ds`` (batch, m),
     cycle ``b`` taking call ``first_call + b``; the same result as the reference's cycle loop
-    (``AnalogTile._pulsed_update``). ``w`` is not modified.
+    (``AnalogTile._pulsed_update``). ``w`` is not modified (unless ``in_place``, below).
 
     ``last_touch`` (m, n) int64, when given, receives for every element the call of the last
     cycle that sent it a pulse (untouched elements keep their value); ``pulse_counters``
     (up, down), two (m, n) int64 arrays, accumulate the pulses sent. ``prefix`` names the
-    streams (refsim.stages.pulses.PREFIXES).
+    streams (refsim.stages.pulses.PREFIXES). With ``in_place`` the weights are updated in ``w``
+    itself when it is a C-contiguous, writable array of its dtype (else a copy, as without).
     """
     if prefix not in _pulses.PREFIXES:
         raise ValueError(f"prefix: expected one of {_pulses.PREFIXES}, got {prefix!r}")
@@ -187,7 +189,11 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
         threads = 1 if batch * m * n < _SERIAL_WORK else globals()["num_threads"]
     else:
         threads = resolve_threads(num_threads)
-    out = np.array(w, dtype=dtype, order="C", copy=True)
+    # in place when asked and possible (a compound's device, whose state the tile snapshots as
+    # copies): every check above and in the kernel comes before the first write
+    reuse = in_place and w.dtype == dtype and w.flags.c_contiguous and w.flags.writeable and \
+        w.flags.aligned
+    out = w if reuse else np.array(w, dtype=dtype, order="C", copy=True)
     if batch == 0:
         return out
     xs, ds = xs.astype(dtype, copy=False), ds.astype(dtype, copy=False)

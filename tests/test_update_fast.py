@@ -162,6 +162,26 @@ def test_threads_do_not_change_the_result(pulse_type):
         np.testing.assert_array_equal(other, results[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_in_place_updates_write_the_same_weights_into_w(dtype):
+    """``in_place``: the result is ``w`` itself with the copy's numbers; a Fortran-ordered or
+    read-only ``w`` is left alone (a copy is updated instead)."""
+    cfg = C.SingleRPUConfig(device=_device("SoftBoundsReferenceDevice"))
+    m, n = 23, 19
+    w = (0.2 * (2 * rng.uniform(6, "test.w", 0, (m, n)) - 1)).astype(dtype)
+    x, d = _inputs(6, 5, m, n, dtype)
+    want, _ = _direct(cfg, w, x, d, 0.3)
+    mine = w.copy()
+    got, _ = _direct(cfg, mine, x, d, 0.3, in_place=True)
+    assert got is mine and got.tobytes() == want.tobytes()
+    for other in (np.asfortranarray(w), w.copy()):
+        other.flags.writeable = other.flags.f_contiguous  # read-only when C-ordered
+        before = other.copy()
+        got, _ = _direct(cfg, other, x, d, 0.3, in_place=True)
+        assert got is not other and np.array_equal(other, before)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_last_touch_and_pulse_counters_match_the_counts():
     cfg = C.SingleRPUConfig(device=_device("ConstantStepDevice"))
     m, n, batch, seed = 6, 7, 4, 5

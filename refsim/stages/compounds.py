@@ -138,7 +138,7 @@ class SubDevice:
         self.w, _, _ = update_stage.pulsed_cycles(
             ctx.xp, self.w, xs, ds, lr, self.cfg, up, self.params, ctx.seed, first_call,
             device_index=self.index, fast=ctx.fast_update, prefix=prefix,
-            granularity=granularity)
+            granularity=granularity, in_place=True)
 
     def decay(self, ctx: Context) -> None:
         if self.cfg.lifetime > 0.0:

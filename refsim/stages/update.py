@@ -18,7 +18,7 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
                   up: UpdateParameters, params: device_stage.DeviceParams, seed: int,
                   first_call: int, *, device_index: int = 0, fast: Any = None,
                   track_touch: bool = False, count: bool = False, prefix: str = "update",
-                  granularity: Optional[float] = None
+                  granularity: Optional[float] = None, in_place: bool = False
                   ) -> tuple[Any, Optional[Any], Optional[Any]]:
     """The weights ``w`` (m, n) after one update cycle per row of ``xs`` (batch, n) and ``ds``
     (batch, m); cycle ``k`` uses call ``first_call + k`` of the update streams and number offset
@@ -30,7 +30,8 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
     ``fast`` is the ``refsim_fast.update`` module to use, or None for the reference loop;
     ``prefix`` names the streams (``update``, or ``transfer`` for a compound's internal writes);
     ``granularity`` replaces the device's own g in the pulse trains (a unit cell's mean g,
-    spec/compounds.md).
+    spec/compounds.md). ``in_place`` lets the compiled loop write into ``w`` (a compound's
+    device, whose state the tile snapshots as copies); the reference returns new arrays.
     """
     m, n = w.shape
     device = getattr(w, "device", None) if fast is None else None
@@ -42,7 +43,7 @@ def pulsed_cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: float, cfg: PulsedDevic
         counters = (np.zeros((m, n), np.int64), np.zeros((m, n), np.int64)) if count else None
         w = fast.pulsed_update(w, xs, ds, lr, cfg, up, params, g, seed, first_call,
                                device_index=device_index, last_touch=last_touch, prefix=prefix,
-                               pulse_counters=counters)
+                               pulse_counters=counters, in_place=in_place)
         return w, last_touch, (np.stack(counters[::-1]) if count else None)
     from refsim import rng
 
