@@ -258,10 +258,11 @@ def random_words_at(seed: int, stream: str, call: int, index: Any, *, xp: Any = 
 
 
 def random_words_rows(seed: int, stream: str, call: int, starts: Any, width: int, *,
-                      xp: Any = None) -> Any:
+                      xp: Any = None, calls: Any = None) -> Any:
     """Words of equal-length runs: row ``r`` of the (R, width) result holds words
-    ``starts[r] .. starts[r] + width - 1``. The same numbers as :func:`random_words_at`, but each
-    Philox block is computed once (the IO stage draws whole rows this way)."""
+    ``starts[r] .. starts[r] + width - 1`` of call ``call`` (of call ``calls[r]`` when the
+    integer array ``calls`` (R,) is given). The same numbers as :func:`random_words_at`, but each Philox block is
+    computed once (the IO stage draws whole rows this way)."""
     xp = _namespace(xp)
     seed, sid, call = _check_address(seed, stream, call)
     width = _check_int(width, "width", 0, MAX_INDEX)
@@ -269,13 +270,25 @@ def random_words_rows(seed: int, stream: str, call: int, starts: Any, width: int
     rows = starts.shape[0]
     if rows and int(xp.min(starts)) < 0:
         raise ValueError("starts: word indices must be >= 0")
+    if calls is not None:
+        calls = xp.astype(calls, xp.int64)
+        if tuple(calls.shape) != (rows,):
+            raise ValueError(f"calls: expected shape ({rows},), got {tuple(calls.shape)}")
+        if rows and (int(xp.min(calls)) < 0 or int(xp.max(calls)) > MAX_CALL):
+            raise ValueError(f"calls: expected call numbers in [0, {MAX_CALL}]")
     nblocks = (width + 3) // 4 + 1  # enough for any alignment of a run
     first = xp.reshape(starts >> 2, (-1, 1))
     block = first + xp.reshape(xp.arange(nblocks, dtype=xp.int64, device=device_of(starts)),
                                (1, -1))
     block = xp.reshape(block, (-1,))
-    c2 = xp.full_like(block, call & MASK32)
-    c3 = xp.full_like(block, call >> 32)
+    if calls is not None:  # each row's call, repeated over its blocks
+        per_block = xp.reshape(xp.reshape(calls, (-1, 1)) +
+                               xp.zeros((1, nblocks), dtype=xp.int64, device=device_of(starts)),
+                               (-1,))
+        c2, c3 = per_block & MASK32, per_block >> 32
+    else:
+        c2 = xp.full_like(block, call & MASK32)
+        c3 = xp.full_like(block, call >> 32)
     words = _interleave(xp, philox4x32(xp, (block & MASK32, block >> 32, c2, c3), (seed, sid)))
     offset = xp.reshape(starts & 3, (-1, 1))
     row_base = xp.reshape(xp.arange(rows, dtype=xp.int64, device=device_of(starts)) * (4 * nblocks),

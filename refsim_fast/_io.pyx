@@ -120,6 +120,7 @@ cdef struct Address:
     int64_t batch
     int64_t halves
     int64_t pass_index
+    int64_t row_calls      # 1: batch row b is call ``call + b`` of its own (Draws.row_calls)
 
 
 cdef struct DacArgs:
@@ -173,6 +174,8 @@ cdef struct Product:
 _MAX_INDEX = 2**62
 #: A run of numbers start .. start+n-1 must end by here (no uint64 wrap-around in _philox.h).
 _MAX_RUN_END = 2**63
+#: Largest call number (refsim.rng.MAX_CALL).
+_MAX_CALL = 2**64 - 1
 
 
 cdef object _pyint(int64_t v):
@@ -213,9 +216,15 @@ cdef int _check_address(const Address* ad, const int64_t[::1] rows, int64_t half
         raise ValueError(f"rows: expected non-negative batch-row indices, got {lo}")
     # each partial result of _start, in Python integers (the module has wraparound=False: no
     # negative indices here)
-    t0 = _pyint(ad.pass_index) * ad.batch
-    t1 = t0 + hi
-    t2 = t1 * ad.halves
+    if ad.row_calls:
+        if _pyuint(ad.call) + hi > _MAX_CALL:
+            raise ValueError(f"rows: call {ad.call} + row {hi} exceeds {_MAX_CALL}")
+        t0 = t1 = 0
+        t2 = _pyint(ad.pass_index) * ad.halves
+    else:
+        t0 = _pyint(ad.pass_index) * ad.batch
+        t1 = t0 + hi
+        t2 = t1 * ad.halves
     t3 = (t2 + half_max) * width + width
     top = max(t0, t1, t2, t3)
     if top > _MAX_INDEX:
@@ -245,19 +254,27 @@ cdef inline real_t _rint(real_t v) noexcept nogil:
 
 cdef inline int64_t _start(const Address* ad, int64_t row, int64_t half,
                            int64_t width) noexcept nogil:
-    """First number of a row's run: ((p·B + row)·H + half)·width."""
+    """First number of a row's run: ((p·B + row)·H + half)·width ((p·H + half)·width of the
+    row's own call with row_calls)."""
+    if ad.row_calls:
+        return (ad.pass_index * ad.halves + half) * width
     return ((ad.pass_index * ad.batch + row) * ad.halves + half) * width
 
 
-cdef void _normals(const Address* ad, uint32_t sid, int64_t start, int64_t n, uint32_t* words,
-                   double* out) noexcept nogil:
-    refsim_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
+cdef inline uint64_t _call(const Address* ad, int64_t row) noexcept nogil:
+    """The call a row draws from: ``call``, or ``call + row`` with row_calls."""
+    return ad.call + <uint64_t>row if ad.row_calls else ad.call
+
+
+cdef void _normals(const Address* ad, int64_t row, uint32_t sid, int64_t start, int64_t n,
+                   uint32_t* words, double* out) noexcept nogil:
+    refsim_words(ad.seed, sid, _call(ad, row), <uint64_t>start, n, words)
     refsim_normals(words, n, out)
 
 
-cdef void _uniforms(const Address* ad, uint32_t sid, int64_t start, int64_t n, uint32_t* words,
-                    double* out) noexcept nogil:
-    refsim_words(ad.seed, sid, ad.call, <uint64_t>start, n, words)
+cdef void _uniforms(const Address* ad, int64_t row, uint32_t sid, int64_t start, int64_t n,
+                    uint32_t* words, double* out) noexcept nogil:
+    refsim_words(ad.seed, sid, _call(ad, row), <uint64_t>start, n, words)
     refsim_uniforms(words, n, out)
 
 
@@ -287,7 +304,7 @@ cdef void _prepare_row(const real_t* x, real_t s, int64_t row, int64_t n, real_t
         out[k] = x[k] * s
     if dstep > 0:  # quantize: rint(v/step [+ u − ½])·step
         if sto:
-            _uniforms(ad, a.sid_sto_round, start, n, words, ubuf)
+            _uniforms(ad, row, a.sid_sto_round, start, n, words, ubuf)
             for k in range(n):
                 out[k] = _rint(out[k] / step + (<real_t>ubuf[k] - half)) * step
         else:
@@ -299,7 +316,7 @@ cdef void _prepare_row(const real_t* x, real_t s, int64_t row, int64_t n, real_t
             v = v if v > lo else lo
             out[k] = v if v < hi else hi
     if dnoise > 0:
-        _normals(ad, a.sid_noise, start, n, words, nbuf)
+        _normals(ad, row, a.sid_noise, start, n, words, nbuf)
         for k in range(n):
             out[k] = out[k] + noise * <real_t>nbuf[k]
     if a.pos_neg:
@@ -411,7 +428,7 @@ cdef void _analog_row(const Product* P, real_t* y, int64_t r, int64_t row, int64
                     - (one + v) * ref / (one + rho * _abs(ref)))
     if a.w_noise_on:
         S = (<const real_t*>P.spread) + r * scol
-        _normals(ad, a.sid_w_noise, _start(ad, row, half, m), m, words, nbuf)
+        _normals(ad, row, a.sid_w_noise, _start(ad, row, half, m), m, words, nbuf)
         if scol == 1:
             t = w_noise * S[0]
             for i in range(m):
@@ -444,7 +461,7 @@ cdef int _adc_row(real_t* y, int64_t row, int64_t m, int64_t half, const real_t*
         for i in range(m):
             y[i] = slope * y[i] / (one + _abs(nonlin[i] * y[i]))
     if dnoise > 0:
-        _normals(ad, a.sid_out_noise, start, m, words, nbuf)
+        _normals(ad, row, a.sid_out_noise, start, m, words, nbuf)
         if a.noise_std:
             for i in range(m):
                 y[i] = y[i] + noise_std[i] * <real_t>nbuf[i]
@@ -453,7 +470,7 @@ cdef int _adc_row(real_t* y, int64_t row, int64_t m, int64_t half, const real_t*
                 y[i] = y[i] + sigma * <real_t>nbuf[i]
     if dstep > 0:  # rint(y/step [+ u − ½])·step
         if a.sto_round:
-            _uniforms(ad, a.sid_sto_round, start, m, words, ubuf)
+            _uniforms(ad, row, a.sid_sto_round, start, m, words, ubuf)
             for i in range(m):
                 y[i] = _rint(y[i] / step + (<real_t>ubuf[i] - half_)) * step
         else:

@@ -42,6 +42,12 @@ typedef struct {
     uint32_t seed, sid;
     uint64_t offset;
     int64_t *last_touch, *pulses_up, *pulses_down;
+    /* optional line snapshots (snap_slot NULL: none): after cycle b with snap_slot[b] >= 0, line
+       snap_line[b] of w (a column when snap_columns, else a row) is copied to row snap_slot[b]
+       of snap (S, m) or (S, n) */
+    const int64_t *snap_slot, *snap_line;
+    void *snap;
+    int snap_columns;
 } refsim_update_args;
 
 /* Small helpers of the row kernel are always inlined (so that each model gets its own loop). */

@@ -50,6 +50,10 @@ cdef extern from "_update.h" nogil:
         int64_t* last_touch
         int64_t* pulses_up
         int64_t* pulses_down
+        const int64_t* snap_slot
+        const int64_t* snap_line
+        void* snap
+        int snap_columns
     ctypedef struct refsim_update_ctx_f32:
         pass
     ctypedef struct refsim_update_ctx_f64:
@@ -197,14 +201,19 @@ def pulsed_update(real_t[:, ::1] w not None, int mode,
                   const real_t[::1] nodes_down, const real_t[::1] table, dict scalars,
                   uint32_t seed, uint32_t sid, uint64_t offset,
                   int64_t[:, ::1] last_touch, int64_t[:, ::1] pulses_up,
-                  int64_t[:, ::1] pulses_down, int num_threads):
+                  int64_t[:, ::1] pulses_down, int num_threads,
+                  const int64_t[::1] snap_slot=None, const int64_t[::1] snap_line=None,
+                  real_t[:, ::1] snap=None, bint snap_columns=True):
     """Apply every cycle of a batch to ``w`` in place (see the module docstring). Shapes, checked
     here (ValueError): w, b_min, b_max, dw_up, dw_down, and ref, last_touch and the counters when
     given, (m, n); p_up, p_down (m, n) for the linear and power rules; xbits (batch, n, nw),
     dbits (batch, m, nw) in TRAINS mode (0); ax, xneg (batch, n), ad, dneg (batch, m) in
     PRODUCTS mode (1); bl, calls (batch,); nodes_up, nodes_down of one length >= 1 for
     PiecewiseStep; table 65536 values. Counts are clamped to [0, bl[b]] (a NaN product gives 0),
-    n·max(bl) must stay below 2^31 and (offset + m·n)·max(bl) within the random-number range."""
+    n·max(bl) must stay below 2^31 and (offset + m·n)·max(bl) within the random-number range.
+    Snapshots (optional, all three or none): after cycle b with snap_slot[b] >= 0, line
+    snap_line[b] of w (column, < n, when snap_columns; else row, < m) is copied to row
+    snap_slot[b] (< S) of snap, (S, m) or (S, n)."""
     cdef refsim_update_args a
     cdef refsim_update_ctx_f32 c32
     cdef refsim_update_ctx_f64 c64
@@ -250,6 +259,29 @@ def pulsed_update(real_t[:, ::1] w not None, int mode,
         raise ValueError("pulses_up, pulses_down: give both or neither")
     _expect(pulses_up, (m, n), "pulses_up", False)
     _expect(pulses_down, (m, n), "pulses_down", False)
+    cdef int64_t b, slots, lines
+    a.snap_slot = a.snap_line = NULL
+    a.snap = NULL
+    a.snap_columns = snap_columns
+    if snap_slot is not None or snap_line is not None or snap is not None:
+        if snap_slot is None or snap_line is None or snap is None:
+            raise ValueError("snap_slot, snap_line, snap: give all three or none")
+        _expect(snap_slot, (batch,), "snap_slot", True)
+        _expect(snap_line, (batch,), "snap_line", True)
+        slots, lines = snap.shape[0], (n if snap_columns else m)
+        _expect(snap, (slots, m if snap_columns else n), "snap", True)
+        for b in range(batch):
+            if snap_slot[b] < -1 or snap_slot[b] >= slots:
+                raise ValueError(f"snap_slot[{b}]: expected -1 or a slot in [0, {slots}), got "
+                                 f"{snap_slot[b]}")
+            if snap_slot[b] >= 0 and (snap_line[b] < 0 or snap_line[b] >= lines):
+                raise ValueError(f"snap_line[{b}]: expected a line in [0, {lines}), got "
+                                 f"{snap_line[b]}")
+        if batch:
+            a.snap_slot, a.snap_line = &snap_slot[0], &snap_line[0]
+            a.snap = <void*>&snap[0, 0] if slots and snap.shape[1] else NULL
+            if a.snap == NULL:
+                a.snap_slot = a.snap_line = NULL  # nothing to copy into (no slot is >= 0)
     cdef int64_t bl_max = _max_bl(bl)
     if _pyint(n) * bl_max > _MAX_ROW_SLOTS:
         raise ValueError(f"bl: in_size × BL = {n} × {bl_max} pulse slots per row exceed the "

@@ -43,6 +43,9 @@ typedef struct {
     /* optional outputs (NULL: not wanted) */
     int64_t *last_touch;                /* (m, n): call of the last cycle with pulses */
     int64_t *pulses_up, *pulses_down;   /* (m, n): pulse counters, accumulated */
+    const int64_t *snap_slot, *snap_line; /* (batch,): line snapshots after cycles (or NULL) */
+    T *snap;
+    int snap_columns;
 } CTX;
 
 /* The typed view of the arguments (scalars rounded to T once, as numpy does with Python floats
@@ -67,6 +70,8 @@ static void REFSIM_SUF(refsim_update_ctx_init)(const refsim_update_args *a, CTX 
     c->n_nodes = a->n_nodes; c->table = (const T *)a->table;
     c->seed = a->seed; c->sid = a->sid; c->offset = a->offset;
     c->last_touch = a->last_touch; c->pulses_up = a->pulses_up; c->pulses_down = a->pulses_down;
+    c->snap_slot = a->snap_slot; c->snap_line = a->snap_line; c->snap = (T *)a->snap;
+    c->snap_columns = a->snap_columns;
 }
 
 /* Piecewise-linear node factor at w (devices.py `_piecewise`). */
@@ -188,79 +193,101 @@ static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, c
 #undef REFSIM_APPLY
 }
 
-/* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop).
+/* Cycle b on row i (see refsim_update_row for the scratch and the memory-safety conditions). */
+static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t i, int64_t b,
+                                                         int32_t *idx, int32_t *cnt, int32_t *pre,
+                                                         uint32_t *words, T *xi) {
+    int64_t n = c->n, nw = c->nw;
+    int64_t bl = c->bl[b];
+    if (bl <= 0) return;
+    uint64_t call = c->calls[b];
+    const uint8_t *xneg = c->xneg + b * n;
+    /* only the columns whose x can pulse: the others give a count of 0, which the list
+       drops anyway (a one-hot x, as the transfers write, leaves one column of n) */
+    const int32_t *act = c->active + b * n;
+    int64_t n_act = c->n_active[b];
+    int64_t nnz = 0, total = 0;
+    if (c->mode == REFSIM_TRAINS) {
+        const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
+        const uint64_t *xw = c->xbits + b * n * nw;
+        if (nw == 1 && !dw[0]) return;
+        for (int64_t e = 0; e < n_act; ++e) {
+            int64_t j = act[e];
+            int64_t q = refsim_popcount(dw[0] & xw[j * nw]);
+            for (int64_t r = 1; r < nw; ++r) q += refsim_popcount(dw[r] & xw[j * nw + r]);
+            /* at most bl (bits past slot bl are never set by refsim_trains; clamped all the
+               same, so that the row's pulses always fit its scratch) */
+            refsim_push(idx, cnt, pre, &nnz, &total, j, (int32_t)(q < bl ? q : bl));
+        }
+    } else {
+        double adi = c->ad[b * c->m + i];
+        if (adi == 0.0) return;
+        const double *ax = c->ax + b * n;
+        for (int64_t e = 0; e < n_act; ++e) {
+            int64_t j = act[e];
+            /* the product rounded to the weight type (exact in double for two float32
+               factors), as the reference computes it in the tile dtype; outside (−BL, BL),
+               and for NaN, the count saturates anyway (and the cast could overflow) */
+            double v = adi * ax[j];
+            if (v > -(double)bl && v < (double)bl) v = (double)(T)v;
+            refsim_push(idx, cnt, pre, &nnz, &total, j, refsim_count(v, bl));
+        }
+    }
+    if (!nnz) return;
+    /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element
+     * order: draw their words in one vectorized run */
+    if (c->noisy) {
+        uint64_t base = (c->offset + (uint64_t)(i * n)) * (uint64_t)bl, w0 = base >> 1;
+        refsim_words(c->seed, c->sid, call, w0,
+                     (int64_t)(((base + (uint64_t)total + 1) >> 1) - w0), words);
+        /* their normals, gathered from the table first (independent loads) */
+        for (int64_t r = 0; r < total; ++r) {
+            uint64_t number = base + (uint64_t)r;
+            uint32_t word = words[(number >> 1) - w0];
+            xi[r] = c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
+        }
+    }
+    REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, xneg, c->dneg[b * c->m + i], xi);
+    if (c->last_touch || c->pulses_up) {
+        for (int64_t e = 0; e < nnz; ++e) {
+            int64_t k = i * n + idx[e];
+            if (c->last_touch) c->last_touch[k] = (int64_t)call;
+            if (c->pulses_up) {
+                if (xneg[idx[e]] != c->dneg[b * c->m + i]) c->pulses_up[k] += cnt[e];
+                else c->pulses_down[k] += cnt[e];
+            }
+        }
+    }
+}
+
+/* The snapshot after cycle b, row i's share: its element of a column, or the whole row when
+ * row i is the line (slots and lines checked by _update.pyx). */
+static REFSIM_INLINE void REFSIM_SUF(refsim_snapshot)(const CTX *c, int64_t i, int64_t b) {
+    int64_t slot = c->snap_slot[b], line = c->snap_line[b];
+    if (slot < 0) return;
+    if (c->snap_columns) {
+        c->snap[slot * c->m + i] = c->w[i * c->n + line];
+    } else if (i == line) {
+        memcpy(c->snap + slot * c->n, c->w + i * c->n, (size_t)c->n * sizeof(T));
+    }
+}
+
+/* Every cycle of the batch, in order, on row i (rows are independent: the parallel loop), with
+ * the line snapshots asked for after each cycle.
  * `scratch`: see refsim_update_scratch (words_cap: c2c words of the longest row run).
  * Memory safety rests on: every count in [0, bl[b]] (clamped here), bl[b] <= bl_max with
  * n bl_max < 2^31 and words_cap >= (n bl_max + 1) / 2 + 1, (offset + m n) bl_max without uint64
- * wrap-around, the array shapes of CTX, and n_nodes >= 1 for PiecewiseStep: all checked by
- * _update.pyx before the first row runs. */
+ * wrap-around, the array shapes of CTX, n_nodes >= 1 for PiecewiseStep, and snapshot slots in
+ * [-1, S) with lines inside w: all checked by _update.pyx before the first row runs. */
 static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i,
                                                              void *scratch, int64_t words_cap) {
-    int64_t n = c->n, nw = c->nw;
+    int64_t n = c->n;
     int32_t *idx = (int32_t *)scratch, *cnt = idx + n, *pre = cnt + n;
     uint32_t *words = (uint32_t *)((char *)scratch + refsim_scratch_words_at(n));
     T *xi = (T *)((char *)scratch + refsim_scratch_normals_at(n, words_cap));
     for (int64_t b = 0; b < c->batch; ++b) {
-        int64_t bl = c->bl[b];
-        if (bl <= 0) continue;
-        uint64_t call = c->calls[b];
-        const uint8_t *xneg = c->xneg + b * n;
-        /* only the columns whose x can pulse: the others give a count of 0, which the list
-           drops anyway (a one-hot x, as the transfers write, leaves one column of n) */
-        const int32_t *act = c->active + b * n;
-        int64_t n_act = c->n_active[b];
-        int64_t nnz = 0, total = 0;
-        if (c->mode == REFSIM_TRAINS) {
-            const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
-            const uint64_t *xw = c->xbits + b * n * nw;
-            if (nw == 1 && !dw[0]) continue;
-            for (int64_t e = 0; e < n_act; ++e) {
-                int64_t j = act[e];
-                int64_t q = refsim_popcount(dw[0] & xw[j * nw]);
-                for (int64_t r = 1; r < nw; ++r) q += refsim_popcount(dw[r] & xw[j * nw + r]);
-                /* at most bl (bits past slot bl are never set by refsim_trains; clamped all the
-                   same, so that the row's pulses always fit its scratch) */
-                refsim_push(idx, cnt, pre, &nnz, &total, j, (int32_t)(q < bl ? q : bl));
-            }
-        } else {
-            double adi = c->ad[b * c->m + i];
-            if (adi == 0.0) continue;
-            const double *ax = c->ax + b * n;
-            for (int64_t e = 0; e < n_act; ++e) {
-                int64_t j = act[e];
-                /* the product rounded to the weight type (exact in double for two float32
-                   factors), as the reference computes it in the tile dtype; outside (−BL, BL),
-                   and for NaN, the count saturates anyway (and the cast could overflow) */
-                double v = adi * ax[j];
-                if (v > -(double)bl && v < (double)bl) v = (double)(T)v;
-                refsim_push(idx, cnt, pre, &nnz, &total, j, refsim_count(v, bl));
-            }
-        }
-        if (!nnz) continue;
-        /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element
-         * order: draw their words in one vectorized run */
-        if (c->noisy) {
-            uint64_t base = (c->offset + (uint64_t)(i * n)) * (uint64_t)bl, w0 = base >> 1;
-            refsim_words(c->seed, c->sid, call, w0,
-                         (int64_t)(((base + (uint64_t)total + 1) >> 1) - w0), words);
-            /* their normals, gathered from the table first (independent loads) */
-            for (int64_t r = 0; r < total; ++r) {
-                uint64_t number = base + (uint64_t)r;
-                uint32_t word = words[(number >> 1) - w0];
-                xi[r] = c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
-            }
-        }
-        REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, xneg, c->dneg[b * c->m + i], xi);
-        if (c->last_touch || c->pulses_up) {
-            for (int64_t e = 0; e < nnz; ++e) {
-                int64_t k = i * n + idx[e];
-                if (c->last_touch) c->last_touch[k] = (int64_t)call;
-                if (c->pulses_up) {
-                    if (xneg[idx[e]] != c->dneg[b * c->m + i]) c->pulses_up[k] += cnt[e];
-                    else c->pulses_down[k] += cnt[e];
-                }
-            }
-        }
+        REFSIM_SUF(refsim_update_cycle)(c, i, b, idx, cnt, pre, words, xi);
+        if (c->snap_slot) REFSIM_SUF(refsim_snapshot)(c, i, b);
     }
 }
 

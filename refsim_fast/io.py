@@ -139,13 +139,21 @@ def _address(draws: Any, pass_index: Any, rows: np.ndarray, width: int) -> dict:
     batch = _int_in(draws.batch, "draws.batch", 0, _rng_ref.MAX_INDEX)
     halves = _int_in(draws.halves, "draws.halves", 0, _rng_ref.MAX_INDEX)
     pass_index = _int_in(pass_index, "pass_index", 0, _rng_ref.MAX_INDEX)
+    row_calls = bool(getattr(draws, "row_calls", False))
     if rows.size:
         if int(rows.min()) < 0:
             raise ValueError("rows: expected non-negative batch-row indices")
-        last = ((pass_index * batch + int(rows.max())) * halves + halves) * width
+        if row_calls:
+            last = (pass_index * halves + halves) * width
+            if call + int(rows.max()) > _rng_ref.MAX_CALL:
+                raise ValueError(f"rows: call {call} + row {int(rows.max())} exceeds "
+                                 f"{_rng_ref.MAX_CALL}")
+        else:
+            last = ((pass_index * batch + int(rows.max())) * halves + halves) * width
         if last > _rng_ref.MAX_INDEX:
             raise ValueError(f"rows: random-number index {last} exceeds {_rng_ref.MAX_INDEX}")
-    return dict(seed=seed, call=call, batch=batch, halves=halves, pass_index=pass_index)
+    return dict(seed=seed, call=call, batch=batch, halves=halves, pass_index=pass_index,
+                row_calls=int(row_calls))
 
 
 def _c_array(a: Any, dt: Any) -> np.ndarray:

@@ -154,7 +154,7 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
                   last_touch: Optional[np.ndarray] = None,
                   pulse_counters: Optional[Tuple[np.ndarray, np.ndarray]] = None,
                   prefix: str = "update", num_threads: Optional[int] = None,
-                  in_place: bool = False) -> np.ndarray:
+                  in_place: bool = False, snapshots: Optional[tuple] = None) -> np.ndarray:
     """The weights after the pulsed update cycles of ``xs`` (batch, n) and ``ds`` (batch, m),
     cycle ``b`` taking call ``first_call + b``; the same result as the reference's cycle loop
     (``AnalogTile._pulsed_update``). ``w`` is not modified (unless ``in_place``, below).
@@ -164,6 +164,10 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
     (up, down), two (m, n) int64 arrays, accumulate the pulses sent. ``prefix`` names the
     streams (refsim.stages.pulses.PREFIXES). With ``in_place`` the weights are updated in ``w``
     itself when it is a C-contiguous, writable array of its dtype (else a copy, as without).
+    ``lr`` is one learning rate, or an array of one per cycle. ``snapshots`` = ``(slot, line,
+    out, columns)``: after cycle b with ``slot[b] >= 0``, line ``line[b]`` of the weights (a
+    column when ``columns``, else a row) is copied into row ``slot[b]`` of ``out`` (S, ℓ), a
+    C-contiguous array of the weights' dtype (refsim.stages.update.pulsed_cycles_reading).
     """
     if prefix not in _pulses.PREFIXES:
         raise ValueError(f"prefix: expected one of {_pulses.PREFIXES}, got {prefix!r}")
@@ -231,7 +235,13 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
         ax = np.ascontiguousarray(ax, dtype=np.float64)
         ad = np.ascontiguousarray(np.where(bl[:, None] > 0, ad, 0), dtype=np.float64)
     xneg = np.ascontiguousarray(xs < 0, dtype=np.uint8)
-    dneg = np.ascontiguousarray((ds < 0) != (lr < 0), dtype=np.uint8)
+    lr_neg = np.asarray(lr) < 0
+    if lr_neg.ndim:
+        if lr_neg.shape != (batch,):
+            raise ValueError(f"lr: expected one learning rate or one per cycle ({batch}), got "
+                             f"shape {lr_neg.shape}")
+        lr_neg = lr_neg[:, None]
+    dneg = np.ascontiguousarray((ds < 0) != lr_neg, dtype=np.uint8)
     dev = _device_arrays(params, cfg, dtype)
     for key in ("b_min", "b_max", "dw_up", "dw_down", "p_up", "p_down", "ref"):
         if dev[key] is not None and dev[key].shape != (m, n):
@@ -251,8 +261,21 @@ def pulsed_update(w: np.ndarray, xs: np.ndarray, ds: np.ndarray, lr: float, cfg:
         dev["ref"], dev["nodes_up"], dev["nodes_down"], table, _scalars(cfg),
         seed, _SIDS[_pulses.c2c_stream(prefix)], device_index * m * n, last_touch, counters[0],
         counters[1],
-        threads)
+        threads, *_snapshot_args(snapshots, dtype))
     return out
+
+
+def _snapshot_args(snapshots: Optional[tuple], dtype: np.dtype) -> tuple:
+    """The kernel's (snap_slot, snap_line, snap, snap_columns) from ``snapshots`` (checked
+    there against the shapes)."""
+    if snapshots is None:
+        return (None, None, None, True)
+    slot, line, out, columns = snapshots
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or not out.flags.c_contiguous or \
+            not out.flags.writeable or out.ndim != 2:
+        raise ValueError(f"snapshots: expected a writable C-contiguous 2-D {dtype} output array")
+    return (np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(line, dtype=np.int64),
+            out, bool(columns))
 
 
 def normal(seed: int, stream: str, call: int, shape: Any, *, start: int = 0, xp: Any = None,

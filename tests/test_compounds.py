@@ -103,6 +103,28 @@ def test_read_is_a_forward_pass_without_periphery_variation():
         ctx.read(w, eye, perfect, "forward")
 
 
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("mv_type", ["OnePass", "PosNegSeparate", "PosNegSeparateDigitalSum"])
+def test_read_each_equals_one_read_per_column(mv_type, backend):
+    """Context.read_each (spec/io.md §S8 row_calls): one pass whose rows are calls of their own
+    gives the reads of the columns one by one, and takes as many calls."""
+    if backend == "fast":
+        pytest.importorskip("refsim_fast.io")
+    io = C.IOParameters(mv_type=C.AnalogMVType(mv_type), out_noise=0.05, out_sto_round=True,
+                        w_noise=0.02, w_noise_type=C.WeightNoiseType.ADDITIVE_CONSTANT)
+    w = rng.uniform(1, "test.a", 0, (5, 4)) - 0.5
+    together, apart = _context(backend), _context(backend)
+    together.read(w, np.eye(4)[:1], io, "transfer")
+    apart.read(w, np.eye(4)[:1], io, "transfer")
+    got = together.read_each(w, io, "transfer")
+    want = np.stack([apart.read(w[:, j:j + 1], np.ones((1, 1)), io, "transfer")[0]
+                     for j in range(4)])
+    np.testing.assert_array_equal(got, want)
+    assert together.streams.calls == apart.streams.calls == {"io.transfer": 5}
+    assert not np.array_equal(got[0], together.read(w[:, :1], np.ones((1, 1)), io,
+                                                    "transfer")[0])  # a later call differs
+
+
 def test_sub_device_rejects_what_it_does_not_support():
     ctx = _context()
     with pytest.raises(C.ConfigError, match="device.x: expected a pulsed device"):

@@ -685,7 +685,7 @@ R_, N_, M_ = 3, 5, 4
 
 
 def _kernel_address(**kw):
-    a = dict(seed=1, call=2, batch=R_, halves=2, pass_index=0)
+    a = dict(seed=1, call=2, batch=R_, halves=2, pass_index=0, row_calls=0)
     a.update(kw)
     return a
 
@@ -786,6 +786,10 @@ IO_KERNEL_BAD = {
     "finalize_overflow": ("finalize", dict(address=_kernel_address(batch=2**61, pass_index=4)),
                           "index"),
     "finalize_negative_halves": ("finalize", dict(address=_kernel_address(halves=-2)), "address"),
+    "row_calls_past_the_last_call": ("finalize", dict(address=_kernel_address(
+        row_calls=1, call=2**64 - 2)), "exceeds"),
+    "row_calls_index_overflow": ("prepare", dict(address=_kernel_address(
+        row_calls=1, pass_index=2**62)), "index"),
 }
 
 

@@ -709,6 +709,55 @@ def test_collected_writes_and_sliced_reads_equal_the_plain_ones(kind, monkeypatc
     assert same(runs[0], runs[1]) and same(runs[0], runs[2])
 
 
+TWIN_IO = IOParameters(out_noise=0.05, out_res=0.01, w_noise=0.01,
+                       w_noise_type=WeightNoiseType.ADDITIVE_CONSTANT)
+TWIN_CASES = {
+    "chopped-columns": lambda: ChoppedTransferCompound(
+        unit_cell_devices=[_noisy(), _noisy()], in_chop_prob=0.3, in_chop_random=True,
+        out_chop_prob=0.4, auto_scale=True, fast_lr=0.5, transfer_lr=4.0, transfer_forward=TWIN_IO),
+    "chopped-rows-regular": lambda: ChoppedTransferCompound(
+        unit_cell_devices=[_noisy(), _noisy()], in_chop_prob=0.5, transfer_columns=False,
+        transfer_lr=4.0, forget_buffer=False, momentum=0.2, correct_gradient_magnitudes=True,
+        transfer_forward=IOParameters(mv_type=AnalogMVType.POS_NEG_SEPARATE, out_noise=0.02)),
+    "chopped-every-2-no-buffer": lambda: ChoppedTransferCompound(
+        unit_cell_devices=[_noisy(), _noisy()], in_chop_prob=0.2, transfer_every=2.0,
+        units_in_mbatch=False, no_buffer=True, transfer_lr=8.0, transfer_forward=TWIN_IO),
+    "chopped-exact-writes": lambda: ChoppedTransferCompound(
+        unit_cell_devices=[_noisy(), _noisy()], in_chop_prob=0.3, transfer_lr=4.0,
+        transfer_update=UpdateParameters(pulse_type=PulseType.NONE_WITH_DEVICE),
+        transfer_forward=TWIN_IO),
+    "agad": lambda: DynamicTransferCompound(
+        unit_cell_devices=[_noisy(), _noisy()], in_chop_prob=0.5, tail_weightening=0.3,
+        transfer_lr=4.0, in_chop_random=True, auto_scale=True, fast_lr=0.5,
+        transfer_forward=TWIN_IO),
+    "agad-rows-cap": lambda: DynamicTransferCompound(
+        unit_cell_devices=[_noisy(), _noisy()], in_chop_prob=0.34, tail_weightening=0.5,
+        transfer_columns=False, forget_buffer=False, buffer_cap=0.5, transfer_lr=4.0,
+        experimental_correct_accumulation=True, transfer_forward=TWIN_IO),
+}
+
+
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("case", sorted(TWIN_CASES))
+def test_batched_chopped_update_equals_row_by_row(case, backend):
+    """§T11: one batch of cycles on A with line copies, one read pass and the events absorbed
+    in runs of distinct lines = the row-by-row update (§T2), bit for bit, state and random
+    counters included; batches longer than the line count repeat lines within a call."""
+    if backend == "fast" and not FAST:
+        pytest.skip("refsim_fast is not built")
+    x, d = data(40, 4, 3, seed=11)
+    runs = []
+    for batched in (True, False):
+        tile = make(TWIN_CASES[case](), backend=backend, seed=6)
+        tile.compound.batched = batched
+        for lo, hi in ((0, 3), (3, 13), (13, 40)):
+            tile.update(x[lo:hi], d[lo:hi], 0.5)
+        tile.update(x[:5], d[:5], 0.0)
+        runs.append(snapshot(tile))
+    assert reads(tile) >= 20 and writes(tile) + abs(runs[0]["devices"][1]).sum() > 0
+    assert same(runs[0], runs[1])
+
+
 def test_reads_that_involve_every_input_are_not_sliced():
     assert T.sliceable(IOParameters())
     assert not T.sliceable(IOParameters(inp_noise=0.01))

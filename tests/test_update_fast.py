@@ -476,6 +476,24 @@ KERNEL_BAD = {
     # ranges: int32 pulse slots per row, random-number indices
     "row_slots": ({}, _bad(bl=np.array([1, 2**30], np.int32)), "int32"),
     "offset": ({}, _bad(offset=2**62), "offset"),
+    # line snapshots (spec/transfer.md §T11)
+    "snap_partial": ({}, _bad(snap_slot=np.zeros(2, np.int64)), "give all three"),
+    "snap_slot_short": ({}, _bad(snap_slot=np.zeros(1, np.int64), snap_line=np.zeros(2, np.int64),
+                                 snap=np.zeros((1, 3))), "snap_slot"),
+    "snap_slot_past_end": ({}, _bad(snap_slot=np.array([0, 1], np.int64),
+                                    snap_line=np.zeros(2, np.int64), snap=np.zeros((1, 3))),
+                           "snap_slot"),
+    "snap_slot_below": ({}, _bad(snap_slot=np.array([-2, 0], np.int64),
+                                 snap_line=np.zeros(2, np.int64), snap=np.zeros((1, 3))),
+                        "snap_slot"),
+    "snap_column_outside": ({}, _bad(snap_slot=np.array([0, -1], np.int64),
+                                     snap_line=np.array([4, 0], np.int64),
+                                     snap=np.zeros((1, 3))), "snap_line"),
+    "snap_row_outside": ({}, _bad(snap_slot=np.array([0, -1], np.int64),
+                                  snap_line=np.array([3, 0], np.int64), snap=np.zeros((1, 4)),
+                                  snap_columns=False), "snap_line"),
+    "snap_width": ({}, _bad(snap_slot=np.array([0, -1], np.int64),
+                            snap_line=np.zeros(2, np.int64), snap=np.zeros((1, 4))), "snap"),
 }
 
 
@@ -611,3 +629,40 @@ def test_any_layout_of_x_and_d_agrees_with_the_reference(layout, pulse_type):
     fast, _ = _run(cfg, "fast", w0, x, d, 0.1, np.float64)
     assert not np.array_equal(ref, w0)
     np.testing.assert_array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("columns", [True, False])
+def test_per_cycle_learning_rates_and_line_copies_equal_the_cycles_one_by_one(columns, fast):
+    """spec/pulses.md §U1: a batch with one learning rate per cycle (one negative, one 0) equals
+    its cycles sent one by one, and the line copies are the lines right after their cycles."""
+    import refsim_fast.update as fu
+    from refsim.stages import update as update_stage
+
+    m, n, batch = 7, 6, 8
+    cfg = C.SoftBoundsReferenceDevice()
+    up = C.UpdateParameters(desired_bl=5, update_bl_management=True, update_management=True)
+    params = device_stage.draw_device(np, cfg, (m, n), 1, 0, dtype=np.float32)
+    xs = (2 * rng.uniform(1, "test.a", 0, (batch, n)) - 1).astype(np.float32)
+    ds = (0.3 * rng.normal(1, "test.b", 0, (batch, m))).astype(np.float32)
+    lrs = [0.05 * (k + 1) for k in range(batch)]
+    lrs[2], lrs[5] = -0.1, 0.0
+    lines = [1, -1, 4, 4, -1, 0, 2, -1]
+    w0 = (0.2 * rng.uniform(1, "test.a", 1, (m, n)) - 0.1).astype(np.float32)
+    kw = dict(fast=fu if fast else None)
+    w, copies = update_stage.pulsed_cycles_reading(np, w0.copy(), xs, ds, lrs, cfg, up, params,
+                                                   4, 10, lines, columns=columns, **kw)
+    one, want = w0.copy(), []
+    for k in range(batch):
+        one, _, _ = update_stage.pulsed_cycles(np, one, xs[k:k + 1], ds[k:k + 1], lrs[k], cfg, up,
+                                               params, 4, 10 + k, **kw)
+        if lines[k] >= 0:
+            want.append((one[:, lines[k]] if columns else one[lines[k], :]).copy())
+    np.testing.assert_array_equal(w, one)
+    np.testing.assert_array_equal(copies, np.stack(want))
+    assert not np.array_equal(copies[1], copies[2])  # cycle 3 moved line 4
+    with pytest.raises(ValueError, match="lines"):
+        update_stage.pulsed_cycles_reading(np, w0, xs, ds, lrs, cfg, up, params, 4, 10,
+                                           [n + m] * batch, columns=columns, **kw)
+    with pytest.raises(ValueError, match="lr"):
+        update_stage.pulsed_cycles(np, w0, xs, ds, lrs[:3], cfg, up, params, 4, 10, **kw)

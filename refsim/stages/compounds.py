@@ -70,6 +70,23 @@ class Context:
                             nm_running=None, impl=self.fast_io)
         return y
 
+    def read_each(self, w: Any, io: IOParameters, direction: str) -> Any:
+        """The reads of ``w`` (m, R) column by column, as R calls of :meth:`read` with the one
+        column and the input ``[[1]]`` would give them (each drawing its own call of
+        ``io.<direction>``, in column order), in one pass of the IO stage (``Draws.row_calls``).
+        Row b of the (R, m) result is the read of column b."""
+        xp = self.xp
+        count = w.shape[1]
+        if direction not in ("transfer", "refresh"):
+            raise ValueError(f"direction: expected 'transfer' or 'refresh', got {direction!r}")
+        halves = 2 if io.mv_type in io_stage.POS_NEG else 1
+        draws = io_stage.Draws(self.seed, self.streams.next_calls(f"io.{direction}", count),
+                               direction, count, halves, row_calls=True)
+        eye = xp.eye(count, dtype=w.dtype, device=self.device)
+        y, _ = io_stage.mvm(xp, eye, w, io, io_stage.Periphery(), draws, backward=False,
+                            nm_running=None, impl=self.fast_io)
+        return y
+
     # pickle / copy.deepcopy of a tile: its modules (namespace, compiled kernels) by name
     _MODULE_FIELDS = ("xp", "fast_update", "fast_io")
 
@@ -139,6 +156,16 @@ class SubDevice:
             ctx.xp, self.w, xs, ds, lr, self.cfg, up, self.params, ctx.seed, first_call,
             device_index=self.index, fast=ctx.fast_update, prefix=prefix,
             granularity=granularity, in_place=True)
+
+    def pulse_reading(self, ctx: Context, xs: Any, ds: Any, lrs: Any, up: UpdateParameters,
+                      first_call: int, lines: Any, columns: bool) -> Any:
+        """:meth:`pulse` with one learning rate per cycle (``lrs``), returning the copies of
+        line ``lines[b]`` taken right after cycle b for each b with ``lines[b] >= 0`` (S, ℓ)
+        (refsim.stages.update.pulsed_cycles_reading)."""
+        self.w, snaps = update_stage.pulsed_cycles_reading(
+            ctx.xp, self.w, xs, ds, lrs, self.cfg, up, self.params, ctx.seed, first_call, lines,
+            columns=columns, device_index=self.index, fast=ctx.fast_update, in_place=True)
+        return snaps
 
     def decay(self, ctx: Context) -> None:
         if self.cfg.lifetime > 0.0:

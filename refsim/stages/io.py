@@ -129,6 +129,10 @@ class Draws:
     element k of width L) is number ``((p·B + b)·H + h)·L + k`` of call ``call`` of stream
     ``io.<direction>.<q>`` under ``seed``; ``B`` is the batch size and ``H`` is 2 for the pos/neg
     modes, 1 otherwise. A row that is not computed in a pass draws nothing.
+
+    With ``row_calls`` every batch row is a call of its own: row ``b`` draws number
+    ``(p·H + h)·L + k`` of call ``call + b``, the numbers of a one-row call ``call + b``; a batch
+    of one-row reads (a compound's transfer reads, spec/transfer.md) is then one call of the stage.
     """
 
     seed: int
@@ -136,13 +140,19 @@ class Draws:
     direction: str
     batch: int
     halves: int = 1
+    row_calls: bool = False
 
     def _words(self, xp: Any, quantity: str, pass_index: int, rows: Any, half: int,
                width: int) -> Any:
-        """(R, width) words: row r starts at number ((p·B + rows[r])·H + half)·width."""
+        """(R, width) words: row r starts at number ((p·B + rows[r])·H + half)·width (with
+        ``row_calls``: number (p·H + half)·width of call ``call + rows[r]``)."""
+        stream = f"io.{self.direction}.{quantity}"
+        if self.row_calls:
+            start = (pass_index * self.halves + half) * width
+            return rng.random_words_rows(self.seed, stream, self.call, rows * 0 + start, width,
+                                         xp=xp, calls=rows + self.call)
         starts = ((pass_index * self.batch + rows) * self.halves + half) * width
-        return rng.random_words_rows(self.seed, f"io.{self.direction}.{quantity}", self.call,
-                                     starts, width, xp=xp)
+        return rng.random_words_rows(self.seed, stream, self.call, starts, width, xp=xp)
 
     def normal(self, xp: Any, quantity: str, pass_index: int, rows: Any, width: int,
                dtype: Any, half: int = 0) -> Any:

@@ -73,53 +73,60 @@ def pulse_plan(lr: float, x_max: float, d_max: float, granularity: float,
     return PulsePlan(float(a[0]), float(b[0]), int(bl[0]))
 
 
-def pulse_plans(lr: float, x_max: Any, d_max: Any, granularity: float, up: UpdateParameters,
+def pulse_plans(lr: Any, x_max: Any, d_max: Any, granularity: float, up: UpdateParameters,
                 dtype: Any = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A, B (numpy, in ``dtype``) and BL (int32) of a batch of cycles with the abs-maxima
     ``x_max``, ``d_max`` (one per cycle), every cycle as :func:`pulse_plan` computes it: the same
-    operations element-wise, so the same numbers (spec/pulses.md §U2). A cycle whose plan is
-    undefined (§U2.4) raises the ValueError of the first such cycle."""
+    operations element-wise, so the same numbers (spec/pulses.md §U2). ``lr`` is one learning
+    rate for every cycle or one per cycle. A cycle whose plan is undefined (§U2.4) raises the
+    ValueError of the first such cycle."""
     R = real(dtype)
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        return _plans(R, R(abs(lr)), np.asarray(x_max, dtype=R), np.asarray(d_max, dtype=R),
-                      R(granularity), up)
+        x_max, d_max = np.asarray(x_max, dtype=R), np.asarray(d_max, dtype=R)
+        eta = np.abs(np.asarray(lr, dtype=R))
+        if eta.ndim and eta.shape != x_max.shape:
+            raise ValueError(f"lr: expected one learning rate or one per cycle "
+                             f"({x_max.shape[0]}), got shape {eta.shape}")
+        return _plans(R, np.broadcast_to(eta, x_max.shape), x_max, d_max, R(granularity), up)
 
 
-def _plans(R: type, eta: Any, x_max: np.ndarray, d_max: np.ndarray, g: Any,
+def _plans(R: type, eta: np.ndarray, x_max: np.ndarray, d_max: np.ndarray, g: Any,
            up: UpdateParameters) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The plans of :func:`pulse_plans` for the per-cycle learning rates ``eta`` (>= 0)."""
     count = x_max.shape[0]
     bl_max = up.desired_bl
-
-    def plans(a: Any, b: Any, bl: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (np.broadcast_to(np.asarray(a, dtype=R), (count,)).copy(),
-                np.broadcast_to(np.asarray(b, dtype=R), (count,)).copy(),
-                np.broadcast_to(np.asarray(bl, dtype=np.int32), (count,)).copy())
-
-    if eta == 0:
-        return plans(0, 0, 0)
-    if not np.isfinite(eta / g):  # §U2.4
-        raise ValueError(f"lr: abs(lr)/granularity = {float(eta)!r}/{float(g)!r} overflows "
+    still = eta == 0  # a cycle with lr 0 sends nothing: A = B = 0, BL 0
+    ratio = eta / g
+    bad = ~still & ~np.isfinite(ratio)
+    if bad.any():  # §U2.4
+        r = int(np.argmax(bad))
+        raise ValueError(f"lr: abs(lr)/granularity = {float(eta[r])!r}/{float(g)!r} overflows "
                          f"{dtype_name(R)}; the pulse trains are undefined (spec/pulses.md §U2.4)")
     blm = up.update_bl_management
     managed = up.update_management or blm  # BL management implies update management
-    if up.fixed_bl or blm or not g * R(bl_max) < eta:
-        bl0 = bl_max
-        a0 = np.sqrt(eta / (g * R(bl0)))
-    else:
-        bl0 = max(int(np.ceil(eta / g)), 1)
-        a0 = R(1)
-    if bl0 > MAX_BL:
-        raise ValueError(f"update: a pulse train of {bl0} slots exceeds MAX_BL = {MAX_BL} "
-                         f"(desired_bl = {bl_max}, abs(lr)/granularity = {float(eta / g)!r})")
+    full = np.full(count, bool(up.fixed_bl or blm)) | ~(g * R(bl_max) < eta)
+    bl0 = np.where(full | still, bl_max, np.maximum(np.ceil(np.where(full, 0, ratio)), 1))
+    if (bl0 > MAX_BL).any():
+        r = int(np.argmax(bl0 > MAX_BL))
+        raise ValueError(f"update: a pulse train of {int(bl0[r])} slots exceeds MAX_BL = {MAX_BL} "
+                         f"(desired_bl = {bl_max}, abs(lr)/granularity = {float(ratio[r])!r})")
+    bl0 = bl0.astype(np.int64)
+    a0 = np.where(full, np.sqrt(eta / (g * R(bl_max))), R(1)).astype(R)
+
+    def finish(a: Any, b: Any, bl: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        zero = np.zeros((), dtype=R)
+        return (np.where(still, zero, a).astype(R), np.where(still, zero, b).astype(R),
+                np.where(still, 0, bl).astype(np.int32))
+
     if not managed:
-        return plans(a0, a0, bl0)
+        return finish(a0, a0, bl0)
     # update management, per cycle; cycles without x or d send nothing (bl 0, A = B = a0)
-    live = (x_max > 0) & (d_max > 0)
+    live = (x_max > 0) & (d_max > 0) & ~still
     d_v = R(up.um_grad_scale) * d_max
     k = eta * x_max * d_v / g
     bad_k = live & ~np.isfinite(k)
     bl = np.where(live, bl0, 0)
-    a = np.full(count, a0, dtype=R)
+    a = a0
     if blm:
         bl = np.where(live & ~bad_k, np.minimum(np.ceil(np.where(bad_k, 0, k)), bl_max), 0)
         bl = bl.astype(np.int64)
@@ -132,16 +139,15 @@ def _plans(R: type, eta: Any, x_max: np.ndarray, d_max: np.ndarray, g: Any,
     if bad.any():
         r = int(np.argmax(bad))
         if bad_k[r]:
-            raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = {float(eta)!r}·"
-                             f"{float(x_max[r])!r}·{up.um_grad_scale!r}·{float(d_max[r])!r}/"
-                             f"{float(g)!r} overflows {dtype_name(R)} (spec/pulses.md §U2.4)")
+            raise ValueError(f"x, d, lr: abs(lr)·max|x|·um_grad_scale·max|d|/g = "
+                             f"{float(eta[r])!r}·{float(x_max[r])!r}·{up.um_grad_scale!r}·"
+                             f"{float(d_max[r])!r}/{float(g)!r} overflows {dtype_name(R)} "
+                             f"(spec/pulses.md §U2.4)")
         raise ValueError(f"x, d: max|x| = {float(x_max[r])!r} and max|d| = {float(d_max[r])!r} "
                          f"are too far apart: the update-management scales A = "
                          f"{float(a_m[r])!r}, B = {float(b_m[r])!r} leave {dtype_name(R)} "
                          f"(spec/pulses.md §U2.4); rescale x or d")
-    a_out = np.where(sending, a_m, a0).astype(R)
-    b_out = np.where(sending, b_m, a0).astype(R)
-    return a_out, b_out, bl.astype(np.int32)
+    return finish(np.where(sending, a_m, a0), np.where(sending, b_m, a0), bl)
 
 
 def probabilities(xp: Any, values: Any, scale: float, step: float, uniforms: Any = None) -> Any:

@@ -266,6 +266,16 @@ class TransferCompound(Compound):
     # -- transfers -----------------------------------------------------------------------------
     def _transfer(self, k: int, eta: float, count_lr: float) -> None:
         """One transfer event out of D_k (after the update row that made it due)."""
+        lines = self._select_lines(k)
+        lr = self._transfer_lr(k, eta)
+        if lr == 0.0:
+            return
+        self._flush(k)
+        self._read_and_write(k, lines, lr, count_lr)
+
+    def _select_lines(self, k: int) -> List[int]:
+        """The lines of the next event out of D_k (pointer or random start, §T3); advances the
+        pointer."""
         ctx = self.ctx
         if self.cell.random_selection:
             call = ctx.streams.next_call("compound.column")
@@ -274,13 +284,8 @@ class TransferCompound(Compound):
             start = min(int(math.floor(u * self.L)), self.L - 1)
         else:
             start = self.pointers[k]
-        lines = [(start + b) % self.L for b in range(self.n_reads)]
         self.pointers[k] = (start + self.n_reads) % self.L
-        lr = self._transfer_lr(k, eta)
-        if lr == 0.0:
-            return
-        self._flush(k)
-        self._read_and_write(k, lines, lr, count_lr)
+        return [(start + b) % self.L for b in range(self.n_reads)]
 
     def _read_and_write(self, k: int, lines: List[int], lr: float, count_lr: float) -> None:
         """TTv1: read the lines of D_k, optionally reset them, add lr·(read) to D_{k+1}."""
@@ -321,6 +326,24 @@ class TransferCompound(Compound):
             a[:, c] = values
         else:
             a[c, :] = values
+
+    def _lines(self, a: Any, lines: List[int]) -> Any:
+        """(R, ℓ): copies of the given lines of ``a``, row b = line lines[b]."""
+        xp = self.ctx.xp
+        idx = xp.asarray(lines, dtype=xp.int64, device=self.ctx.device)
+        return xp.matrix_transpose(xp.take(a, idx, axis=1)) if self.cols else \
+            xp.take(a, idx, axis=0)
+
+    def _set_lines(self, a: Any, lines: List[int], values: Any) -> None:
+        """Line lines[b] of ``a`` ← row b of ``values`` (distinct lines; a run of consecutive
+        lines is one slice assignment)."""
+        for lo, hi in _consecutive_runs(lines):
+            part = values[lo:hi, ...]
+            first, last = lines[lo], lines[hi - 1] + 1
+            if self.cols:
+                a[:, first:last] = self.ctx.xp.matrix_transpose(part)
+            else:
+                a[first:last, :] = part
 
     def _onehots(self, lines: List[int]) -> Any:
         """(r, L) rows e_c of the given lines, in the tile's dtype."""
@@ -488,6 +511,9 @@ class ChoppedTransferCompound(TransferCompound):
 
     n_devices = 2
     gamma_ratio = True
+    #: run an update call as one batch of cycles on A with line copies (§T11); False: row by
+    #: row (the slow twin: the same numbers, tested)
+    batched = True
 
     def __init__(self, ctx: Context, rpu_config: Any) -> None:
         super().__init__(ctx, rpu_config)
@@ -585,22 +611,56 @@ class ChoppedTransferCompound(TransferCompound):
             h = xp.where(cross, h - (1.0 - min(max(cell.momentum, 0.0), 1.0)) * n, h)
         return n, h, cross
 
-    def _read_and_write(self, k: int, lines: List[int], lr: float, count_lr: float) -> None:
-        xp, cell = self.ctx.xp, self.cell
-        c = lines[0]
-        v = self._read(0, [c])[0, :]
-        lam = self._lr_scale(lr, count_lr)
-        sign = self.chop_elem * self.chop_line[c]
-        old = xp.zeros_like(v) if cell.no_buffer else self._line(self.buffer, c)
-        n, h, cross = self._threshold(old + sign * (v * lam))
-        self._set_line(self.buffer, c, h)
-        if bool(xp.any(cross)):
-            self._write(1, [c], xp.reshape(-n, (1, -1)), cell.step * self.g[1])
-        self._chop(c)
+    # -- the update call: one batch of cycles on A, then the events' reads (§T11) ----------------
+    def update(self, xs: Any, ds: Any, lr: float) -> None:
+        """§T2 with every row's pulses on A in one batch of cycles: the events' lines are copied
+        from A right after the rows that make them due, read in one pass, and absorbed in order
+        (§T11). Needs a sliceable transfer_forward (else, and with ``batched`` False: row by
+        row, the same numbers)."""
+        if not (self.batched and self.sliced):
+            super().update(xs, ds, lr)
+            return
+        ctx, xp = self.ctx, self.ctx.xp
+        batch = xs.shape[0]
+        first = ctx.streams.next_calls("update", batch)
+        if batch == 0 or lr == 0.0:
+            return
+        period = self._period(0, batch)
+        row_lrs = self._row_lrs(xs, ds, lr)
+        tlr = self._transfer_lr(0, lr)
+        chi_x, chi_d, events = [], [], []
+        for r in range(batch):  # the schedule: counters, lines and chopper signs (no data)
+            cx, cd = self._choppers()
+            chi_x.append(cx)
+            chi_d.append(cd)
+            self.counter += 1
+            if period > 0 and self.counter % period == 0:
+                c = self._select_lines(0)[0]
+                if tlr != 0.0:
+                    events.append(self._event(r, c, row_lrs[r]))
+        lines = [-1] * batch
+        for ev in events:
+            lines[ev.row] = ev.line
+        snaps = self.devs[0].pulse_reading(ctx, xs * xp.stack(chi_x), ds * xp.stack(chi_d),
+                                           row_lrs, self.up, first, lines, self.cols)
+        if events:
+            reads = ctx.read_each(xp.matrix_transpose(snaps), self.io, "transfer")
+            for lo, hi in _distinct_runs([ev.line for ev in events]):
+                self._absorb(events[lo:hi], reads[lo:hi, ...], tlr)
+        for j in sorted(self.pending):
+            self._flush(j)
 
-    def _chop(self, c: int) -> None:
-        """Chopper flips after the read of line c; the sweep counter after the last line."""
+    def _read_and_write(self, k: int, lines: List[int], lr: float, count_lr: float) -> None:
+        """One event, row by row (§T6): its schedule part, the read of line c, the absorption."""
+        ev = self._event(-1, lines[0], count_lr)
+        self._absorb([ev], self._read(0, [lines[0]]), lr)
+
+    def _event(self, row: int, c: int, count_lr: float) -> "_Event":
+        """The data-free part of an event on line c (§T6 steps 5–6): its chopper sign, then the
+        chopper flips and the sweep counter. Flips replace the chopper arrays (copies), so that
+        signs taken before stay as they were."""
         ctx, xp, cell = self.ctx, self.ctx.xp, self.cell
+        ev = _Event(row, c, count_lr, self.chop_elem * self.chop_line[c], self.sweep)
         if cell.in_chop_prob > 0.0:
             if cell.in_chop_random:
                 call = ctx.streams.next_call("compound.chop_in")
@@ -609,7 +669,7 @@ class ChoppedTransferCompound(TransferCompound):
             else:
                 flip = (self.sweep % self.n_chop) + 1 == self.n_chop
             if flip:
-                self.chop_line[c] = -self.chop_line[c]
+                self.chop_line = _flipped(xp, self.chop_line, c)
         if c == self.L - 1:
             if cell.out_chop_prob > 0.0:
                 call = ctx.streams.next_call("compound.chop_out")
@@ -618,6 +678,34 @@ class ChoppedTransferCompound(TransferCompound):
                 self.chop_elem = xp.where(u < cell.out_chop_prob, -self.chop_elem,
                                           self.chop_elem)
             self.sweep += 1
+        return ev
+
+    def _absorb(self, events: List["_Event"], v: Any, lr: float) -> None:
+        """§T6 steps 2–4 for events on distinct lines, in order, with their reads v (R, ℓ)."""
+        xp, cell = self.ctx.xp, self.cell
+        lines = [ev.line for ev in events]
+        lam = self._column([self._lr_scale(lr, ev.count_lr) for ev in events])
+        sign = xp.stack([ev.sign for ev in events])
+        old = xp.zeros_like(v) if cell.no_buffer else self._lines(self.buffer, lines)
+        n, h, cross = self._threshold(old + sign * (v * lam))
+        self._set_lines(self.buffer, lines, h)
+        self._write_crossed(lines, n, xp.any(cross, axis=1))
+
+    def _column(self, values: List[float]) -> Any:
+        """(R, 1) in the tile's dtype: per-event scalars, rounded as a Python float is in an
+        array expression of that dtype."""
+        xp = self.ctx.xp
+        return xp.reshape(xp.asarray(values, dtype=self.ctx.dtype, device=self.ctx.device),
+                          (-1, 1))
+
+    def _write_crossed(self, lines: List[int], n: Any, crossed: Any) -> None:
+        """Write −n[b] to line lines[b] of C for the events b with ``crossed[b]``, in order."""
+        xp = self.ctx.xp
+        rows = [b for b, hit in enumerate(_bools(xp, crossed)) if hit]
+        if rows:
+            idx = xp.asarray(rows, dtype=xp.int64, device=self.ctx.device)
+            self._write(1, [lines[b] for b in rows], -xp.take(n, idx, axis=0),
+                        self.cell.step * self.g[1])
 
     def state_dict(self) -> Dict[str, Any]:
         xp = self.ctx.xp
@@ -649,6 +737,57 @@ class ChoppedTransferCompound(TransferCompound):
         return a
 
 
+@dataclasses.dataclass
+class _Event:
+    """The data-free facts of one chopped transfer event (§T11): the update row that made it
+    due (−1 row by row), its line, that row's pulse-count learning rate, the chopper sign
+    χ_line,c·χ_elem at the event, the sweep counter s, and for AGAD q and σ_c."""
+
+    row: int
+    line: int
+    count_lr: float
+    sign: Any
+    sweep: int
+    q: int = 0
+    switched: bool = False
+
+
+def _flipped(xp: Any, signs: Any, c: int) -> Any:
+    """A copy of ``signs`` with entry c negated."""
+    out = xp.asarray(signs, copy=True)
+    out[c] = -out[c]
+    return out
+
+
+def _bools(xp: Any, a: Any) -> List[bool]:
+    """A 1-d boolean array as a list of Python bools."""
+    return [bool(v) for v in io_stage._to_list(xp, a)]
+
+
+def _distinct_runs(lines: List[int]) -> List[Tuple[int, int]]:
+    """[lo, hi) ranges splitting ``lines`` in order into maximal runs without a repeated line
+    (events on distinct lines are independent: each touches only its own line)."""
+    runs, lo, seen = [], 0, set()
+    for b, c in enumerate(lines):
+        if c in seen:
+            runs.append((lo, b))
+            lo, seen = b, set()
+        seen.add(c)
+    if lines:
+        runs.append((lo, len(lines)))
+    return runs
+
+
+def _consecutive_runs(lines: List[int]) -> List[Tuple[int, int]]:
+    """[lo, hi) ranges of ``lines`` whose entries are consecutive increasing integers."""
+    runs, lo = [], 0
+    for b in range(1, len(lines) + 1):
+        if b == len(lines) or lines[b] != lines[b - 1] + 1:
+            runs.append((lo, b))
+            lo = b
+    return runs
+
+
 def _running_max(m: float, value: float, tau: float) -> float:
     """aihwkit's updateAutoScale: the first positive value initialises, zeros are skipped."""
     if m <= 0.0:
@@ -673,30 +812,14 @@ class DynamicTransferCompound(ChoppedTransferCompound):
         self.past = xp.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
         self.switched = xp.zeros((self.L,), dtype=xp.bool, device=ctx.device)
 
-    def _read_and_write(self, k: int, lines: List[int], lr: float, count_lr: float) -> None:
+    def _event(self, row: int, c: int, count_lr: float) -> "_Event":
+        """§T7 steps 2 (the flag), 7 and 8, without data: the sign, q and σ_c of the event."""
         ctx, xp, cell = self.ctx, self.ctx.xp, self.cell
-        c = lines[0]
-        v = self._read(0, [c])[0, :]
         big_n = self.n_chop
         q = (self.sweep % big_n) + 1
-        mu = min(cell.tail_weightening / big_n, 1.0)
-        was_switched = bool(self.switched[c])
+        ev = _Event(row, c, count_lr, self.chop_elem * self.chop_line[c], self.sweep, q,
+                    bool(self.switched[c]))
         self.switched[c] = False
-        lam = self._lr_scale(lr, count_lr)
-        if cell.experimental_correct_accumulation:
-            lam /= min(float(q), 1.0 / self.g[0])
-        if was_switched:
-            self._set_line(self.past, c, self._line(self.mean, c))
-        sign = self.chop_elem * self.chop_line[c]
-        h = self._line(self.buffer, c) + (sign * (v - self._line(self.past, c))) * lam
-        n, h, cross = self._threshold(h)
-        cap = float(self.tu.desired_bl) * cell.buffer_cap
-        if not cell.forget_buffer and cap > 0.0:
-            h = xp.where(cross, xp.clip(h, min=-cap, max=cap), h)
-        self._set_line(self.buffer, c, h)
-        self._set_line(self.mean, c, self._line(self.mean, c) * (1.0 - mu) + v * mu)
-        if bool(xp.any(cross)) and self.sweep > big_n:
-            self._write(1, [c], xp.reshape(-n, (1, -1)), cell.step * self.g[1])
         switch = q == big_n
         if cell.in_chop_random:
             call = ctx.streams.next_call("compound.chop_in")
@@ -704,10 +827,40 @@ class DynamicTransferCompound(ChoppedTransferCompound):
                                        device=ctx.device)[0]) < cell.in_chop_prob:
                 switch = True
         if switch:
-            self.chop_line[c] = -self.chop_line[c]
+            self.chop_line = _flipped(xp, self.chop_line, c)
             self.switched[c] = True
         if c == self.L - 1:
             self.sweep += 1
+        return ev
+
+    def _absorb(self, events: List["_Event"], v: Any, lr: float) -> None:
+        """§T7 steps 2–6 for events on distinct lines, in order, with their reads v (R, ℓ)."""
+        xp, cell = self.ctx.xp, self.cell
+        big_n = self.n_chop
+        mu = min(cell.tail_weightening / big_n, 1.0)
+        lines = [ev.line for ev in events]
+        lams = []
+        for ev in events:
+            lam = self._lr_scale(lr, ev.count_lr)
+            if cell.experimental_correct_accumulation:
+                lam /= min(float(ev.q), 1.0 / self.g[0])
+            lams.append(lam)
+        switched = xp.reshape(xp.asarray([ev.switched for ev in events], dtype=xp.bool,
+                                         device=self.ctx.device), (-1, 1))
+        mean = self._lines(self.mean, lines)
+        past = xp.where(switched, mean, self._lines(self.past, lines))
+        sign = xp.stack([ev.sign for ev in events])
+        h = self._lines(self.buffer, lines) + (sign * (v - past)) * self._column(lams)
+        n, h, cross = self._threshold(h)
+        cap = float(self.tu.desired_bl) * cell.buffer_cap
+        if not cell.forget_buffer and cap > 0.0:
+            h = xp.where(cross, xp.clip(h, min=-cap, max=cap), h)
+        self._set_lines(self.buffer, lines, h)
+        self._set_lines(self.past, lines, past)
+        self._set_lines(self.mean, lines, mean * (1.0 - mu) + v * mu)
+        warm = xp.asarray([ev.sweep > big_n for ev in events], dtype=xp.bool,
+                          device=self.ctx.device)
+        self._write_crossed(lines, n, xp.any(cross, axis=1) & warm)
 
     def state_dict(self) -> Dict[str, Any]:
         xp = self.ctx.xp
