@@ -66,9 +66,10 @@ typedef struct {
 #define REFSIM_MULTIVERSION
 #endif
 
-/* Scratch of one row kernel call: 3 n int32 (indices, counts, prefix sums of the counts), then
- * `words_cap` c2c words, then 2 words_cap normals of `real_size` bytes (8-byte aligned). */
-static inline size_t refsim_scratch_words_at(int64_t n) { return (size_t)(3 * n) * 4u; }
+/* Scratch of one row kernel call: 4 n int32 (indices, counts, prefix sums of the counts,
+ * directions), then `words_cap` c2c words, then 2 words_cap normals of `real_size` bytes (8-byte
+ * aligned). */
+static inline size_t refsim_scratch_words_at(int64_t n) { return (size_t)(4 * n) * 4u; }
 static inline size_t refsim_scratch_normals_at(int64_t n, int64_t words_cap) {
     return (refsim_scratch_words_at(n) + (size_t)words_cap * 4u + 7u) & ~(size_t)7u;
 }
@@ -99,13 +100,16 @@ static REFSIM_INLINE int32_t refsim_count(double v, int64_t bl) {
     return (int32_t)rint(v);
 }
 
-/* Append element j with count q (> 0) to the compacted list (written always, kept when q > 0:
- * no branch); pre receives the running total of the counts before it. */
-static REFSIM_INLINE void refsim_push(int32_t *idx, int32_t *cnt, int32_t *pre, int64_t *nnz,
-                                      int64_t *total, int64_t j, int32_t q) {
+/* Append element j with count q (> 0) and direction up (1: up pulses) to the compacted list
+ * (written always, kept when q > 0: no branch); pre receives the running total of the counts
+ * before it. */
+static REFSIM_INLINE void refsim_push(int32_t *idx, int32_t *cnt, int32_t *pre, int32_t *dir,
+                                      int64_t *nnz, int64_t *total, int64_t j, int32_t q,
+                                      int32_t up) {
     idx[*nnz] = (int32_t)j;
     cnt[*nnz] = q;
     pre[*nnz] = (int32_t)*total;
+    dir[*nnz] = up;
     *total += q;
     *nnz += q > 0;
 }

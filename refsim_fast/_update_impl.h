@@ -149,12 +149,13 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step)(const CTX *c, int model, int64_t 
     }
 }
 
-/* `count` pulses (up or down) on element k in a cycle: pulse t has the 16-bit normal xi[t] of
- * stream device.c2c, and each pulse is followed by the clamp to [b_min, b_max] (devices.py
- * `apply_pulses`). `model` is a constant where this is inlined, so each device gets its own
- * loop. */
+/* Pulses t0 .. count-1 (up or down) on element k in a cycle: pulse t has the 16-bit normal
+ * xi[t] of stream device.c2c, and each pulse is followed by the clamp to [b_min, b_max]
+ * (devices.py `apply_pulses`). `model` is a constant where this is inlined, so each device gets
+ * its own loop. */
 static REFSIM_INLINE void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int model, int64_t k,
-                                                           int64_t count, int up, const T *xi) {
+                                                           int64_t t0, int64_t count, int up,
+                                                           const T *xi) {
     T lo = c->b_min[k], hi = c->b_max[k];
     if (model == REFSIM_EXP || model == REFSIM_POW) {
         if (!(hi - lo > (T)0)) return; /* frozen without range: no pulse, no clamp */
@@ -162,7 +163,7 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int mod
     /* a reference device pulses u = w + ref and stores u − ref, at every pulse (aihwkit's order:
      * the sum and the difference round in T each time) */
     T w = c->w[k];
-    for (int64_t t = 0; t < count; ++t) {
+    for (int64_t t = t0; t < count; ++t) {
         T u = c->ref ? w + c->ref[k] : w;
         T v = REFSIM_SUF(refsim_step)(c, model, k, u, up, c->noisy ? xi[t] : (T)0);
         v = v < lo ? lo : v;  /* xp.clip of array-api-compat: below lo -> lo, then above hi -> hi */
@@ -172,15 +173,112 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_pulse_element)(const CTX *c, int mod
     c->w[k] = w;
 }
 
-/* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt, c2c normals from
- * xi[pre[e]] on), one loop per model. */
+/* refsim_step for the rules without libm calls, written with unconditional loads and selects
+ * (both directions computed, one kept) so that a loop over elements has no control flow: the
+ * same operations, in the same order and type, as refsim_step's branch for the direction. */
+static REFSIM_INLINE T REFSIM_SUF(refsim_step_select)(const CTX *c, int model, int64_t k, T w,
+                                                     int up, T xi) {
+    T noise = c->noisy ? (T)1 + c->sigma * xi : (T)1;
+    T dw_up = c->dw_up[k], dw_down = c->dw_down[k];
+    if (model == REFSIM_CONSTANT) {
+        T step = (up ? dw_up : dw_down) * noise;
+        return w + (up ? step : -step);
+    }
+    if (model == REFSIM_LINEAR) {
+        T p_up = c->p_up[k], p_down = c->p_down[k];
+        T w_up = c->mult_noise ? w + (p_up * w + dw_up) * noise : w + p_up * w + dw_up * noise;
+        T w_down = c->mult_noise ? w - (p_down * w + dw_down) * noise
+                                 : w - (p_down * w + dw_down * noise);
+        return up ? w_up : w_down;
+    }
+    /* REFSIM_SOFT_REFERENCE */
+    T bound = up ? c->b_max[k] : c->b_min[k];
+    int inside = up ? bound > (T)0 : bound < (T)0;
+    T f = (T)1 - w / (inside ? bound : (T)1);
+    f = inside ? f : (T)1;
+    T dw = up ? dw_up : dw_down;
+    T step = c->mult_noise ? dw * f * noise : dw * (f + (c->noisy ? c->sigma * xi : (T)0));
+    return w + (up ? step : -step);
+}
+
+/* The first pulse of every listed element of row i (elements are distinct, so the loop has no
+ * dependence between iterations and is vectorized with gathers and scatters where the CPU has
+ * them): the same operations per element as refsim_pulse_element's pulse 0. REF and NOISY are
+ * constants where this is expanded. Models without exp/pow only (a vectorized libm call could
+ * round differently). */
+#define REFSIM_FIRST_PULSES(MODEL, REF, NOISY)                                                  \
+    _Pragma("omp simd")                                                                      \
+    for (int64_t e = 0; e < nnz; ++e) {                                                      \
+        int64_t k = base + idx[e];                                                           \
+        T lo = b_min[k], hi = b_max[k];                                                      \
+        T u = REF ? w[k] + ref[k] : w[k];                                                    \
+        T v = REFSIM_SUF(refsim_step_select)(c, MODEL, k, u, dir[e],                         \
+                                             NOISY ? xi[pre[e]] : (T)0);                     \
+        v = v < lo ? lo : v;                                                                 \
+        v = v > hi ? hi : v;                                                                 \
+        w[k] = REF ? v - ref[k] : v;                                                         \
+    }
+
+#define REFSIM_FIRST_PULSES_OF(MODEL)                                                           \
+    if (ref) {                                                                               \
+        if (c->noisy) { REFSIM_FIRST_PULSES(MODEL, 1, 1) } else { REFSIM_FIRST_PULSES(MODEL, 1, 0) } \
+    } else {                                                                                 \
+        if (c->noisy) { REFSIM_FIRST_PULSES(MODEL, 0, 1) } else { REFSIM_FIRST_PULSES(MODEL, 0, 0) } \
+    }
+
+static REFSIM_INLINE void REFSIM_SUF(refsim_first_pulses_body)(const CTX *c, int64_t base,
+                                                              int64_t nnz, const int32_t *idx,
+                                                              const int32_t *pre,
+                                                              const int32_t *dir, const T *xi) {
+    T *restrict w = c->w;
+    const T *restrict b_min = c->b_min, *restrict b_max = c->b_max, *restrict ref = c->ref;
+    switch (c->model) {
+    case REFSIM_CONSTANT: REFSIM_FIRST_PULSES_OF(REFSIM_CONSTANT) break;
+    case REFSIM_LINEAR: REFSIM_FIRST_PULSES_OF(REFSIM_LINEAR) break;
+    default: REFSIM_FIRST_PULSES_OF(REFSIM_SOFT_REFERENCE) break;
+    }
+}
+
+#if REFSIM_HAVE_AVX512_COPY
+__attribute__((target("avx512f"))) static void REFSIM_SUF(refsim_first_pulses_avx512)(
+    const CTX *c, int64_t base, int64_t nnz, const int32_t *idx, const int32_t *pre,
+    const int32_t *dir, const T *xi) {
+    REFSIM_SUF(refsim_first_pulses_body)(c, base, nnz, idx, pre, dir, xi);
+}
+#endif
+
+static void REFSIM_SUF(refsim_first_pulses)(const CTX *c, int64_t base, int64_t nnz,
+                                            const int32_t *idx, const int32_t *pre,
+                                            const int32_t *dir, const T *xi) {
+#if REFSIM_HAVE_AVX512_COPY
+    if (refsim_has_avx512) {
+        REFSIM_SUF(refsim_first_pulses_avx512)(c, base, nnz, idx, pre, dir, xi);
+        return;
+    }
+#endif
+    REFSIM_SUF(refsim_first_pulses_body)(c, base, nnz, idx, pre, dir, xi);
+}
+
+/* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt, directions dir, c2c
+ * normals from xi[pre[e]] on). ConstantStep, the linear family and SoftBoundsReference: the
+ * first pulse of every element in one vectorized loop, then the further pulses element by
+ * element (each element's pulses stay in order, and elements are independent: the same result
+ * as all pulses of one element after the other); the other rules element by element. */
 static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, const int32_t *idx,
                                         const int32_t *cnt, const int32_t *pre,
-                                        const uint8_t *xneg, uint8_t dneg, const T *xi) {
+                                        const int32_t *dir, const T *xi) {
+    int64_t base = i * c->n;
+    int64_t t0 = 0;
+    if (c->model == REFSIM_CONSTANT || c->model == REFSIM_LINEAR ||
+        c->model == REFSIM_SOFT_REFERENCE) {
+        REFSIM_SUF(refsim_first_pulses)(c, base, nnz, idx, pre, dir, xi);
+        t0 = 1;
+    }
 #define REFSIM_APPLY(MODEL)                                                                    \
     for (int64_t e = 0; e < nnz; ++e)                                                          \
-        REFSIM_SUF(refsim_pulse_element)(c, MODEL, i * c->n + idx[e], cnt[e],                  \
-                                         xneg[idx[e]] != dneg, xi + pre[e]);                   \
+        if (cnt[e] > t0)                                                                       \
+            REFSIM_SUF(refsim_pulse_element)(c, MODEL, base + idx[e], t0, cnt[e], dir[e],      \
+                                             xi + pre[e]);                                     \
     break;
     switch (c->model) {
     case REFSIM_CONSTANT: REFSIM_APPLY(REFSIM_CONSTANT)
@@ -196,7 +294,7 @@ static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, c
 /* Cycle b on row i (see refsim_update_row for the scratch and the memory-safety conditions). */
 static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t i, int64_t b,
                                                          int32_t *idx, int32_t *cnt, int32_t *pre,
-                                                         uint32_t *words, T *xi) {
+                                                         int32_t *dir, uint32_t *words, T *xi) {
     int64_t n = c->n, nw = c->nw;
     int64_t bl = c->bl[b];
     if (bl <= 0) return;
@@ -207,6 +305,7 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
     const int32_t *act = c->active + b * n;
     int64_t n_act = c->n_active[b];
     int64_t nnz = 0, total = 0;
+    uint8_t dneg = c->dneg[b * c->m + i];
     if (c->mode == REFSIM_TRAINS) {
         const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
         const uint64_t *xw = c->xbits + b * n * nw;
@@ -217,7 +316,8 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
             for (int64_t r = 1; r < nw; ++r) q += refsim_popcount(dw[r] & xw[j * nw + r]);
             /* at most bl (bits past slot bl are never set by refsim_trains; clamped all the
                same, so that the row's pulses always fit its scratch) */
-            refsim_push(idx, cnt, pre, &nnz, &total, j, (int32_t)(q < bl ? q : bl));
+            refsim_push(idx, cnt, pre, dir, &nnz, &total, j, (int32_t)(q < bl ? q : bl),
+                        xneg[j] != dneg);
         }
     } else {
         double adi = c->ad[b * c->m + i];
@@ -230,7 +330,8 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
                and for NaN, the count saturates anyway (and the cast could overflow) */
             double v = adi * ax[j];
             if (v > -(double)bl && v < (double)bl) v = (double)(T)v;
-            refsim_push(idx, cnt, pre, &nnz, &total, j, refsim_count(v, bl));
+            refsim_push(idx, cnt, pre, dir, &nnz, &total, j, refsim_count(v, bl),
+                        xneg[j] != dneg);
         }
     }
     if (!nnz) return;
@@ -247,13 +348,13 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
             xi[r] = c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
         }
     }
-    REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, xneg, c->dneg[b * c->m + i], xi);
+    REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, dir, xi);
     if (c->last_touch || c->pulses_up) {
         for (int64_t e = 0; e < nnz; ++e) {
             int64_t k = i * n + idx[e];
             if (c->last_touch) c->last_touch[k] = (int64_t)call;
             if (c->pulses_up) {
-                if (xneg[idx[e]] != c->dneg[b * c->m + i]) c->pulses_up[k] += cnt[e];
+                if (dir[e]) c->pulses_up[k] += cnt[e];
                 else c->pulses_down[k] += cnt[e];
             }
         }
@@ -282,11 +383,11 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_snapshot)(const CTX *c, int64_t i, i
 static REFSIM_MULTIVERSION void REFSIM_SUF(refsim_update_row)(const CTX *c, int64_t i,
                                                              void *scratch, int64_t words_cap) {
     int64_t n = c->n;
-    int32_t *idx = (int32_t *)scratch, *cnt = idx + n, *pre = cnt + n;
+    int32_t *idx = (int32_t *)scratch, *cnt = idx + n, *pre = cnt + n, *dir = pre + n;
     uint32_t *words = (uint32_t *)((char *)scratch + refsim_scratch_words_at(n));
     T *xi = (T *)((char *)scratch + refsim_scratch_normals_at(n, words_cap));
     for (int64_t b = 0; b < c->batch; ++b) {
-        REFSIM_SUF(refsim_update_cycle)(c, i, b, idx, cnt, pre, words, xi);
+        REFSIM_SUF(refsim_update_cycle)(c, i, b, idx, cnt, pre, dir, words, xi);
         if (c->snap_slot) REFSIM_SUF(refsim_snapshot)(c, i, b);
     }
 }
