@@ -116,27 +116,62 @@ static REFSIM_INLINE void refsim_push(int32_t *idx, int32_t *cnt, int32_t *pre, 
 
 #define REFSIM_TRAIN_CHUNK 4096  /* words drawn at a time for the pulse trains */
 
+/* The integer form of "p > uniform(w)": uniform(w) = (w >> 8)·2^-24 (refsim_uniform), so the
+ * test is (w >> 8) < p·2^24, and for an integer left side (w >> 8) < ceil(p·2^24), an exact
+ * integer threshold (0 for p <= 0 and NaN: no bit; 2^24 for p >= 1: every bit). */
+static REFSIM_INLINE uint32_t refsim_train_threshold(double p) {
+    double t = p * 16777216.0;
+    if (!(t > 0.0)) return 0u;
+    if (t >= 16777216.0) return 16777216u;
+    return (uint32_t)ceil(t);
+}
+
 /* Pulse trains of values j0 .. j1-1 of one cycle: bit k of train j (word k / 64 of out[j nw ..])
  * is set when p[j] > uniform number j bl + k of the call (spec/pulses.md §U4; a NaN p sets no
- * bit). */
+ * bit). A value with p <= 0 (or NaN) can set no bit, as every uniform is >= 0: its numbers are
+ * not drawn (a one-hot transfer row draws BL numbers, not n BL). The others are drawn a group of
+ * whole trains at a time, each train's bits by the integer test of refsim_train_threshold. */
 static void refsim_trains(uint32_t seed, uint32_t sid, uint64_t call, int64_t bl, int64_t nw,
                           const double *p, int64_t j0, int64_t j1, uint64_t *out) {
     uint32_t words[REFSIM_TRAIN_CHUNK];
     /* (bl > 64 nw: the trains do not fit their words; the caller rejects this, see _update.pyx) */
     if (j1 <= j0 || bl <= 0 || nw <= 0 || bl > 64 * nw) return;
     memset(out + j0 * nw, 0, (size_t)((j1 - j0) * nw) * sizeof(uint64_t));
-    uint64_t first = (uint64_t)(j0 * bl), last = (uint64_t)(j1 * bl);
-    int64_t j = j0, k = 0;
-    for (uint64_t s = first; s < last; s += REFSIM_TRAIN_CHUNK) {
-        int64_t count = last - s < REFSIM_TRAIN_CHUNK ? (int64_t)(last - s) : REFSIM_TRAIN_CHUNK;
-        refsim_words(seed, sid, call, s, count, words);
-        for (int64_t r = 0; r < count; ++r) {
-            if (p[j] > refsim_uniform(words[r])) out[j * nw + (k >> 6)] |= 1ull << (k & 63);
-            if (++k == bl) {
-                k = 0;
-                ++j;
+    /* whole trains per draw (a train longer than the chunk: slot by slot, below) */
+    int64_t per = REFSIM_TRAIN_CHUNK / bl;
+    int64_t j = j0;
+    while (j < j1) {
+        while (j < j1 && !(p[j] > 0.0)) ++j;  /* values that cannot pulse */
+        int64_t end = j;
+        while (end < j1 && p[end] > 0.0) ++end;  /* a run of values that can */
+        for (int64_t g = j; g < end; g += per > 0 ? per : 1) {
+            int64_t count = per > 0 ? (end - g < per ? end - g : per) : 1;
+            if (per == 0) {  /* one train of more than REFSIM_TRAIN_CHUNK slots */
+                uint32_t thr = refsim_train_threshold(p[g]);
+                for (int64_t s0 = 0; s0 < bl; s0 += REFSIM_TRAIN_CHUNK) {
+                    int64_t n = bl - s0 < REFSIM_TRAIN_CHUNK ? bl - s0 : REFSIM_TRAIN_CHUNK;
+                    refsim_words(seed, sid, call, (uint64_t)(g * bl + s0), n, words);
+                    for (int64_t r = 0; r < n; ++r)
+                        out[g * nw + ((s0 + r) >> 6)] |= (uint64_t)((words[r] >> 8) < thr)
+                                                          << ((s0 + r) & 63);
+                }
+                continue;
+            }
+            refsim_words(seed, sid, call, (uint64_t)(g * bl), count * bl, words);
+            for (int64_t v = 0; v < count; ++v) {
+                uint32_t thr = refsim_train_threshold(p[g + v]);
+                const uint32_t *wv = words + v * bl;
+                uint64_t *dst = out + (g + v) * nw;
+                for (int64_t q = 0; q < nw; ++q) {
+                    int64_t lo = q * 64, hi = bl < lo + 64 ? bl : lo + 64;
+                    uint64_t bits = 0;
+                    for (int64_t k = lo; k < hi; ++k)
+                        bits |= (uint64_t)((wv[k] >> 8) < thr) << (k - lo);
+                    dst[q] = bits;
+                }
             }
         }
+        j = end;
     }
 }
 

@@ -541,6 +541,30 @@ def test_pulse_trains_check_their_words_and_clamp_nan_and_inf():
             _update.pulse_trains(**args)
 
 
+@pytest.mark.parametrize("bl", [1, 5, 63, 64, 65, 200, 4097, 9000])
+def test_pulse_trains_equal_the_uniform_comparison_bit_for_bit(bl):
+    """Bit k of train j is p_j > uniform number j·BL + k of the call (spec/pulses.md §U4), for
+    trains shorter and longer than a word and than the kernel's draw chunk, runs of zero,
+    negative, NaN and saturated probabilities, and probabilities next to the uniforms' grid."""
+    from refsim_fast import _update
+
+    n = 37
+    p = rng.uniform(2, "test.a", bl, n)
+    p[[0, 1, 7, 8, 9, 20]] = [0.0, -0.5, np.nan, 0.0, 1.5, 1.0]
+    p[10] = 3 * 2.0**-24  # on the grid: uniforms equal to p set no bit
+    p[11] = np.nextafter(3 * 2.0**-24, 1.0)
+    nw = (bl + 63) // 64
+    out = np.zeros((1, n, nw), np.uint64)
+    sid = rng.stream_id("update.x_bits")
+    _update.pulse_trains(5, sid, np.array([4], np.uint64), np.array([bl], np.int32), p[None, :],
+                         out, 2)
+    got = np.unpackbits(out[0].view(np.uint8), axis=-1, bitorder="little")[:, :bl].astype(bool)
+    want = np.stack([p[j] > rng.uniform(5, "update.x_bits", 4, bl, start=j * bl)
+                     for j in range(n)])
+    assert got[12:].any() and not got[:2].any() and got[9].all()
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("pulse_type", PULSE_TYPES)
 def test_wrapper_with_nan_probabilities_never_crashes(pulse_type):
