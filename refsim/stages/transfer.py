@@ -22,6 +22,7 @@ import math
 import struct
 from typing import Any, Dict, List, Tuple
 
+from refsim import rng
 from refsim.configs import (
     AnalogMVType,
     BoundManagementType,
@@ -527,6 +528,7 @@ class ChoppedTransferCompound(TransferCompound):
         self.m_x = self.m_d = 0.0
         self.sweep = 0  # completed sweeps over the lines of A
         self.n_chop = chopper_period(cell.in_chop_prob)
+        self._ahead: List[float] = []  # compound.chop_in uniforms drawn ahead, next last
 
     def _every(self) -> List[float]:
         every = super()._every()
@@ -617,6 +619,7 @@ class ChoppedTransferCompound(TransferCompound):
         from A right after the rows that make them due, read in one pass, and absorbed in order
         (§T11). Needs a sliceable transfer_forward (else, and with ``batched`` False: row by
         row, the same numbers)."""
+        self._ahead = []  # chopper uniforms drawn ahead (none left from an earlier call)
         if not (self.batched and self.sliced):
             super().update(xs, ds, lr)
             return
@@ -628,6 +631,9 @@ class ChoppedTransferCompound(TransferCompound):
         period = self._period(0, batch)
         row_lrs = self._row_lrs(xs, ds, lr)
         tlr = self._transfer_lr(0, lr)
+        due = 0 if period <= 0 or tlr == 0.0 else \
+            sum(1 for r in range(1, batch + 1) if (self.counter + r) % period == 0)
+        self._draw_in_chop_ahead(due)
         chi_x, chi_d, events = [], [], []
         for r in range(batch):  # the schedule: counters, lines and chopper signs (no data)
             cx, cd = self._choppers()
@@ -663,9 +669,7 @@ class ChoppedTransferCompound(TransferCompound):
         ev = _Event(row, c, count_lr, self.chop_elem * self.chop_line[c], self.sweep)
         if cell.in_chop_prob > 0.0:
             if cell.in_chop_random:
-                call = ctx.streams.next_call("compound.chop_in")
-                flip = float(ctx.draws.uniform(ctx.seed, "compound.chop_in", call, 1, xp=xp,
-                                               device=ctx.device)[0]) < cell.in_chop_prob
+                flip = self._in_chop_uniform() < cell.in_chop_prob
             else:
                 flip = (self.sweep % self.n_chop) + 1 == self.n_chop
             if flip:
@@ -679,6 +683,31 @@ class ChoppedTransferCompound(TransferCompound):
                                           self.chop_elem)
             self.sweep += 1
         return ev
+
+    def _draws_in_chop(self) -> bool:
+        """Whether every event draws a call of ``compound.chop_in`` (§T6 step 5)."""
+        return self.cell.in_chop_random and self.cell.in_chop_prob > 0.0
+
+    def _draw_in_chop_ahead(self, events: int) -> None:
+        """Number 0 of the next ``events`` calls of ``compound.chop_in``, drawn in one pass for
+        the events of a batched call (the numbers the events would draw one by one)."""
+        if events <= 0 or not self._draws_in_chop():
+            return
+        ctx, xp = self.ctx, self.ctx.xp
+        first = ctx.streams.next_calls("compound.chop_in", events)
+        calls = xp.arange(first, first + events, dtype=xp.int64, device=ctx.device)
+        words = rng.random_words_rows(ctx.seed, "compound.chop_in", first, calls * 0, 1, xp=xp,
+                                      calls=calls)
+        self._ahead = _floats(xp, xp.reshape(rng.uniform_from_words(xp, words), (-1,)))[::-1]
+
+    def _in_chop_uniform(self) -> float:
+        """Number 0 of the next call of ``compound.chop_in`` (drawn ahead, or now)."""
+        if self._ahead:
+            return self._ahead.pop()
+        ctx = self.ctx
+        call = ctx.streams.next_call("compound.chop_in")
+        return float(ctx.draws.uniform(ctx.seed, "compound.chop_in", call, 1, xp=ctx.xp,
+                                       device=ctx.device)[0])
 
     def _absorb(self, events: List["_Event"], v: Any, lr: float) -> None:
         """§T6 steps 2–4 for events on distinct lines, in order, with their reads v (R, ℓ)."""
@@ -812,6 +841,10 @@ class DynamicTransferCompound(ChoppedTransferCompound):
         self.past = xp.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
         self.switched = xp.zeros((self.L,), dtype=xp.bool, device=ctx.device)
 
+    def _draws_in_chop(self) -> bool:
+        """AGAD draws a call of ``compound.chop_in`` on every event in random mode (§T7 step 7)."""
+        return bool(self.cell.in_chop_random)
+
     def _event(self, row: int, c: int, count_lr: float) -> "_Event":
         """§T7 steps 2 (the flag), 7 and 8, without data: the sign, q and σ_c of the event."""
         ctx, xp, cell = self.ctx, self.ctx.xp, self.cell
@@ -821,11 +854,8 @@ class DynamicTransferCompound(ChoppedTransferCompound):
                     bool(self.switched[c]))
         self.switched[c] = False
         switch = q == big_n
-        if cell.in_chop_random:
-            call = ctx.streams.next_call("compound.chop_in")
-            if float(ctx.draws.uniform(ctx.seed, "compound.chop_in", call, 1, xp=xp,
-                                       device=ctx.device)[0]) < cell.in_chop_prob:
-                switch = True
+        if cell.in_chop_random and self._in_chop_uniform() < cell.in_chop_prob:
+            switch = True
         if switch:
             self.chop_line = _flipped(xp, self.chop_line, c)
             self.switched[c] = True
