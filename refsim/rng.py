@@ -30,6 +30,7 @@ __all__ = [
     "RandomStreams",
     "normal",
     "normal16",
+    "normal16_rows",
     "normal16_table",
     "normal_at",
     "normal_at_calls",
@@ -451,6 +452,35 @@ def normal16(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
     table = xp.asarray(table, device=device)
     flat = xp.take(table, halves[offset : offset + n], axis=0)
     return _finish(xp, flat, dims, dtype)
+
+
+def normal16_rows(seed: int, stream: str, call: int, starts: Any, width: int, *, xp: Any = None,
+                  dtype: Any = None, device: Any = None) -> Any:
+    """(R, width) 16-bit normals of equal-length runs: row ``r`` holds numbers ``starts[r] ..
+    starts[r] + width - 1`` of :func:`normal16`'s numbering (the per-pulse noise of rows of a
+    tile, each drawing only as many numbers as its pulses need)."""
+    xp = _namespace(xp)
+    width = _check_int(width, "width", 0, MAX_INDEX)
+    starts = xp.astype(starts, xp.int64)
+    rows = starts.shape[0]
+    words = random_words_rows(seed, stream, call, starts >> 1, width // 2 + 1, xp=xp)
+    halves = xp.reshape(xp.stack((words & 0xFFFF, words >> 16), axis=2),
+                        (rows, 2 * (width // 2 + 1)))
+    odd = starts & 1
+    if rows and int(xp.min(odd)) == int(xp.max(odd)):  # one parity: a slice
+        picked = halves[:, int(odd[0]):int(odd[0]) + width]
+    else:
+        pick = xp.reshape(odd, (-1, 1)) + \
+            xp.reshape(xp.arange(width, dtype=xp.int64, device=device_of(starts)), (1, -1))
+        picked = xp.take_along_axis(halves, pick, axis=1)
+    table = normal16_table()
+    if not xp.__name__.endswith("numpy"):  # other namespaces get a (writable) copy
+        import numpy
+
+        table = numpy.array(table)
+    table = xp.asarray(table, device=device)
+    flat = xp.take(table, xp.reshape(picked, (-1,)), axis=0)
+    return _finish(xp, flat, (rows, width), dtype)
 
 
 def _finish(xp: Any, flat: Any, shape: Tuple[int, ...], dtype: Any) -> Any:

@@ -411,3 +411,14 @@ def test_long_runs_equal_their_pieces():
         whole, np.asarray(rng.random_words(3, "test.long", 2, 7, count, xp=strict)))
     fast = pytest.importorskip("refsim_fast.rng")
     np.testing.assert_array_equal(whole, fast.random_words(3, "test.long", 2, 7, count))
+
+
+@pytest.mark.parametrize("starts", [[0, 6, 12], [1, 9, 17], [0, 7, 2, 3], [5]])
+@pytest.mark.parametrize("width", [1, 2, 5])
+def test_normal16_rows_are_runs_of_normal16(starts, width):
+    """normal16_rows: row r = numbers starts[r] .. starts[r] + width - 1 of normal16, for rows
+    of one start parity (a slice) and of mixed parities (a gather)."""
+    got = rng.normal16_rows(3, "device.c2c", 7, np.array(starts), width)
+    want = np.stack([rng.normal16(3, "device.c2c", 7, width, start=s) for s in starts])
+    np.testing.assert_array_equal(got, want)
+    assert rng.normal16_rows(3, "device.c2c", 7, np.zeros(0, np.int64), width).shape == (0, width)

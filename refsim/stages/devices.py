@@ -472,10 +472,14 @@ def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedD
     size = xp.abs(counts)
     run = first = None
     if sigma > 0.0:  # row i's numbers, pulses in element order: first[i, j] + t
-        run = rng.normal16(seed, stream, call, (m, n * bl), start=first_row * n * bl,
-                           xp=xp, dtype=w.dtype, device=rng.device_of(w))
         wide = xp.astype(size, xp.int64)
         first = xp.cumulative_sum(wide, axis=1) - wide
+        # each row's run starts at (first_row + i)·n·BL; only the numbers its pulses use
+        # (as many as the largest row total) are drawn
+        width = max(int(xp.max(xp.sum(wide, axis=1))), 1)
+        starts = (first_row + xp.arange(m, dtype=xp.int64, device=rng.device_of(w))) * (n * bl)
+        run = rng.normal16_rows(seed, stream, call, starts, width, xp=xp, dtype=w.dtype,
+                                device=rng.device_of(w))
     ref = params.extra.get("reference")
     up = counts > 0
     if name in FROZEN_WITHOUT_RANGE:  # these models leave a device without range untouched
@@ -484,7 +488,7 @@ def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedD
     for t in range(n_max):
         xi = None
         if run is not None:
-            xi = xp.take_along_axis(run, xp.clip(first + t, max=n * bl - 1), axis=1)
+            xi = xp.take_along_axis(run, xp.clip(first + t, max=width - 1), axis=1)
         # a reference device pulses u = w + ref and keeps u − ref, at every pulse
         u = w if ref is None else w + ref
         w_up, w_down = _step(xp, cfg, name, u, params, xi, sigma)
