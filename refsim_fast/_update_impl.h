@@ -201,6 +201,14 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step_select)(const CTX *c, int model, i
     return w + (up ? step : -step);
 }
 
+/* The normal of pulse r of a row's run: 16-bit half (r + b1) of the run's words (b1: the parity
+ * of the run's first number), through the table (refsim_update_cycle's numbering). */
+static REFSIM_INLINE T REFSIM_SUF(refsim_xi_at)(const T *table, const uint32_t *words, int32_t b1,
+                                                int32_t r) {
+    int32_t s = r + b1;
+    return table[(words[s >> 1] >> (16u * (uint32_t)(s & 1))) & 0xFFFFu];
+}
+
 /* The first pulse of every listed element of row i (elements are distinct, so the loop has no
  * dependence between iterations and is vectorized with gathers and scatters where the CPU has
  * them): the same operations per element as refsim_pulse_element's pulse 0. REF and NOISY are
@@ -212,8 +220,9 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step_select)(const CTX *c, int model, i
         int64_t k = base + idx[e];                                                           \
         T lo = b_min[k], hi = b_max[k];                                                      \
         T u = REF ? w[k] + ref[k] : w[k];                                                    \
-        T v = REFSIM_SUF(refsim_step_select)(c, MODEL, k, u, dir[e],                         \
-                                             NOISY ? xi[pre[e]] : (T)0);                     \
+        T v = REFSIM_SUF(refsim_step_select)(                                                \
+            c, MODEL, k, u, dir[e],                                                          \
+            NOISY ? REFSIM_SUF(refsim_xi_at)(table, words, b1, pre[e]) : (T)0);               \
         v = v < lo ? lo : v;                                                                 \
         v = v > hi ? hi : v;                                                                 \
         w[k] = REF ? v - ref[k] : v;                                                         \
@@ -229,8 +238,10 @@ static REFSIM_INLINE T REFSIM_SUF(refsim_step_select)(const CTX *c, int model, i
 static REFSIM_INLINE void REFSIM_SUF(refsim_first_pulses_body)(const CTX *c, int64_t base,
                                                               int64_t nnz, const int32_t *idx,
                                                               const int32_t *pre,
-                                                              const int32_t *dir, const T *xi) {
+                                                              const int32_t *dir,
+                                                              const uint32_t *words, int32_t b1) {
     T *restrict w = c->w;
+    const T *restrict table = c->table;
     const T *restrict b_min = c->b_min, *restrict b_max = c->b_max, *restrict ref = c->ref;
     switch (c->model) {
     case REFSIM_CONSTANT: REFSIM_FIRST_PULSES_OF(REFSIM_CONSTANT) break;
@@ -242,21 +253,22 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_first_pulses_body)(const CTX *c, int
 #if REFSIM_HAVE_AVX512_COPY
 __attribute__((target("avx512f"))) static void REFSIM_SUF(refsim_first_pulses_avx512)(
     const CTX *c, int64_t base, int64_t nnz, const int32_t *idx, const int32_t *pre,
-    const int32_t *dir, const T *xi) {
-    REFSIM_SUF(refsim_first_pulses_body)(c, base, nnz, idx, pre, dir, xi);
+    const int32_t *dir, const uint32_t *words, int32_t b1) {
+    REFSIM_SUF(refsim_first_pulses_body)(c, base, nnz, idx, pre, dir, words, b1);
 }
 #endif
 
 static void REFSIM_SUF(refsim_first_pulses)(const CTX *c, int64_t base, int64_t nnz,
                                             const int32_t *idx, const int32_t *pre,
-                                            const int32_t *dir, const T *xi) {
+                                            const int32_t *dir, const uint32_t *words,
+                                            int32_t b1) {
 #if REFSIM_HAVE_AVX512_COPY
     if (refsim_has_avx512) {
-        REFSIM_SUF(refsim_first_pulses_avx512)(c, base, nnz, idx, pre, dir, xi);
+        REFSIM_SUF(refsim_first_pulses_avx512)(c, base, nnz, idx, pre, dir, words, b1);
         return;
     }
 #endif
-    REFSIM_SUF(refsim_first_pulses_body)(c, base, nnz, idx, pre, dir, xi);
+    REFSIM_SUF(refsim_first_pulses_body)(c, base, nnz, idx, pre, dir, words, b1);
 }
 
 /* The cycle's pulses on the elements idx[0 .. nnz-1] of row i (counts cnt, directions dir, c2c
@@ -266,13 +278,15 @@ static void REFSIM_SUF(refsim_first_pulses)(const CTX *c, int64_t base, int64_t 
  * as all pulses of one element after the other); the other rules element by element. */
 static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, const int32_t *idx,
                                         const int32_t *cnt, const int32_t *pre,
-                                        const int32_t *dir, const T *xi) {
+                                        const int32_t *dir, const uint32_t *words, int32_t b1,
+                                        int multi, const T *xi) {
     int64_t base = i * c->n;
     int64_t t0 = 0;
     if (c->model == REFSIM_CONSTANT || c->model == REFSIM_LINEAR ||
         c->model == REFSIM_SOFT_REFERENCE) {
-        REFSIM_SUF(refsim_first_pulses)(c, base, nnz, idx, pre, dir, xi);
+        REFSIM_SUF(refsim_first_pulses)(c, base, nnz, idx, pre, dir, words, b1);
         t0 = 1;
+        if (!multi) return;  /* one pulse per element: done */
     }
 #define REFSIM_APPLY(MODEL)                                                                    \
     for (int64_t e = 0; e < nnz; ++e)                                                          \
@@ -310,7 +324,25 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
         const uint64_t *dw = c->dbits + (b * c->m + i) * nw;
         const uint64_t *xw = c->xbits + b * n * nw;
         if (nw == 1 && !dw[0]) return;
-        for (int64_t e = 0; e < n_act; ++e) {
+        if (nw == 1) {  /* one word per train: the loop with everything in registers */
+            const uint64_t d0 = dw[0];
+            int32_t *restrict I = idx, *restrict C = cnt, *restrict P = pre, *restrict D = dir;
+            int32_t cap = (int32_t)bl;
+            int64_t nz = 0, tot = 0;
+            for (int64_t e = 0; e < n_act; ++e) {
+                int32_t j = act[e];
+                int32_t q = (int32_t)refsim_popcount(d0 & xw[j]);
+                q = q < cap ? q : cap;
+                I[nz] = j;
+                C[nz] = q;
+                P[nz] = (int32_t)tot;
+                D[nz] = xneg[j] != dneg;
+                tot += q;
+                nz += q > 0;
+            }
+            nnz = nz;
+            total = tot;
+        } else for (int64_t e = 0; e < n_act; ++e) {
             int64_t j = act[e];
             int64_t q = refsim_popcount(dw[0] & xw[j * nw]);
             for (int64_t r = 1; r < nw; ++r) q += refsim_popcount(dw[r] & xw[j * nw + r]);
@@ -337,18 +369,21 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
     if (!nnz) return;
     /* the row's pulses take consecutive c2c numbers from (offset + i n) bl on, in element
      * order: draw their words in one vectorized run */
+    int32_t b1 = 0;
+    int multi = total > nnz;  /* some element takes more than one pulse */
     if (c->noisy) {
         uint64_t base = (c->offset + (uint64_t)(i * n)) * (uint64_t)bl, w0 = base >> 1;
         refsim_words(c->seed, c->sid, call, w0,
                      (int64_t)(((base + (uint64_t)total + 1) >> 1) - w0), words);
-        /* their normals, gathered from the table first (independent loads) */
-        for (int64_t r = 0; r < total; ++r) {
-            uint64_t number = base + (uint64_t)r;
-            uint32_t word = words[(number >> 1) - w0];
-            xi[r] = c->table[(word >> (16u * (uint32_t)(number & 1u))) & 0xFFFFu];
-        }
+        b1 = (int32_t)(base & 1u);
+        /* the normals of the pulses after the first, gathered from the table (the first
+           pulses read theirs in their own loop) */
+        if (multi || !(c->model == REFSIM_CONSTANT || c->model == REFSIM_LINEAR ||
+                       c->model == REFSIM_SOFT_REFERENCE))
+            for (int64_t r = 0; r < total; ++r)
+                xi[r] = REFSIM_SUF(refsim_xi_at)(c->table, words, b1, (int32_t)r);
     }
-    REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, dir, xi);
+    REFSIM_SUF(refsim_apply_row)(c, i, nnz, idx, cnt, pre, dir, words, b1, multi, xi);
     if (c->last_touch || c->pulses_up) {
         for (int64_t e = 0; e < nnz; ++e) {
             int64_t k = i * n + idx[e];
