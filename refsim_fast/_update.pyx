@@ -88,6 +88,8 @@ _MAX_ROW_SLOTS = 2**31 - 1
 #: Below this many (row, active column, cycle) triples a call runs on one thread: waking the
 #: OpenMP team costs more than the work (a transfer's one-hot write pulses one column).
 SERIAL_WORK = 32768
+#: Below this many pulse slots (Σ n·BL over the cycles) pulse_trains runs on one thread.
+TRAIN_SERIAL_SLOTS = 1 << 17
 
 
 refsim_streams_init()
@@ -144,7 +146,12 @@ def pulse_trains(uint32_t seed, uint32_t sid, const uint64_t[::1] calls,
         raise ValueError(f"bl: n × BL = {n} × {bl_max} exceeds the random-number index range")
     if batch == 0 or n == 0 or bl_max == 0:
         return
-    for t in prange(batch * per, nogil=True, schedule="static", num_threads=max(1, num_threads)):
+    # too few slots to pay for waking the team (the same bits on any number of threads)
+    cdef int64_t slots = 0
+    for b in range(batch):
+        slots = slots + n * max(bl[b], 0)
+    cdef int nt = max(1, num_threads) if slots >= TRAIN_SERIAL_SLOTS else 1
+    for t in prange(batch * per, nogil=True, schedule="static", num_threads=nt):
         b = t // per
         c = t - b * per
         refsim_trains(seed, sid, calls[b], bl[b], nw, &p[b, 0], c * TRAIN_CHUNK,
