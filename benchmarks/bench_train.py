@@ -7,7 +7,12 @@ config as build_config makes it. Columns: refsim fast backend, refsim reference 
 (when its environment exists; a separate process with the same inputs), ratios. Threads are set
 per process through OMP_NUM_THREADS / OPENBLAS_NUM_THREADS.
 
-    python benchmarks/bench_train.py [--threads 1 2] [--repeat R] [--algorithms sgd mp ...]
+    python benchmarks/bench_train.py [--threads 1 2] [--repeat R] [--rounds K] [--algorithms sgd mp ...]
+
+With ``--rounds K`` the refsim and aihwkit processes run alternately K times per thread count
+(the reference only in the first round) and the table gives the median of the K medians of each:
+on a shared machine whose speed drifts over minutes this keeps the ratio from comparing two
+different moments.
 """
 
 import argparse
@@ -52,7 +57,7 @@ def _worker(spec: dict) -> list:
     rows = []
     for algorithm in spec["algorithms"]:
         row = {"algorithm": algorithm}
-        for backend in ("fast", "reference"):
+        for backend in ("fast", "reference") if spec.get("reference", True) else ("fast",):
             try:
                 config = configs.build_config(algorithm, getattr(configs, DEVICE))
                 tile = AnalogTile(w.shape[0], w.shape[1], config, seed=1, dtype=np.float32,
@@ -83,6 +88,14 @@ def _aihwkit(python: str, spec: dict, env: dict) -> list:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _median(values: list):
+    """The median of the values that are not None (None if there are none)."""
+    import statistics
+
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -90,6 +103,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--algorithms", nargs="+", default=ALGORITHMS, choices=ALGORITHMS)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate refsim and aihwkit this many times (medians of rounds)")
     parser.add_argument("--aihwkit", default=str(DEFAULT_AIHWKIT))
     args = parser.parse_args()
     if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
@@ -101,18 +116,22 @@ def main() -> None:
         for threads in args.threads:
             env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                        OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-            print(f"# timing refsim, {threads} thread(s) ...", file=sys.stderr)
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                                  env=env, capture_output=True, text=True, check=True)
-            ours = json.loads(proc.stdout.strip().splitlines()[-1])
-            theirs = []
-            if pathlib.Path(args.aihwkit).exists():
-                print(f"# timing aihwkit, {threads} thread(s) ...", file=sys.stderr)
-                theirs = _aihwkit(args.aihwkit, spec, env)
-            by_algo = {r["algorithm"]: r for r in theirs}
-            for row in ours:
+            ours_rounds, theirs_rounds = [], []
+            for k in range(max(args.rounds, 1)):
+                print(f"# timing refsim, {threads} thread(s), round {k + 1} ...", file=sys.stderr)
+                proc = subprocess.run([sys.executable, __file__, "--worker",
+                                       json.dumps(dict(spec, reference=k == 0))],
+                                      env=env, capture_output=True, text=True, check=True)
+                ours_rounds.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                if pathlib.Path(args.aihwkit).exists():
+                    print(f"# timing aihwkit, {threads} thread(s), round {k + 1} ...",
+                          file=sys.stderr)
+                    theirs_rounds.append({r["algorithm"]: r.get("seconds")
+                                          for r in _aihwkit(args.aihwkit, spec, env)})
+            for i, row in enumerate(ours_rounds[0]):
+                row["fast"] = _median([r[i].get("fast") for r in ours_rounds])
                 row["threads"] = threads
-                row["aihwkit"] = by_algo.get(row["algorithm"], {}).get("seconds")
+                row["aihwkit"] = _median([t.get(row["algorithm"]) for t in theirs_rounds])
                 table.append(row)
 
     def ms(value):
@@ -122,7 +141,8 @@ def main() -> None:
         return "n/a" if a is None or b is None else f"{a / b:.2f}"
 
     print(f"# bench_train: one step (forward + backward + update) of a {args.size}→{args.size} "
-          f"tile, batch {args.batch}, float32, {DEVICE}, lr {LR}; medians in ms")
+          f"tile, batch {args.batch}, float32, {DEVICE}, lr {LR}; medians in ms"
+          + (f" (median of {args.rounds} alternating rounds)" if args.rounds > 1 else ""))
     print("| algorithm | threads | fast | reference | aihwkit | aihwkit/fast | reference/fast |")
     print("|---|---|---|---|---|---|---|")
     for r in table:
