@@ -467,7 +467,8 @@ class MixedPrecision(Compound):
                                  call)
             qd = self._quantized(ds[k, :], cfg.n_d_bins, cfg.stoc_round_d, "compound.d_round",
                                  call)
-            self.chi = self.chi + xp.reshape(lr * qd, (-1, 1)) * xp.reshape(qx, (1, -1))
+            # in place: χ is the compound's own array (the tile keeps copies to undo a call)
+            self.chi += xp.reshape(lr * qd, (-1, 1)) * xp.reshape(qx, (1, -1))
             # aihwkit's order: the transfer test before the row counter advances
             if self.rows > 0 and self.rows % every == 0:
                 self.transfer(batch)
@@ -492,16 +493,19 @@ class MixedPrecision(Compound):
                                     device=ctx.device)
             start = min(int(math.floor(float(u[0]) * m)), m - 1)
         order = [(start + r) % m for r in range(count)]
-        rows = xp.asarray(order, dtype=xp.int64, device=ctx.device)
-        chosen = set(order)
-        selected = xp.reshape(xp.asarray([r in chosen for r in range(m)], device=ctx.device),
-                              (-1, 1))
         eye = xp.eye(m, dtype=ctx.dtype, device=ctx.device)
         k_all = xp.trunc(self.chi / self.g_hat)
-        k_all = xp.where(selected, k_all, xp.zeros_like(k_all))
+        if count < m:  # only the chosen rows move
+            chosen = set(order)
+            selected = xp.reshape(xp.asarray([r in chosen for r in range(m)],
+                                             device=ctx.device), (-1, 1))
+            k_all = xp.where(selected, k_all, xp.zeros_like(k_all))
         self.chi = self.chi - k_all * self.g_hat
-        xs = xp.take(k_all, rows, axis=0)
-        ds = xp.take(eye, rows, axis=0)
+        if order == list(range(m)):  # every row, in order
+            xs, ds = k_all, eye
+        else:
+            rows = xp.asarray(order, dtype=xp.int64, device=ctx.device)
+            xs, ds = xp.take(k_all, rows, axis=0), xp.take(eye, rows, axis=0)
         self.inner.cycles(xs, ds, self.g_hat * cfg.transfer_lr, self.transfer_up, first,
                           "transfer", count)
         self.row = (start + count) % m
