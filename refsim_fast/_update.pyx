@@ -354,3 +354,25 @@ def pulsed_update(real_t[:, ::1] w not None, int mode,
     free(scratch_all)
     free(active)
     free(n_active)
+
+
+def outer_accumulate(real_t[:, ::1] chi not None, const real_t[:, ::1] a not None,
+                     const real_t[:, ::1] b not None, int num_threads):
+    """chi[i, j] ← chi[i, j] + a[k, i]·b[k, j] for k = 0 … B−1 in order, the product and the sum
+    each rounded to the type (the reference's row-by-row ``chi + outer(a_k, b_k)`` of a mixed-
+    precision compound, spec/unit_cells.md); in place. Shapes: chi (m, n), a (B, m), b (B, n)
+    (ValueError otherwise). Rows are independent: parallel over i."""
+    cdef int64_t m = chi.shape[0], n = chi.shape[1], batch = a.shape[0], i, j, k
+    cdef real_t ai
+    cdef real_t* row
+    _expect(a, (batch, m), "a", True)
+    _expect(b, (batch, n), "b", True)
+    if m == 0 or n == 0 or batch == 0:
+        return
+    cdef int nt = max(1, num_threads) if batch * m * n >= SERIAL_WORK * 8 else 1
+    for i in prange(m, nogil=True, schedule="static", num_threads=nt):
+        row = &chi[i, 0]
+        for k in range(batch):
+            ai = a[k, i]
+            for j in range(n):
+                row[j] = row[j] + ai * b[k, j]

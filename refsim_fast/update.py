@@ -36,7 +36,7 @@ from . import _update
 from . import rng as _fast_rng
 from .rng import resolve_threads
 
-__all__ = ["MODELS", "normal", "num_threads", "pulsed_update", "uniform"]
+__all__ = ["MODELS", "normal", "num_threads", "outer_accumulate", "pulsed_update", "uniform"]
 
 #: Threads of the kernels when ``pulsed_update`` gets no ``num_threads`` (OpenMP's default). Set
 #: this attribute to change it for the tile's updates. Results do not depend on it.
@@ -276,6 +276,29 @@ def _snapshot_args(snapshots: Optional[tuple], dtype: np.dtype) -> tuple:
         raise ValueError(f"snapshots: expected a writable C-contiguous 2-D {dtype} output array")
     return (np.ascontiguousarray(slot, dtype=np.int64), np.ascontiguousarray(line, dtype=np.int64),
             out, bool(columns))
+
+
+def outer_accumulate(chi: np.ndarray, a: Any, b: Any, *,
+                     num_threads: Optional[int] = None) -> np.ndarray:
+    """``chi + a[k, :, None] * b[k, None, :]`` for every row k in order, each product and sum
+    rounded to chi's dtype (the mixed-precision compound's accumulation, spec/unit_cells.md):
+    the numbers of that numpy loop. Returns chi itself, updated in place, when it is a writable
+    C-contiguous array, else an updated C-contiguous copy. ``chi`` (m, n) is float32/float64;
+    ``a`` (B, m) and ``b`` (B, n) are converted to its dtype (as numpy's multiplication with it
+    would)."""
+    if not isinstance(chi, np.ndarray) or chi.dtype.type not in (np.float32, np.float64) or \
+            chi.ndim != 2:
+        raise ValueError("chi: expected a 2-D float32/float64 numpy array")
+    if not (chi.flags.c_contiguous and chi.flags.writeable and chi.flags.aligned and
+            chi.dtype.isnative):
+        chi = np.array(chi, dtype=chi.dtype.newbyteorder("="), order="C")
+    a = np.require(np.asarray(a), dtype=chi.dtype, requirements=("C", "A"))
+    b = np.require(np.asarray(b), dtype=chi.dtype, requirements=("C", "A"))
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"a, b: expected 2-D arrays, got shapes {a.shape}, {b.shape}")
+    threads = globals()["num_threads"] if num_threads is None else resolve_threads(num_threads)
+    _update.outer_accumulate(chi, a, b, threads)
+    return chi
 
 
 def normal(seed: int, stream: str, call: int, shape: Any, *, start: int = 0, xp: Any = None,

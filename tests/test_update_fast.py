@@ -690,3 +690,28 @@ def test_per_cycle_learning_rates_and_line_copies_equal_the_cycles_one_by_one(co
                                            [n + m] * batch, columns=columns, **kw)
     with pytest.raises(ValueError, match="lr"):
         update_stage.pulsed_cycles(np, w0, xs, ds, lrs[:3], cfg, up, params, 4, 10, **kw)
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "readonly"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outer_accumulate_equals_the_row_by_row_numpy_sum(dtype, layout):
+    """refsim_fast.update.outer_accumulate: chi + a_k b_kᵀ row after row, each product and sum
+    rounded to the dtype (the mixed-precision accumulation), in place for a writable C array."""
+    import refsim_fast.update as fu
+
+    r = np.random.default_rng(3)
+    chi0 = r.normal(size=(33, 70)).astype(dtype)
+    a, b = r.normal(size=(9, 33)).astype(dtype), r.normal(size=(9, 70)).astype(dtype)
+    want = chi0.copy()
+    for k in range(9):
+        want = want + np.reshape(a[k], (-1, 1)) * np.reshape(b[k], (1, -1))
+    chi = np.asfortranarray(chi0) if layout == "F" else chi0.copy()
+    if layout == "readonly":
+        chi.flags.writeable = False
+    got = fu.outer_accumulate(chi, a, b, num_threads=2)
+    np.testing.assert_array_equal(got, want)
+    assert (got is chi) == (layout == "C")
+    with pytest.raises(ValueError, match="a"):
+        fu.outer_accumulate(chi0.copy(), a[:, :5], b)
+    with pytest.raises(ValueError, match="chi"):
+        fu.outer_accumulate(chi0.astype(np.int32), a, b)

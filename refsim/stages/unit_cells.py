@@ -461,21 +461,37 @@ class MixedPrecision(Compound):
             return
         first = self.ctx.streams.next_calls("update", batch)
         every = cfg.transfer_every * batch
+        qx = xp.stack([self._quantized(xs[k, :], cfg.n_x_bins, cfg.stoc_round_x,
+                                       "compound.x_round", first + k) for k in range(batch)])
+        qd = xp.stack([self._quantized(ds[k, :], cfg.n_d_bins, cfg.stoc_round_d,
+                                       "compound.d_round", first + k) for k in range(batch)])
+        scaled = lr * qd
+        start = 0  # rows accumulated into χ so far
         for k in range(batch):
-            call = first + k
-            qx = self._quantized(xs[k, :], cfg.n_x_bins, cfg.stoc_round_x, "compound.x_round",
-                                 call)
-            qd = self._quantized(ds[k, :], cfg.n_d_bins, cfg.stoc_round_d, "compound.d_round",
-                                 call)
-            # in place: χ is the compound's own array (the tile keeps copies to undo a call)
-            self.chi += xp.reshape(lr * qd, (-1, 1)) * xp.reshape(qx, (1, -1))
-            # aihwkit's order: the transfer test before the row counter advances
+            # aihwkit's order: row k is added, then the transfer test, before the row counter
+            # advances
             if self.rows > 0 and self.rows % every == 0:
+                self._accumulate(scaled[start:k + 1, ...], qx[start:k + 1, ...])
+                start = k + 1
                 self.transfer(batch)
             self.rows += 1
+        self._accumulate(scaled[start:, ...], qx[start:, ...])
         if not bool(xp.all(xp.isfinite(self.chi))):  # the tile undoes the call (spec/README.md)
             raise ValueError(f"x, d, lr: the digital accumulator chi += lr·q(d)q(x)ᵀ overflows "
                              f"{self.ctx.dtype} (lr = {lr!r}); spec/unit_cells.md")
+
+    def _accumulate(self, a: Any, b: Any) -> None:
+        """χ ← χ + a_k·b_kᵀ for the rows k of a (B, m) and b (B, n) in order, in place (χ is the
+        compound's own array; the tile keeps copies to undo a call); compiled for numpy
+        arrays on the fast backend (refsim_fast.update.outer_accumulate: the same numbers)."""
+        xp, fast = self.ctx.xp, self.ctx.fast_update
+        if a.shape[0] == 0:
+            return
+        if fast is not None:
+            self.chi = fast.outer_accumulate(self.chi, a, b)
+            return
+        for k in range(a.shape[0]):
+            self.chi += xp.reshape(a[k, :], (-1, 1)) * xp.reshape(b[k, :], (1, -1))
 
     def transfer(self, batch: int) -> None:
         """Move whole multiples of ĝ of the next rows of χ onto the device (spec/unit_cells.md)."""
