@@ -440,32 +440,44 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
         return w
     if n_max > bl:
         raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got {n_max}")
-    # only the rows lo..hi that receive pulses are computed (a transfer of a compound pulses
-    # one row); the others keep their weights, and row i keeps its random numbers
-    pulsed = xp.nonzero(xp.any(counts != 0, axis=1))[0]
-    lo, hi = int(pulsed[0]), int(pulsed[-1]) + 1
-    if (lo, hi) == (0, m):
-        return _pulse_rows(xp, w, counts, params, cfg, bl, n_max, seed, call,
-                           device_index * m, stream)
-    rows = _pulse_rows(xp, w[lo:hi, :], counts[lo:hi, :], _param_rows(params, lo, hi), cfg, bl,
-                       n_max, seed, call, device_index * m + lo, stream)
-    return xp.concat([w[:lo, :], rows, w[hi:, :]], axis=0)
+    # only the rows that receive pulses are computed (a transfer of a compound pulses one row;
+    # a one-pulse cycle a fraction of them); the others keep their weights, and row i keeps its
+    # random numbers (addressed by its global row number device_index·m + i)
+    live = xp.any(counts != 0, axis=1)
+    rows = xp.nonzero(live)[0]
+    first_row = device_index * m
+    if rows.shape[0] == m:
+        return _pulse_rows(xp, w, counts, params, cfg, bl, n_max, seed, call, first_row + rows,
+                           stream)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if hi - lo == rows.shape[0]:  # one block of rows: slices
+        block = _pulse_rows(xp, w[lo:hi, :], counts[lo:hi, :],
+                            _param_rows(xp, params, slice(lo, hi)), cfg, bl, n_max, seed, call,
+                            first_row + rows, stream)
+        return xp.concat([w[:lo, :], block, w[hi:, :]], axis=0)
+    # scattered rows: computed on their own, then put back by one take over [w; new rows]
+    new = _pulse_rows(xp, xp.take(w, rows, axis=0), xp.take(counts, rows, axis=0),
+                      _param_rows(xp, params, rows), cfg, bl, n_max, seed, call, first_row + rows,
+                      stream)
+    place = xp.cumulative_sum(xp.astype(live, xp.int64)) - 1
+    source = xp.where(live, m + place, xp.arange(m, dtype=xp.int64, device=rng.device_of(w)))
+    return xp.take(xp.concat([w, new], axis=0), source, axis=0)
 
 
-def _param_rows(params: DeviceParams, lo: int, hi: int) -> DeviceParams:
-    """The parameters of rows lo..hi−1."""
-    def rows(a: Any) -> Any:
-        return a[lo:hi, :]
+def _param_rows(xp: Any, params: DeviceParams, rows: Any) -> DeviceParams:
+    """The parameters of some rows: a slice, or an index array (taken)."""
+    def pick(a: Any) -> Any:
+        return a[rows, :] if isinstance(rows, slice) else xp.take(a, rows, axis=0)
 
-    return DeviceParams(rows(params.b_min), rows(params.b_max), rows(params.dw_up),
-                        rows(params.dw_down), rows(params.reset_bias), rows(params.kappa),
-                        rows(params.rho), {k: rows(v) for k, v in params.extra.items()})
+    return DeviceParams(pick(params.b_min), pick(params.b_max), pick(params.dw_up),
+                        pick(params.dw_down), pick(params.reset_bias), pick(params.kappa),
+                        pick(params.rho), {k: pick(v) for k, v in params.extra.items()})
 
 
 def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: int,
-                n_max: int, seed: int, call: int, first_row: int, stream: str) -> Any:
-    """:func:`apply_pulses` on a block of rows whose first row has the global row number
-    ``first_row`` (device_index·m + i), which addresses its random numbers."""
+                n_max: int, seed: int, call: int, row_numbers: Any, stream: str) -> Any:
+    """:func:`apply_pulses` on some rows whose global row numbers (device_index·m + i, which
+    address their random numbers) are ``row_numbers``."""
     m, n = w.shape
     name = _name(cfg)
     sigma = float(cfg.dw_min_std)
@@ -474,10 +486,10 @@ def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedD
     if sigma > 0.0:  # row i's numbers, pulses in element order: first[i, j] + t
         wide = xp.astype(size, xp.int64)
         first = xp.cumulative_sum(wide, axis=1) - wide
-        # each row's run starts at (first_row + i)·n·BL; only the numbers its pulses use
+        # each row's run starts at its row number times n·BL; only the numbers its pulses use
         # (as many as the largest row total) are drawn
         width = max(int(xp.max(xp.sum(wide, axis=1))), 1)
-        starts = (first_row + xp.arange(m, dtype=xp.int64, device=rng.device_of(w))) * (n * bl)
+        starts = xp.astype(row_numbers, xp.int64) * (n * bl)
         run = rng.normal16_rows(seed, stream, call, starts, width, xp=xp, dtype=w.dtype,
                                 device=rng.device_of(w))
     ref = params.extra.get("reference")
