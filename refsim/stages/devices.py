@@ -440,27 +440,22 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
         return w
     if n_max > bl:
         raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got {n_max}")
-    # only the rows that receive pulses are computed (a transfer of a compound pulses one row;
-    # a one-pulse cycle a fraction of them); the others keep their weights, and row i keeps its
-    # random numbers (addressed by its global row number device_index·m + i)
-    live = xp.any(counts != 0, axis=1)
-    rows = xp.nonzero(live)[0]
-    first_row = device_index * m
-    if rows.shape[0] == m:
-        return _pulse_rows(xp, w, counts, params, cfg, bl, n_max, seed, call, first_row + rows,
-                           stream)
-    lo, hi = int(rows[0]), int(rows[-1]) + 1
-    if hi - lo == rows.shape[0]:  # one block of rows: slices
-        block = _pulse_rows(xp, w[lo:hi, :], counts[lo:hi, :],
-                            _param_rows(xp, params, slice(lo, hi)), cfg, bl, n_max, seed, call,
-                            first_row + rows, stream)
-        return xp.concat([w[:lo, :], block, w[hi:, :]], axis=0)
-    # scattered rows: computed on their own, then put back by one take over [w; new rows]
+    # only the rows that receive pulses are computed (a transfer of a compound pulses one row, a
+    # one-pulse cycle a fraction of them), the rows with the most pulses first, so that pulse t
+    # touches a leading block of them (the rows with more than t pulses); the others keep their
+    # weights, and row i keeps its random numbers (addressed by its global row number
+    # device_index·m + i)
+    row_max = xp.max(xp.abs(counts), axis=1)
+    order = xp.argsort(-row_max, stable=True)
+    live = int(xp.sum(xp.astype(row_max > 0, xp.int64)))
+    rows = order[:live]
     new = _pulse_rows(xp, xp.take(w, rows, axis=0), xp.take(counts, rows, axis=0),
-                      _param_rows(xp, params, rows), cfg, bl, n_max, seed, call, first_row + rows,
-                      stream)
-    place = xp.cumulative_sum(xp.astype(live, xp.int64)) - 1
-    source = xp.where(live, m + place, xp.arange(m, dtype=xp.int64, device=rng.device_of(w)))
+                      _param_rows(xp, params, rows), cfg, bl, xp.take(row_max, rows, axis=0),
+                      seed, call, device_index * m + rows, stream)
+    # put back: row i is row m + (its place in the order) of [w; new] when it was pulsed
+    place = xp.argsort(order)
+    source = xp.where(place < live, m + place,
+                      xp.arange(m, dtype=place.dtype, device=rng.device_of(w)))
     return xp.take(xp.concat([w, new], axis=0), source, axis=0)
 
 
@@ -475,9 +470,10 @@ def _param_rows(xp: Any, params: DeviceParams, rows: Any) -> DeviceParams:
 
 
 def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: int,
-                n_max: int, seed: int, call: int, row_numbers: Any, stream: str) -> Any:
+                row_max: Any, seed: int, call: int, row_numbers: Any, stream: str) -> Any:
     """:func:`apply_pulses` on some rows whose global row numbers (device_index·m + i, which
-    address their random numbers) are ``row_numbers``."""
+    address their random numbers) are ``row_numbers`` and whose largest pulse counts
+    ``row_max`` do not increase from row to row."""
     m, n = w.shape
     name = _name(cfg)
     sigma = float(cfg.dw_min_std)
@@ -497,15 +493,19 @@ def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedD
     if name in FROZEN_WITHOUT_RANGE:  # these models leave a device without range untouched
         span = params.b_max - params.b_min
         size = xp.where(span > 0.0, size, xp.zeros_like(size))
-    for t in range(n_max):
+    for t in range(int(row_max[0]) if m else 0):
+        k = int(xp.sum(xp.astype(row_max > t, xp.int64)))  # the rows with a pulse t: rows :k
+        p = params if k == m else _param_rows(xp, params, slice(0, k))
         xi = None
         if run is not None:
-            xi = xp.take_along_axis(run, xp.clip(first + t, max=width - 1), axis=1)
+            xi = xp.take_along_axis(run[:k, :], xp.clip(first[:k, :] + t, max=width - 1), axis=1)
         # a reference device pulses u = w + ref and keeps u − ref, at every pulse
-        u = w if ref is None else w + ref
-        w_up, w_down = _step(xp, cfg, name, u, params, xi, sigma)
-        new = xp.clip(xp.where(up, w_up, w_down), min=params.b_min, max=params.b_max)
-        w = xp.where(size > t, new if ref is None else new - ref, w)
+        wk, rk = w[:k, :], None if ref is None else ref[:k, :]
+        u = wk if rk is None else wk + rk
+        w_up, w_down = _step(xp, cfg, name, u, p, xi, sigma)
+        new = xp.clip(xp.where(up[:k, :], w_up, w_down), min=p.b_min, max=p.b_max)
+        wk = xp.where(size[:k, :] > t, new if rk is None else new - rk, wk)
+        w = wk if k == m else xp.concat([wk, w[k:, :]], axis=0)
     return w
 
 
