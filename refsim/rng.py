@@ -39,6 +39,7 @@ __all__ = [
     "random_words_at",
     "random_words_rows",
     "stream_id",
+    "uniform_calls",
     "uniform",
     "uniform_at",
 ]
@@ -297,6 +298,18 @@ def random_words_rows(seed: int, stream: str, call: int, starts: Any, width: int
     pick = row_base + offset + xp.reshape(xp.arange(width, dtype=xp.int64,
                                                     device=device_of(starts)), (1, -1))
     return xp.reshape(xp.take(words, xp.reshape(pick, (-1,)), axis=0), (rows, width))
+
+
+def uniform_calls(seed: int, stream: str, calls: Any, *, start: int = 0, xp: Any = None,
+                  device: Any = None) -> Any:
+    """Uniform number ``start`` of each call of ``calls`` (a 1-D integer array), float64: the
+    numbers that one draw per call gives (a compound's per-event draws, taken at once)."""
+    xp = _namespace(xp)
+    calls = xp.reshape(xp.astype(xp.asarray(calls, device=device), xp.int64), (-1,))
+    start = _check_int(start, "start", 0, MAX_INDEX)
+    first = int(calls[0]) if calls.shape[0] else 0
+    words = random_words_rows(seed, stream, first, calls * 0 + start, 1, xp=xp, calls=calls)
+    return xp.reshape(uniform_from_words(xp, words), (-1,))
 
 
 def device_of(a: Any) -> Any:

@@ -146,3 +146,16 @@ def fill_normal(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
                 out_t[::1] out not None, int num_threads):
     """out[i] = normal start+i of the call (float64 quantile, cast to the output type)."""
     _fill(seed, sid, call, start, out, num_threads, NORMAL)
+
+
+def words_of_calls(uint32_t seed, uint32_t sid, const uint64_t[::1] calls not None,
+                   uint64_t index, uint32_t[::1] out not None):
+    """out[r] = word ``index`` of call ``calls[r]`` (one number from each of many calls, as a
+    compound's per-event draws take them). ValueError unless out has the length of calls."""
+    cdef int64_t n = calls.shape[0], r
+    if out.shape[0] != n:
+        raise ValueError(f"out: expected {n} words, got {out.shape[0]}")
+    _check_run(index, 1)
+    with nogil:
+        for r in range(n):
+            refsim_words(seed, sid, calls[r], index, 1, &out[r])

@@ -9,12 +9,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from refsim.rng import (MAX_INDEX, Shape, _check_address, _check_int, _check_shape,
+from refsim.rng import (MAX_CALL, MAX_INDEX, Shape, _check_address, _check_int, _check_shape,
                         normal16_table)
 
 from . import _rng
 
-__all__ = ["normal", "normal16", "random_words", "uniform"]
+__all__ = ["normal", "normal16", "random_words", "uniform", "uniform_calls"]
 
 
 def resolve_threads(num_threads: Optional[int]) -> int:
@@ -84,3 +84,18 @@ def normal16(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
         _rng.fill_normal16(seed_, sid, call_, start_, out, table, threads)
 
     return _draw(kernel, seed, stream, call, shape, start, dtype, num_threads)
+
+
+def uniform_calls(seed: int, stream: str, calls: Any, *, start: int = 0, xp: Any = None,
+                  device: Any = None) -> np.ndarray:
+    """:func:`refsim.rng.uniform_calls` (number ``start`` of each call), in C."""
+    calls = np.asarray(calls).reshape(-1)
+    if calls.dtype.kind not in "iu":
+        raise TypeError(f"calls: expected integers, got {calls.dtype}")
+    seed, sid, _ = _check_address(seed, stream, 0)
+    if calls.size and (int(calls.min()) < 0 or int(calls.max()) > MAX_CALL):
+        raise ValueError(f"calls: expected call numbers in [0, {MAX_CALL}]")
+    start = _check_int(start, "start", 0, MAX_INDEX)
+    words = np.empty(calls.size, dtype=np.uint32)
+    _rng.words_of_calls(seed, sid, np.ascontiguousarray(calls, dtype=np.uint64), start, words)
+    return (words >> np.uint32(8)).astype(np.float64) * (1.0 / 16777216.0)

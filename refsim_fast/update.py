@@ -36,7 +36,8 @@ from . import _update
 from . import rng as _fast_rng
 from .rng import resolve_threads
 
-__all__ = ["MODELS", "normal", "num_threads", "outer_accumulate", "pulsed_update", "uniform"]
+__all__ = ["MODELS", "normal", "num_threads", "outer_accumulate", "pulsed_update", "uniform",
+           "uniform_calls"]
 
 #: Threads of the kernels when ``pulsed_update`` gets no ``num_threads`` (OpenMP's default). Set
 #: this attribute to change it for the tile's updates. Results do not depend on it.
@@ -313,3 +314,9 @@ def uniform(seed: int, stream: str, call: int, shape: Any, *, start: int = 0, xp
     """:func:`refsim.rng.uniform` (numpy arrays on the CPU), by the compiled streams."""
     return _fast_rng.uniform(seed, stream, call, shape, start=start, dtype=dtype,
                              num_threads=num_threads)
+
+
+def uniform_calls(seed: int, stream: str, calls: Any, *, start: int = 0, xp: Any = None,
+                  device: Any = None) -> np.ndarray:
+    """:func:`refsim.rng.uniform_calls` (numpy arrays on the CPU), by the compiled streams."""
+    return _fast_rng.uniform_calls(seed, stream, calls, start=start)

@@ -422,3 +422,22 @@ def test_normal16_rows_are_runs_of_normal16(starts, width):
     want = np.stack([rng.normal16(3, "device.c2c", 7, width, start=s) for s in starts])
     np.testing.assert_array_equal(got, want)
     assert rng.normal16_rows(3, "device.c2c", 7, np.zeros(0, np.int64), width).shape == (0, width)
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_uniform_calls_are_one_number_of_each_call(start):
+    """rng.uniform_calls (and the compiled one): number ``start`` of each call, the numbers of
+    one draw per call; calls in any order, repeated, and near the end of the call range."""
+    calls = np.array([7, 3, 3, 2**64 - 1, 0, 123456789012], dtype=np.uint64)
+    want = np.array([rng.uniform(4, "compound.chop_in", int(c), 1, start=start)[0]
+                     for c in calls])
+    got = rng.uniform_calls(4, "compound.chop_in", calls.astype(np.int64)[:3], start=start)
+    np.testing.assert_array_equal(got, want[:3])
+    pytest.importorskip("refsim_fast.rng")
+    from refsim_fast import rng as fast_rng
+
+    np.testing.assert_array_equal(fast_rng.uniform_calls(4, "compound.chop_in", calls,
+                                                         start=start), want)
+    assert fast_rng.uniform_calls(4, "compound.chop_in", np.zeros(0, np.int64)).shape == (0,)
+    with pytest.raises(TypeError, match="calls"):
+        fast_rng.uniform_calls(4, "compound.chop_in", np.zeros(2))

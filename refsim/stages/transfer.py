@@ -22,7 +22,6 @@ import math
 import struct
 from typing import Any, Dict, List, Tuple
 
-from refsim import rng
 from refsim.configs import (
     AnalogMVType,
     BoundManagementType,
@@ -696,9 +695,8 @@ class ChoppedTransferCompound(TransferCompound):
         ctx, xp = self.ctx, self.ctx.xp
         first = ctx.streams.next_calls("compound.chop_in", events)
         calls = xp.arange(first, first + events, dtype=xp.int64, device=ctx.device)
-        words = rng.random_words_rows(ctx.seed, "compound.chop_in", first, calls * 0, 1, xp=xp,
-                                      calls=calls)
-        self._ahead = _floats(xp, xp.reshape(rng.uniform_from_words(xp, words), (-1,)))[::-1]
+        u = ctx.draws.uniform_calls(ctx.seed, "compound.chop_in", calls, xp=xp, device=ctx.device)
+        self._ahead = _floats(xp, u)[::-1]
 
     def _in_chop_uniform(self) -> float:
         """Number 0 of the next call of ``compound.chop_in`` (drawn ahead, or now)."""
