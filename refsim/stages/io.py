@@ -586,7 +586,9 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
             break
         else:
             red *= 2.0
-        active = scatter_rows(xp, xp.zeros_like(active), active, xp.logical_not(ok))
+        # the rows whose outputs left the bound go again (all rows computed: ok's own order)
+        active = xp.logical_not(ok) if every else \
+            scatter_rows(xp, xp.zeros_like(active), active, xp.logical_not(ok))
         pass_index += 1
     return y, nm_running
 
