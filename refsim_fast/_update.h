@@ -50,6 +50,11 @@ typedef struct {
     int snap_columns;
 } refsim_update_args;
 
+/* Whether a rule's first pulses run in the vectorized loop (no libm call in its step). */
+static inline int refsim_first_pulses_vectorized(int model) {
+    return model == REFSIM_CONSTANT || model == REFSIM_LINEAR || model == REFSIM_SOFT_REFERENCE;
+}
+
 /* Small helpers of the row kernel are always inlined (so that each model gets its own loop). */
 #if defined(__GNUC__)
 #define REFSIM_INLINE inline __attribute__((always_inline))

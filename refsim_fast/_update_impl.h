@@ -282,8 +282,7 @@ static void REFSIM_SUF(refsim_apply_row)(const CTX *c, int64_t i, int64_t nnz, c
                                         int multi, const T *xi) {
     int64_t base = i * c->n;
     int64_t t0 = 0;
-    if (c->model == REFSIM_CONSTANT || c->model == REFSIM_LINEAR ||
-        c->model == REFSIM_SOFT_REFERENCE) {
+    if (refsim_first_pulses_vectorized(c->model)) {
         REFSIM_SUF(refsim_first_pulses)(c, base, nnz, idx, pre, dir, words, b1);
         t0 = 1;
         if (!multi) return;  /* one pulse per element: done */
@@ -378,8 +377,7 @@ static REFSIM_INLINE void REFSIM_SUF(refsim_update_cycle)(const CTX *c, int64_t 
         b1 = (int32_t)(base & 1u);
         /* the normals of the pulses after the first, gathered from the table (the first
            pulses read theirs in their own loop) */
-        if (multi || !(c->model == REFSIM_CONSTANT || c->model == REFSIM_LINEAR ||
-                       c->model == REFSIM_SOFT_REFERENCE))
+        if (multi || !refsim_first_pulses_vectorized(c->model))
             for (int64_t r = 0; r < total; ++r)
                 xi[r] = REFSIM_SUF(refsim_xi_at)(c->table, words, b1, (int32_t)r);
     }
