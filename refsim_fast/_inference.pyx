@@ -15,7 +15,7 @@ they index with and raise ValueError otherwise.
 
 from cython.parallel cimport prange
 from libc.math cimport fabs, fabsf
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 from refsim_fast._philox cimport refsim_normals, refsim_streams_init, refsim_words
 
@@ -79,6 +79,26 @@ cdef inline void _draw(uint32_t seed, uint32_t sid, uint64_t call, uint64_t star
     """Normals start .. start+n-1 of a call into out (n <= CHUNK)."""
     refsim_words(seed, sid, call, start, n, words)
     refsim_normals(words, n, out)
+
+
+cdef inline void _draw_nonzero(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,
+                               int64_t n, const real_t* g, uint32_t* words, int32_t* at,
+                               double* dense, double* out) noexcept nogil:
+    """Normals start .. start+n-1 of a call into out (n <= CHUNK) where g is not 0, and 0
+    where it is: the read noise of a zero conductance, abs(0)·σ·ξ, is 0 for any ξ, so its
+    normal is not needed (half of the devices idle at g_min = 0). The words are drawn for all
+    (Philox makes them four at a time), the normals for the nonzero ones, compacted."""
+    cdef int64_t i, count = 0
+    for i in range(n):  # branch-free compaction
+        at[count] = <int32_t>i
+        count = count + (g[i] != 0)
+        out[i] = 0
+    refsim_words(seed, sid, call, start, n, words)
+    for i in range(count):
+        words[i] = words[at[i]]  # at[i] >= i: in place
+    refsim_normals(words, count, dense)
+    for i in range(count):
+        out[at[i]] = dense[i]
 
 
 cdef int _check(object a, tuple shape, str name) except -1:
@@ -245,7 +265,9 @@ cdef void _drift_chunk(const real_t* g, const real_t* decay, const real_t* power
                        int64_t hi) noexcept nogil:
     # simple loops over the chunk, one quantity each, so that the compiler vectorizes them
     cdef uint32_t words[CHUNK]
+    cdef int32_t at[CHUNK]
     cdef double xi[CHUNK]
+    cdef double dense[CHUNK]
     cdef real_t gf[2][CHUNK]
     cdef int64_t m = hi - lo, k, i
     cdef const real_t* gk
@@ -264,7 +286,8 @@ cdef void _drift_chunk(const real_t* g, const real_t* decay, const real_t* power
                 gf[k][i] = gk[i]
         if power != NULL:
             pk = power + k * n + lo
-            _draw(seed, sid_read, call, <uint64_t>(k * n + lo), m, words, xi)
+            _draw_nonzero(seed, sid_read, call, <uint64_t>(k * n + lo), m, gf[k], words, at,
+                          dense, xi)
             for i in range(m):
                 # the power, 0 where abs(G)/g_max is 0 (conductances put 1 there)
                 pw = _if_zero(_abs(gk[i]) / g_max, zero, pk[i])

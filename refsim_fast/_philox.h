@@ -230,8 +230,79 @@ static void refsim_streams_init(void) {
 #endif
 }
 
-/* out[k] = refsim_normal(w[k]): the central branch for all elements, then the tail branch
- * (15 % of the words) element by element. */
+/* The tail branch of a compacted block: t[j] = refsim_as241_tail for the values whose logarithm
+ * lx[j] = ln(min(v, 1 - v)) and sign q[j] = v - 1/2 are given. Branch-free, so it vectorizes;
+ * the same separately rounded operations in the same order as refsim_as241_tail. */
+#define REFSIM_TAIL_LOOP                                                                          \
+    for (int j = 0; j < m; ++j) {                                                                 \
+        double r = sqrt(-lx[j]) - 1.6;                                                            \
+        double num = ((((((7.74545014278341407640e-4 * r + 2.27238449892691845833e-2) * r          \
+                          + 2.41780725177450611770e-1) * r + 1.27045825245236838258e0) * r        \
+                        + 3.64784832476320460504e0) * r + 5.76949722146069140550e0) * r           \
+                      + 4.63033784615654529590e0) * r + 1.42343711074968357734e0;                 \
+        double den = ((((((1.05075007164441684324e-9 * r + 5.47593808499534494600e-4) * r          \
+                          + 1.51986665636164571966e-2) * r + 1.48103976427480074590e-1) * r       \
+                        + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r          \
+                      + 2.05319162663775882187e0) * r + 1.0;                                      \
+        double z = num / den;                                                                     \
+        t[j] = q[j] < 0.0 ? -z : z;                                                               \
+    }
+static void refsim_tail_run(const double *restrict lx, const double *restrict q, int m,
+                            double *restrict t) {
+    REFSIM_TAIL_LOOP
+}
+#if REFSIM_HAVE_AVX512_COPY
+__attribute__((target("avx512f"))) static void refsim_tail_run_avx512(
+    const double *restrict lx, const double *restrict q, int m, double *restrict t) {
+    REFSIM_TAIL_LOOP
+}
+#endif
+
+#define REFSIM_TAIL_BLOCK 256
+
+/* at[0 .. m-1] = the positions k < nb of the words in the tail branch, in order; returns m.
+ * Without a branch (the branch would be mispredicted for 15 % of random words). */
+static int refsim_tail_positions(const uint32_t *restrict w, int nb, int32_t *restrict at) {
+    int m = 0;
+    for (int k = 0; k < nb; ++k) {
+        at[m] = k;
+        m += refsim_in_tail(w[k]);
+    }
+    return m;
+}
+#if REFSIM_HAVE_AVX512_COPY
+#include <immintrin.h>
+/* The same with AVX-512: 16 words compared at once, their tail positions compressed into a
+ * register and stored (the register form of vpcompressd; at has room for 16 past nb). */
+__attribute__((target("avx512f"))) static int refsim_tail_positions_avx512(
+    const uint32_t *restrict w, int nb, int32_t *restrict at) {
+    const __m512i offset = _mm512_set1_epi32((int)0x13333333u);
+    const __m512i span = _mm512_set1_epi32((int)(0xECCCCCCCu - 0x13333333u));
+    const __m512i step = _mm512_set1_epi32(16);
+    __m512i index = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int m = 0, k = 0;
+    for (; k + 16 <= nb; k += 16) {
+        __m512i words = _mm512_loadu_si512((const void *)(w + k));
+        __mmask16 tail = _mm512_cmpgt_epu32_mask(_mm512_sub_epi32(words, offset), span);
+        _mm512_storeu_si512((void *)(at + m), _mm512_maskz_compress_epi32(tail, index));
+        m += __builtin_popcount((unsigned)tail);
+        index = _mm512_add_epi32(index, step);
+    }
+    for (; k < nb; ++k) {
+        at[m] = k;
+        m += refsim_in_tail(w[k]);
+    }
+    return m;
+}
+#endif
+
+/* out[k] = refsim_normal(w[k]): the central branch for all elements (vectorized), then the tail
+ * branch (15 % of the words) block by block: the tail positions of a block are compacted
+ * without a branch, the C library's log is taken of each (the one scalar step, so the values
+ * are refsim_as241_tail's bit for bit), and the rest of the branch runs vectorized over the
+ * compacted values. Measured (one thread, 2^20 normals, AMD EPYC with AVX-512): 4.2 ns a
+ * normal with the tail element by element behind its unpredictable branch, 3.0 ns so; the
+ * scalar log is 1.75 ns of it. */
 static void refsim_normals(const uint32_t *restrict w, int64_t n, double *restrict out) {
 #if REFSIM_HAVE_AVX512_COPY
     if (refsim_has_avx512) {
@@ -246,8 +317,32 @@ static void refsim_normals(const uint32_t *restrict w, int64_t n, double *restri
 #else
     refsim_central_run(w, n, out);
 #endif
-    for (int64_t k = 0; k < n; ++k)
-        if (refsim_in_tail(w[k])) out[k] = refsim_as241_tail(refsim_v(w[k]), refsim_v(w[k]) - 0.5);
+    int32_t at[REFSIM_TAIL_BLOCK + 16];
+    double lx[REFSIM_TAIL_BLOCK], q[REFSIM_TAIL_BLOCK], t[REFSIM_TAIL_BLOCK];
+    for (int64_t base = 0; base < n; base += REFSIM_TAIL_BLOCK) {
+        int nb = (n - base < REFSIM_TAIL_BLOCK) ? (int)(n - base) : REFSIM_TAIL_BLOCK;
+        const uint32_t *wb = w + base;
+        int m;
+#if REFSIM_HAVE_AVX512_COPY
+        if (refsim_has_avx512)
+            m = refsim_tail_positions_avx512(wb, nb, at);
+        else
+#endif
+            m = refsim_tail_positions(wb, nb, at);
+        for (int j = 0; j < m; ++j) {
+            double v = refsim_v(wb[at[j]]);
+            q[j] = v - 0.5;
+            lx[j] = q[j] <= 0.0 ? v : 1.0 - v;
+        }
+        for (int j = 0; j < m; ++j) lx[j] = log(lx[j]);
+#if REFSIM_HAVE_AVX512_COPY
+        if (refsim_has_avx512)
+            refsim_tail_run_avx512(lx, q, m, t);
+        else
+#endif
+            refsim_tail_run(lx, q, m, t);
+        for (int j = 0; j < m; ++j) out[base + at[j]] = t[j];
+    }
 }
 
 #endif

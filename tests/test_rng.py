@@ -441,3 +441,29 @@ def test_uniform_calls_are_one_number_of_each_call(start):
     assert fast_rng.uniform_calls(4, "compound.chop_in", np.zeros(0, np.int64)).shape == (0,)
     with pytest.raises(TypeError, match="calls"):
         fast_rng.uniform_calls(4, "compound.chop_in", np.zeros(2))
+
+
+def _as241_with_c_log(word: int) -> float:
+    """One normal by Python floats and math.log (the C library's log, as the compiled kernels
+    take it), the operations of spec/rng.md §4 in order."""
+    v = ((2 * word + 1) * 2.0**-33)
+    q = v - 0.5
+    if abs(q) <= 0.425:
+        r = 0.180625 - q * q
+        return rng._horner(rng.AS241_CENTRAL_NUM, r) * q / rng._horner(rng.AS241_CENTRAL_DEN, r)
+    r = math.sqrt(-math.log(v if q <= 0.0 else 1.0 - v)) - 1.6
+    z = rng._horner(rng.AS241_TAIL_NUM, r) / rng._horner(rng.AS241_TAIL_DEN, r)
+    return -z if q < 0.0 else z
+
+
+@pytest.mark.parametrize("count", [1, 15, 16, 17, 255, 256, 257, 600, 4099])
+def test_fast_normals_are_the_element_formula_at_block_edges(fast, count):
+    """The compiled normals compact the tail positions of each block of 256 words (16 at a
+    time with AVX-512) and scatter them back: every value lands at its own position and is
+    the formula's with the C library's log, bit for bit (spec/rng.md §4)."""
+    words = to_numpy(rng.random_words(5, "test.a", 9, 3, count))
+    got = fast.rng.normal(5, "test.a", 9, count, start=3, num_threads=1)
+    want = np.array([_as241_with_c_log(int(w)) for w in words])
+    assert np.array_equal(got, want)
+    if count >= 15:  # the case has tail words (about 15 % of them)
+        assert np.count_nonzero(np.abs(words.astype(np.float64) * 2.0**-32 - 0.5) > 0.43) > 0
