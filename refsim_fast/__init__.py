@@ -38,6 +38,52 @@ SPINNING_OPENMP = _openmp_loaded_before()
 # Set OMP_WAIT_POLICY yourself to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+#: glibc's malloc parameters refsim_fast sets at import (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD).
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 256 << 20
+
+
+def _keep_freed_memory() -> dict:
+    """Let glibc's malloc keep freed memory for the next arrays instead of handing it back to
+    the kernel at once, so that the megabyte-sized temporaries of a pass do not fault their
+    pages in afresh on every call.
+
+    With glibc's defaults an array of more than 128 KiB (later: of more than the largest one
+    freed so far) is mapped on its own, and free space above 2× that at the top of the heap is
+    returned: the temporaries of programming and drifting a 512² inference tile were about 12 MB
+    of fresh pages, 3000 page faults per program+drift (``resource.getrusage``), 1–3 ms of its
+    12–17 ms on this project's 2-core VM. Here: arrays below ``MMAP_THRESHOLD`` (32 MiB, glibc's
+    largest) come from the heap and up to ``TRIM_THRESHOLD`` (256 MiB) of free space stays with
+    the process. The cost: the process keeps up to that much freed memory. Nothing is changed
+    where the environment already sets malloc parameters (``MALLOC_*_``, ``GLIBC_TUNABLES``
+    with ``glibc.malloc``), with ``REFSIM_KEEP_FREED_MEMORY=0``, or without glibc. Numbers do
+    not depend on it. Returns what was done, for :func:`info`."""
+    if os.environ.get("REFSIM_KEEP_FREED_MEMORY", "1") == "0":
+        return {"kept_freed_memory": False, "reason": "REFSIM_KEEP_FREED_MEMORY=0"}
+    if any(key.startswith("MALLOC_") and key.endswith("_") for key in os.environ) or \
+            "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return {"kept_freed_memory": False, "reason": "malloc parameters set by the environment"}
+    if not sys.platform.startswith("linux"):
+        return {"kept_freed_memory": False, "reason": "not Linux"}
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return {"kept_freed_memory": False, "reason": "not glibc"}
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return {"kept_freed_memory": False, "reason": "no mallopt"}
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    done = mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1 and \
+        mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
+    return {"kept_freed_memory": bool(done), "mmap_threshold": MMAP_THRESHOLD,
+            "trim_threshold": TRIM_THRESHOLD}
+
+
+#: What :func:`_keep_freed_memory` did at import (``refsim info`` shows it).
+ALLOCATOR = _keep_freed_memory()
+
 try:
     from . import _rng
 except ImportError as err:  # the source tree, or a failed build
@@ -61,7 +107,8 @@ def max_threads() -> int:
 
 
 def info() -> dict:
-    """Build facts: OpenMP on or off, the default thread count, and whether another library
-    started the OpenMP runtime with busy-waiting threads (:data:`SPINNING_OPENMP`)."""
+    """Build facts: OpenMP on or off, the default thread count, whether another library
+    started the OpenMP runtime with busy-waiting threads (:data:`SPINNING_OPENMP`), and the
+    malloc setting made at import (:data:`ALLOCATOR`)."""
     return {"openmp": openmp_enabled(), "max_threads": max_threads(),
-            "spinning_openmp": SPINNING_OPENMP}
+            "spinning_openmp": SPINNING_OPENMP, "allocator": dict(ALLOCATOR)}

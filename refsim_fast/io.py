@@ -19,10 +19,7 @@ promote a float32 pass to float64 when given float64 weights or periphery; the t
 
 from __future__ import annotations
 
-import concurrent.futures
 import numbers
-import os
-import threading
 from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
@@ -32,6 +29,7 @@ from refsim.configs import AnalogMVType, IOParameters, WeightNoiseType
 from refsim.stages import io as _ref
 
 from . import _io
+from .pool import parallel
 from .rng import resolve_threads
 
 __all__ = ["analog_mv", "num_threads"]
@@ -57,40 +55,12 @@ _SERIAL_WORK = 16384
 _POS_NEG_MODE = {AnalogMVType.POS_NEG_SEPARATE: 1, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM: 2}
 
 
-_POOL: Any = None
-_POOL_LOCK = threading.Lock()
-
-
-def _forget_pool() -> None:
-    """In a forked child the pool's threads do not exist: start a new pool when needed."""
-    global _POOL, _POOL_LOCK
-    _POOL, _POOL_LOCK = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
 def _parallel(one: Callable[[slice], None], blocks: List[slice]) -> None:
     """The row blocks of a matrix product (refsim.stages.io.product) on ``num_threads`` Python
-    threads, each product on one BLAS thread (the caller holds ``one_blas_thread``; numpy
-    releases the GIL in it): the blocks are fixed by the shape, so the numbers are the
-    reference's for any thread count."""
-    global _POOL
-    threads = min(num_threads, len(blocks))
-    if threads <= 1:
-        for block in blocks:
-            one(block)
-        return
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:  # num_threads was raised
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
-                                                         thread_name_prefix="refsim-gemm")
-        pool = _POOL
-    for future in [pool.submit(one, block) for block in blocks]:
-        future.result()
+    threads (refsim_fast.pool), each product on one BLAS thread (the caller holds
+    ``one_blas_thread``; numpy releases the GIL in it): the blocks are fixed by the shape, so
+    the numbers are the reference's for any thread count."""
+    parallel(one, blocks, num_threads)
 
 
 def _settings(io: IOParameters, direction: str, dt: np.dtype = _F64) -> Tuple[dict, dict]:

@@ -58,6 +58,23 @@ def test_program_and_drift_equal_the_reference(name, dtype, shape):
                                                                     draws=fast_draws))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_numpy_blocks_equal_the_reference(dtype):
+    """300² pairs: 180 000 values per numpy pass, two blocks of refsim_fast.inference's
+    element-wise passes (a full and a shorter one), on one and on two threads; the powers of
+    two arrays equal the reference's scalar-operand powers bit for bit."""
+    assert 2 * 300 * 300 > fast._NUMPY_BLOCK
+    w = weights((300, 300), dtype)
+    model = MODELS["default"]
+    want = reference.program(np, w, model, seed=2, call=1, draws=fast_draws)
+    for threads in (1, 2):
+        got = fast.program(np, w, model, seed=2, call=1, num_threads=threads)
+        same(got.weights, want.weights)
+        same(got.nu[0], want.nu[0])
+        same(fast.drift(np, got, 3.15e7, model, 2, 3, num_threads=threads),
+             reference.drift(np, want, 3.15e7, model, 2, 3, draws=fast_draws))
+
+
 def test_the_thread_count_does_not_matter():
     w = weights((40, 90), np.float32)
     model = MODELS["default"]

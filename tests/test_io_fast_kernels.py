@@ -25,7 +25,10 @@ What is compared, and how:
 
 import dataclasses
 
+import json
+
 import array_api_compat
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -851,3 +854,42 @@ def test_fortran_transposed_unaligned_and_broadcast_inputs(dtype):
                              periphery, draws, p, rows)
     np.testing.assert_array_equal(out, want[0])
     assert_agree(ref.analog_mv(XP, x_b, s_b, w, io, periphery, draws, p, rows)[0], out, io)
+
+
+@pytest.mark.parametrize("env, kept", [({}, True), ({"REFSIM_KEEP_FREED_MEMORY": "0"}, False),
+                                       ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False),
+                                       ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}, False)])
+def test_freed_memory_setting_at_import(env, kept):
+    """refsim_fast keeps freed memory for the next arrays (glibc's mallopt) unless told not to
+    or the environment already sets malloc parameters; ``refsim info`` reports it, and a
+    program+drift then faults in no fresh pages."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    code = (
+        "import json, resource, numpy as np, refsim_fast\n"
+        "from refsim import configs\n"
+        "from refsim.tile import AnalogTile\n"
+        "t = AnalogTile(256, 256, configs.InferenceRPUConfig(), seed=1, dtype=np.float32,\n"
+        "               backend='fast')\n"
+        "t.set_weights(np.full((256, 256), 0.25, np.float32))\n"
+        "for _ in range(3): t.program_weights(); t.drift_weights(100.0)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "for _ in range(5): t.program_weights(); t.drift_weights(100.0)\n"
+        "faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "print(json.dumps([refsim_fast.info()['allocator'], faults]))\n")
+    environ = {k: v for k, v in os.environ.items()
+               if k != "REFSIM_KEEP_FREED_MEMORY" and not k.startswith("MALLOC_")
+               and k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env},
+                         capture_output=True, text=True, check=True)
+    allocator, faults = json.loads(out.stdout)
+    assert allocator["kept_freed_memory"] is kept
+    if kept:
+        assert allocator["mmap_threshold"] == 32 << 20 and faults < 50
+    else:
+        assert allocator["reason"] and faults > 500  # glibc's defaults: fresh pages every call
