@@ -230,9 +230,17 @@ static void refsim_streams_init(void) {
 #endif
 }
 
-/* The tail branch of a compacted block: t[j] = refsim_as241_tail for the values whose logarithm
- * lx[j] = ln(min(v, 1 - v)) and sign q[j] = v - 1/2 are given. Branch-free, so it vectorizes;
- * the same separately rounded operations in the same order as refsim_as241_tail. */
+/* The inputs of the tail branch of a compacted block: for the words wb[at[j]], q[j] = v - 1/2
+ * and x[j] = min(v, 1 - v) as refsim_as241_tail chooses it (q <= 0 ? v : 1 - v). */
+#define REFSIM_TAIL_INPUTS_LOOP                                                                   \
+    for (int j = 0; j < m; ++j) {                                                                 \
+        double v = refsim_v(wb[at[j]]);                                                           \
+        q[j] = v - 0.5;                                                                           \
+        x[j] = q[j] <= 0.0 ? v : 1.0 - v;                                                         \
+    }
+/* The rest of the tail branch for the logarithms lx[j] = ln(x[j]), into out[at[j]]. Branch-free,
+ * so it vectorizes; the same separately rounded operations in the same order as
+ * refsim_as241_tail. */
 #define REFSIM_TAIL_LOOP                                                                          \
     for (int j = 0; j < m; ++j) {                                                                 \
         double r = sqrt(-lx[j]) - 1.6;                                                            \
@@ -245,15 +253,25 @@ static void refsim_streams_init(void) {
                         + 6.89767334985100004550e-1) * r + 1.67638483018380384940e0) * r          \
                       + 2.05319162663775882187e0) * r + 1.0;                                      \
         double z = num / den;                                                                     \
-        t[j] = q[j] < 0.0 ? -z : z;                                                               \
+        out[at[j]] = q[j] < 0.0 ? -z : z;                                                         \
     }
-static void refsim_tail_run(const double *restrict lx, const double *restrict q, int m,
-                            double *restrict t) {
+static void refsim_tail_inputs(const uint32_t *restrict wb, const int32_t *restrict at, int m,
+                               double *restrict q, double *restrict x) {
+    REFSIM_TAIL_INPUTS_LOOP
+}
+static void refsim_tail_run(const double *restrict lx, const double *restrict q,
+                            const int32_t *restrict at, int m, double *restrict out) {
     REFSIM_TAIL_LOOP
 }
 #if REFSIM_HAVE_AVX512_COPY
+__attribute__((target("avx512f"))) static void refsim_tail_inputs_avx512(
+    const uint32_t *restrict wb, const int32_t *restrict at, int m, double *restrict q,
+    double *restrict x) {
+    REFSIM_TAIL_INPUTS_LOOP
+}
 __attribute__((target("avx512f"))) static void refsim_tail_run_avx512(
-    const double *restrict lx, const double *restrict q, int m, double *restrict t) {
+    const double *restrict lx, const double *restrict q, const int32_t *restrict at, int m,
+    double *restrict out) {
     REFSIM_TAIL_LOOP
 }
 #endif
@@ -318,7 +336,7 @@ static void refsim_normals(const uint32_t *restrict w, int64_t n, double *restri
     refsim_central_run(w, n, out);
 #endif
     int32_t at[REFSIM_TAIL_BLOCK + 16];
-    double lx[REFSIM_TAIL_BLOCK], q[REFSIM_TAIL_BLOCK], t[REFSIM_TAIL_BLOCK];
+    double lx[REFSIM_TAIL_BLOCK], q[REFSIM_TAIL_BLOCK];
     for (int64_t base = 0; base < n; base += REFSIM_TAIL_BLOCK) {
         int nb = (n - base < REFSIM_TAIL_BLOCK) ? (int)(n - base) : REFSIM_TAIL_BLOCK;
         const uint32_t *wb = w + base;
@@ -329,19 +347,19 @@ static void refsim_normals(const uint32_t *restrict w, int64_t n, double *restri
         else
 #endif
             m = refsim_tail_positions(wb, nb, at);
-        for (int j = 0; j < m; ++j) {
-            double v = refsim_v(wb[at[j]]);
-            q[j] = v - 0.5;
-            lx[j] = q[j] <= 0.0 ? v : 1.0 - v;
-        }
-        for (int j = 0; j < m; ++j) lx[j] = log(lx[j]);
 #if REFSIM_HAVE_AVX512_COPY
         if (refsim_has_avx512)
-            refsim_tail_run_avx512(lx, q, m, t);
+            refsim_tail_inputs_avx512(wb, at, m, q, lx);
         else
 #endif
-            refsim_tail_run(lx, q, m, t);
-        for (int j = 0; j < m; ++j) out[base + at[j]] = t[j];
+            refsim_tail_inputs(wb, at, m, q, lx);
+        for (int j = 0; j < m; ++j) lx[j] = log(lx[j]);  /* the C library's, element by element */
+#if REFSIM_HAVE_AVX512_COPY
+        if (refsim_has_avx512)
+            refsim_tail_run_avx512(lx, q, at, m, out + base);
+        else
+#endif
+            refsim_tail_run(lx, q, at, m, out + base);
     }
 }
 
