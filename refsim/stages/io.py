@@ -18,6 +18,7 @@ import dataclasses
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
+import array_api_compat
 import numpy as np
 
 from refsim import rng
@@ -552,7 +553,7 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
     managed = nm_type != NoiseManagementType.NONE
     bounded = bm_type != BoundManagementType.NONE
     alpha, nm_running = noise_management(xp, x, io, nm_type, nm_running)
-    y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
+    y = None  # the outputs: the first pass's when it computes every row, else zeros
     if managed and (backward or io.inp_noise <= 0):
         active = alpha > 0  # the other rows are exactly zero, and draw nothing
     else:
@@ -570,8 +571,13 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
                                              out_scale, backward)
         out, ok = impl.analog_mv(xp, x if every else xp.take(x, rows, axis=0), scale,
                                  weights, io, periphery, draws, pass_index, rows)
-        out = out * xp.reshape(rescale, (-1, 1))
-        y = out if every else scatter_rows(xp, y, active, out)
+        out *= xp.reshape(rescale, (-1, 1))  # (out is this call's own array)
+        if every:
+            y = out
+        else:
+            if y is None:
+                y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
+            y = replace_rows(xp, y, rows, active, out)
         if not bounded:
             break
         if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
@@ -590,6 +596,8 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
         active = xp.logical_not(ok) if every else \
             scatter_rows(xp, xp.zeros_like(active), active, xp.logical_not(ok))
         pass_index += 1
+    if y is None:  # no active row: every output is 0
+        y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
     return y, nm_running
 
 
@@ -607,6 +615,17 @@ def input_output_scales(xp: Any, alpha: Any, managed: bool, reduction: float, ou
     if backward and managed:
         return scale, out_scale * xp.where(alpha > 0, alpha, one)
     return scale, out_scale / scale
+
+
+def replace_rows(xp: Any, target: Any, rows: Any, mask: Any, values: Any) -> Any:
+    """``target`` (an array the caller owns) with its rows ``rows`` (the positions of the set
+    entries of ``mask``, in order) replaced by the rows of ``values``: in place for numpy, torch
+    and cupy arrays (an indexed assignment, O(len(rows)) rows), else :func:`scatter_rows`."""
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_torch_namespace(xp) or \
+            array_api_compat.is_cupy_namespace(xp):
+        target[rows] = values
+        return target
+    return scatter_rows(xp, target, mask, values)
 
 
 def scatter_rows(xp: Any, target: Any, mask: Any, values: Any) -> Any:
