@@ -2,7 +2,7 @@
 
 import statistics
 import time
-from typing import Callable, List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -46,3 +46,10 @@ def run_worker(threads: int, spec: dict, python: str, script: str,
     if proc.returncode != 0:
         sys.exit(f"{python} {script} failed ({threads} thread(s)):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def median_of(values: Sequence[object]) -> Optional[float]:
+    """The median of the values that are not None (None if there are none): a table cell over
+    alternating rounds."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None

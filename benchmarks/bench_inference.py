@@ -21,8 +21,12 @@ analog pass), and with their default spinning waits on a 2-core machine its timi
 (program+drift 42 or 165–760 ms, forward 6 or 40 ms from one run to the next); passive waits
 give the lower mode steadily.
 
-    python benchmarks/bench_inference.py [--threads 1 2] [--repeat R] [--size 512] [--batch 256]
-        [--aihwkit PYTHON] [--wait-policy PASSIVE]
+    python benchmarks/bench_inference.py [--threads 1 2] [--repeat R] [--rounds K] [--size 512]
+        [--batch 256] [--aihwkit PYTHON] [--wait-policy PASSIVE]
+
+With ``--rounds K`` the refsim and aihwkit processes run alternately K times per thread count and
+the table shows the medians over rounds: the machine's speed drifts over minutes, and a ratio
+should compare one moment of it, not two.
 """
 
 import argparse
@@ -90,11 +94,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--aihwkit", default=str(DEFAULT_AIHWKIT),
                         help="python of an environment with aihwkit (skipped if missing)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate refsim and aihwkit this many times (medians of rounds)")
     parser.add_argument("--wait-policy", default="PASSIVE",
                         help="OMP_WAIT_POLICY unless the environment sets it ('inherit': none)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from _timing import print_table, run_worker
+    from _timing import median_of, print_table, run_worker
 
     cases = [dict(kind="inference", size=args.size, batch=args.batch, t_inference=T_INFERENCE)]
     spec = dict(cases=cases, repeat=args.repeat)
@@ -108,19 +114,26 @@ def main() -> None:
 
     rows = []
     for threads in args.threads:
-        print(f"# timing refsim, {threads} thread(s) ...", file=sys.stderr, flush=True)
-        # (re-enters this script as --worker)
-        ours = run_worker(threads, spec, sys.executable, f"{__file__}", args.wait_policy)
-        theirs = [None] * len(ours)
-        if have_aihwkit:
-            print(f"# timing aihwkit, {threads} thread(s) ...", file=sys.stderr, flush=True)
-            theirs = run_worker(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py"),
-                                args.wait_policy)
-        for mine, other in zip(ours, theirs):
+        ours_rounds, theirs_rounds = [], []
+        for k in range(max(args.rounds, 1)):
+            print(f"# timing refsim, {threads} thread(s), round {k + 1} ...", file=sys.stderr,
+                  flush=True)
+            # (re-enters this script as --worker)
+            ours_rounds.append(run_worker(threads, spec, sys.executable, f"{__file__}",
+                                          args.wait_policy))
+            if have_aihwkit:
+                print(f"# timing aihwkit, {threads} thread(s), round {k + 1} ...",
+                      file=sys.stderr, flush=True)
+                theirs_rounds.append(run_worker(threads, spec, args.aihwkit,
+                                                str(HERE / "_aihwkit_worker.py"),
+                                                args.wait_policy))
+        for i, mine in enumerate(ours_rounds[0]):
+            others = [r[i] for r in theirs_rounds]
             for step in STEPS:
-                fast = mine["fast"][step] if mine["fast"] else None
-                ref = mine["reference"][step] if mine["reference"] else None
-                aih = other["seconds"][step] if other else None
+                fast = median_of([r[i]["fast"][step] for r in ours_rounds if r[i]["fast"]])
+                ref = median_of([r[i]["reference"][step] for r in ours_rounds
+                               if r[i]["reference"]])
+                aih = median_of([o["seconds"][step] for o in others if o])
                 batch = mine["batch"] if step == "forward (eval)" else "—"
                 floor = mine["floor"][step]
                 rows.append([step, f"{mine['size']}²", batch, threads, ms(fast), ms(ref), ms(aih),
@@ -128,7 +141,8 @@ def main() -> None:
                              ratio(fast, floor)])
     policy = os.environ.get("OMP_WAIT_POLICY", args.wait_policy)
     print(f"# bench_inference: medians in ms; drift to t = {T_INFERENCE:g} s; OMP_WAIT_POLICY "
-          f"{policy}; aihwkit {'from ' + args.aihwkit if have_aihwkit else 'absent'}")
+          f"{policy}; aihwkit {'from ' + args.aihwkit if have_aihwkit else 'absent'}"
+          + (f" (median of {args.rounds} alternating rounds)" if args.rounds > 1 else ""))
     print_table(["step", "tile", "batch", "threads", "fast", "reference", "aihwkit",
                  "GEMM floor", "aihwkit/fast", "reference/fast", "fast/floor"], rows)
     print("program+drift is element-wise work and random numbers: it has no BLAS floor (—).")

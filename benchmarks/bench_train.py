@@ -88,14 +88,6 @@ def _aihwkit(python: str, spec: dict, env: dict) -> list:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _median(values: list):
-    """The median of the values that are not None (None if there are none)."""
-    import statistics
-
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -109,6 +101,9 @@ def main() -> None:
     args = parser.parse_args()
     if len(sys.argv) == 2 and sys.argv[1].startswith("{"):
         return
+    sys.path.insert(0, str(HERE))
+    from _timing import median_of
+
     with tempfile.TemporaryDirectory() as folder:
         paths = write_inputs(folder, args.size, args.batch)
         spec = {"paths": paths, "algorithms": args.algorithms, "repeat": args.repeat}
@@ -129,9 +124,9 @@ def main() -> None:
                     theirs_rounds.append({r["algorithm"]: r.get("seconds")
                                           for r in _aihwkit(args.aihwkit, spec, env)})
             for i, row in enumerate(ours_rounds[0]):
-                row["fast"] = _median([r[i].get("fast") for r in ours_rounds])
+                row["fast"] = median_of([r[i].get("fast") for r in ours_rounds])
                 row["threads"] = threads
-                row["aihwkit"] = _median([t.get(row["algorithm"]) for t in theirs_rounds])
+                row["aihwkit"] = median_of([t.get(row["algorithm"]) for t in theirs_rounds])
                 table.append(row)
 
     def ms(value):
