@@ -198,67 +198,87 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
         read_asymmetry = read_asymmetry.astype(dt, copy=False)
     dac, adc = _settings(io, draws.direction, dt)
     pos_neg = bool(dac["pos_neg"])
-
-    # -- the DAC (prepare_input, and the pos/neg split of analog_mv) ------------------------------
-    if pos_neg:
-        xt, neg, pos = e2, np.empty((R, n), dtype=dt), np.empty((R, n), dtype=dt)
-    else:
-        xt, neg, pos = np.empty((R, n), dtype=dt), e2, e2
-    _PREPARE[dt](x, scale, rows, xt, neg, pos, dac, address, threads)
-
-    # -- the matrix products and row sums of analog_product / ir_drop / voltage_offsets ------------
     w_noise_type = io.w_noise_type if adc["w_noise_on"] else None
     row_sums = periphery.v_offset is not None and io.v_offset_w_min != 0.0
+    call_adc = _adc_call(adc, io, periphery, nonlinearity, n, m, dt)
+    # |W| of the IR-drop and PCMRead products, formed once (the blocks below share it)
     abs_w = {}
+    if io.ir_drop > 0 or w_noise_type not in (None, WeightNoiseType.ADDITIVE_CONSTANT):
+        abs_w["w"] = np.abs(weights)
+        if pos_neg and read_asymmetry is not None:
+            abs_w["neg"] = np.abs(weights * (1.0 - read_asymmetry))
+    position = 1.0 - ((np.arange(n, dtype=dt) + 1.0) / n) ** 2 if io.ir_drop > 0 else None
 
-    def products(inp: np.ndarray, w: np.ndarray, key: str) -> tuple:
-        y = _ref.product(inp, w.T, _parallel)
+    def products(inp: np.ndarray, w: np.ndarray, key: str, run_blocks: Any) -> tuple:
+        """The matrix products and row sums of analog_product / ir_drop / voltage_offsets."""
+        y = _ref.product(inp, w.T, run_blocks)
         ir_a = ir_g = spread = e2
         row_sum = e1
         if io.ir_drop > 0:
-            position = 1.0 - ((np.arange(n, dtype=dt) + 1.0) / n) ** 2
-            if key not in abs_w:
-                abs_w[key] = np.abs(w)
-            ir_a = _ref.product(np.abs(inp), abs_w[key].T, _parallel)
-            ir_g = _ref.product(inp * position, w.T, _parallel)
+            ir_a = _ref.product(np.abs(inp), abs_w[key].T, run_blocks)
+            ir_g = _ref.product(inp * position, w.T, run_blocks)
         if row_sums:
             row_sum = np.sum(inp, axis=1)
         if w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
             spread = np.sqrt(np.sum(inp * inp, axis=1, keepdims=True))
         elif w_noise_type is not None:  # PCMRead
-            if key not in abs_w:
-                abs_w[key] = np.abs(w)
-            spread = np.sqrt(_ref.product(inp * inp, abs_w[key].T, _parallel))
+            spread = np.sqrt(_ref.product(inp * inp, abs_w[key].T, run_blocks))
         return tuple(np.ascontiguousarray(a) for a in (y, ir_a, ir_g, row_sum, spread))
 
-    with _ref.one_blas_thread:  # on one BLAS thread, as the reference (spec/agreement.md rule 5)
-        if pos_neg:
-            if read_asymmetry is None:
-                part0 = products(neg, weights, "w")
-            else:
-                part0 = products(neg, weights * (1.0 - read_asymmetry), "neg")
-            part1 = products(pos, weights, "w")
-        else:
-            part0 = products(xt, weights, "w")
-            part1 = (e2, e2, e2, e1, e2)
-
-    # -- element-wise analog terms, pos/neg combination and the ADC ------------------------------
-    call_adc = adc
-    if periphery.v_offset is not None or periphery.nonlinearity is not None or \
-            periphery.noise_std is not None or io.ir_drop > 0:
-        call_adc = dict(adc)
-        if io.ir_drop > 0:
-            call_adc["ir_scale"] = _ref.ir_drop_scale(n, io, dt)
-        if periphery.v_offset is not None:
-            call_adc["voff"] = 1 if io.v_offset_w_min == 0.0 else (2 if io.r_series <= 0 else 3)
-        if periphery.nonlinearity is not None:
-            call_adc["nonlinearity"] = 1
-            if m:  # (the reference's mean of an empty array would warn)
-                call_adc["slope"] = float(_ref._slope_factor(
-                    np, io, _ref.Periphery(nonlinearity=nonlinearity)))
-        call_adc["noise_std"] = int(periphery.noise_std is not None)
+    neg_weights = weights * (1.0 - read_asymmetry) if pos_neg and read_asymmetry is not None \
+        else weights
     out = np.empty((R, m), dtype=dt)
     ok = np.empty((R,), dtype=np.bool_)
-    _FINALIZE[dt](*part0, *part1, v_offset, nonlinearity, noise_std, rows, out,
-                  ok.view(np.uint8), call_adc, address, threads)
+    if pos_neg:
+        xt, neg, pos = e2, np.empty((R, n), dtype=dt), np.empty((R, n), dtype=dt)
+    else:
+        xt, neg, pos = np.empty((R, n), dtype=dt), e2, e2
+
+    def rows_of(b: slice, threads: int, run_blocks: Any) -> None:
+        """The DAC, the products, the analog terms and the ADC of the rows ``b``."""
+        def part(a: np.ndarray) -> np.ndarray:
+            return a[b] if a.size else a
+        _PREPARE[dt](x[b], scale[b], rows[b], part(xt), part(neg), part(pos), dac, address,
+                     threads)
+        if pos_neg:
+            part0 = products(neg[b], neg_weights, "neg" if read_asymmetry is not None else "w",
+                             run_blocks)
+            part1 = products(pos[b], weights, "w", run_blocks)
+        else:
+            part0 = products(xt[b], weights, "w", run_blocks)
+            part1 = (e2, e2, e2, e1, e2)
+        _FINALIZE[dt](*part0, *part1, v_offset, nonlinearity, noise_std, rows[b], out[b],
+                      ok.view(np.uint8)[b], call_adc, address, threads)
+
+    with _ref.one_blas_thread:  # on one BLAS thread, as the reference (spec/agreement.md rule 5)
+        if R > _ref.PRODUCT_ROWS and threads > 1 and R != n:
+            # the products' own row blocks, each block's rows start to end on one Python thread
+            # (numpy and the kernels release the GIL): the numbers of the whole-batch order. (A
+            # square x may be the drift readout's eye(n), whose product is taken as a diagonal,
+            # refsim.stages.io.product: whole.)
+            blocks = [slice(i, min(i + _ref.PRODUCT_ROWS, R))
+                      for i in range(0, R, _ref.PRODUCT_ROWS)]
+            parallel(lambda b: rows_of(b, 1, None), blocks, threads)
+        else:
+            rows_of(slice(0, R), threads, _parallel)
     return out, ok
+
+
+def _adc_call(adc: dict, io: IOParameters, periphery: Any, nonlinearity: np.ndarray, n: int,
+              m: int, dt: np.dtype) -> dict:
+    """The ADC kernel's arguments for this pass: ``adc`` with the periphery's effects."""
+    if periphery.v_offset is None and periphery.nonlinearity is None and \
+            periphery.noise_std is None and io.ir_drop <= 0:
+        return adc
+    call_adc = dict(adc)
+    if io.ir_drop > 0:
+        call_adc["ir_scale"] = _ref.ir_drop_scale(n, io, dt)
+    if periphery.v_offset is not None:
+        call_adc["voff"] = 1 if io.v_offset_w_min == 0.0 else (2 if io.r_series <= 0 else 3)
+    if periphery.nonlinearity is not None:
+        call_adc["nonlinearity"] = 1
+        if m:  # (the reference's mean of an empty array would warn)
+            call_adc["slope"] = float(_ref._slope_factor(
+                np, io, _ref.Periphery(nonlinearity=nonlinearity)))
+    call_adc["noise_std"] = int(periphery.noise_std is not None)
+    return call_adc

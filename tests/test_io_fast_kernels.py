@@ -529,6 +529,26 @@ def test_mvm_is_bit_identical_for_any_thread_count(name, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", ["default", "everything_OnePass", "everything_PosNegSeparate",
+                                  "everything_additive_PosNegSeparateDigitalSum",
+                                  "unquantized_OnePass", "inp_asymmetry"])
+def test_row_blocks_on_threads_equal_the_whole_pass(name, dtype):
+    """More rows than a product block (PRODUCT_ROWS): with two or more threads each block of
+    rows runs DAC, products and ADC on one Python thread; the outputs are the one-thread pass's
+    (whole-batch kernels) bit for bit, and agree with the reference."""
+    io = make_io(**TOGGLES[name])
+    batch, n, m = 2 * ref.PRODUCT_ROWS + 37, 48, 40
+    assert batch * (n + m) >= fast_io._SERIAL_WORK  # (else the pass runs on one thread)
+    args = _pass_args(io, dtype, batch, n, m)
+    outs = [fast_io.analog_mv(XP, *args, num_threads=t) for t in (1, 2, 3)]
+    for out, ok in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0][0])
+        np.testing.assert_array_equal(ok, outs[0][1])
+    out_ref, _ = ref.analog_mv(XP, *args)
+    assert_agree(np.asarray(out_ref), outs[0][0], io)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_large_pass_is_bit_identical_for_any_thread_count(dtype):
     """A pass large enough to run in parallel by default, rows not a multiple of the threads."""
     io = make_io(**TOGGLES["everything_OnePass"])
