@@ -60,11 +60,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate refsim and aihwkit this many times (medians of rounds)")
     parser.add_argument("--aihwkit", default=str(DEFAULT_AIHWKIT),
                         help="python of an environment with aihwkit (skipped if missing)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from _timing import print_table, run_worker
+    from _timing import median_of, print_table, run_worker
 
     cases = [dict(kind=k, size=s, batch=b) for k in ("forward", "backward")
              for s in args.sizes for b in args.batches]
@@ -72,12 +74,17 @@ def main() -> None:
     have_aihwkit = pathlib.Path(args.aihwkit).exists()
     rows = []
     for threads in args.threads:
-        ours = run_worker(threads, spec, sys.executable, f"{__file__}")  # re-enters as --worker
-        theirs = run_worker(threads, spec, args.aihwkit, str(HERE / "_aihwkit_worker.py")) \
-            if have_aihwkit else [None] * len(ours)
-        for mine, other in zip(ours, theirs):
-            aih = other["seconds"] if other else None
-            fast, ref, gemm = mine["fast"], mine["reference"], mine["gemm"]
+        ours_rounds, theirs_rounds = [], []
+        for _ in range(max(args.rounds, 1)):
+            # (re-enters this script as --worker)
+            ours_rounds.append(run_worker(threads, spec, sys.executable, f"{__file__}"))
+            if have_aihwkit:
+                theirs_rounds.append(run_worker(threads, spec, args.aihwkit,
+                                                str(HERE / "_aihwkit_worker.py")))
+        for i, mine in enumerate(ours_rounds[0]):
+            aih = median_of([t[i]["seconds"] for t in theirs_rounds if t[i]])
+            fast, ref, gemm = (median_of([r[i][key] for r in ours_rounds])
+                               for key in ("fast", "reference", "gemm"))
 
             def ms(v):
                 return "—" if v is None else f"{v * 1e3:.3f}"
@@ -88,7 +95,8 @@ def main() -> None:
             rows.append([mine["kind"], f"{mine['size']}²", mine["batch"], threads, ms(fast),
                          ms(ref), ms(aih), ms(gemm), ratio(aih, fast), ratio(fast, gemm),
                          ratio(ref, aih)])
-    print(f"# bench_io: medians in ms; aihwkit {'from ' + args.aihwkit if have_aihwkit else 'absent'}")
+    print(f"# bench_io: medians in ms; aihwkit {'from ' + args.aihwkit if have_aihwkit else 'absent'}"
+          + (f" (median of {args.rounds} alternating rounds)" if args.rounds > 1 else ""))
     print_table(["pass", "tile", "batch", "threads", "fast", "reference", "aihwkit", "GEMM",
                  "aihwkit/fast", "fast/GEMM", "reference/aihwkit"], rows)
 

@@ -4,10 +4,13 @@ speed issues quote, on 2 threads, side by side with aihwkit when its environment
 Runs, one after the other, each printing its own table with medians and ratios:
 
 * ``bench_train.py`` at 512→512, batch 64 and at 256→256, batch 16 (every build_config
-  algorithm; refsim and aihwkit alternating over ``--rounds`` rounds);
+  algorithm);
 * ``bench_io.py``: forward and backward of a 512² tile at batches 1 and 256;
 * ``bench_update.py``: the pulsed update of a 512² tile, typical and saturated workloads;
 * ``bench_inference.py``: programming + drift of a 512² tile and the forward pass after drift.
+
+bench_train, bench_io and bench_inference alternate refsim and aihwkit over ``--rounds`` rounds
+(medians of rounds).
 
     python benchmarks/summary.py [--rounds K] [--threads T] [--quick]
 
@@ -34,18 +37,20 @@ def _runs(rounds: int, threads: str, quick: bool) -> list:
          ["bench_train.py", *t, *repeat, "--rounds", str(rounds), "--size", "256",
           "--batch", "16"]),
         ("forward and backward, 512²",
-         ["bench_io.py", *t, *repeat, "--sizes", "512", "--batches", "1", "256"]),
+         ["bench_io.py", *t, *repeat, "--rounds", str(rounds), "--sizes", "512", "--batches", "1",
+          "256"]),
         ("pulsed update, 512²",
          ["bench_update.py", *t, *repeat, "--sizes", "512", "--batches", "64", "256"]),
         ("programming, drift and the forward pass after drift, 512²",
-         ["bench_inference.py", *t, *repeat]),
+         ["bench_inference.py", *t, *repeat, "--rounds", str(rounds)]),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3,
-                        help="alternating refsim/aihwkit rounds of bench_train.py")
+                        help="alternating refsim/aihwkit rounds of bench_train, bench_io and "
+                             "bench_inference")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
