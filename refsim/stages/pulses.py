@@ -184,9 +184,8 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     x_max = float(xp.max(xp.abs(x))) if n else 0.0
     d_max = float(xp.max(xp.abs(d))) if m else 0.0
     plan = pulse_plan(lr, x_max, d_max, granularity, up, x.dtype)
-    zero = xp.zeros((m, n), dtype=xp.int32, device=device)
     if plan.bl == 0:
-        return zero, plan
+        return xp.zeros((m, n), dtype=xp.int32, device=device), plan
     implicit = up.pulse_type == PulseType.DETERMINISTIC_IMPLICIT
     steps = (resolution_implicit(up.x_res_implicit, x.dtype),
              resolution_implicit(up.d_res_implicit, x.dtype)) if implicit else \
@@ -203,25 +202,30 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     # writes one row): the counts are formed for them, each row with its own random numbers
     live = xp.nonzero(p_d > 0)[0]
     if live.shape[0] == 0:
-        return zero, plan
+        return xp.zeros((m, n), dtype=xp.int32, device=device), plan
     lo, hi = int(live[0]), int(live[-1]) + 1
     d, p_d = d[lo:hi], p_d[lo:hi]
     # direction: s = sign(x)·sign(d)·sign(lr) > 0 is a down pulse, so counts carry −s
-    sign = -_signs(xp, xp.reshape(d, (-1, 1))) * _signs(xp, xp.reshape(x, (1, -1)))
-    if lr < 0:
-        sign = -sign
+    sign_d = _signs(xp, d) if lr < 0 else -_signs(xp, d)
+    sign_x = _signs(xp, x)
     bl = plan.bl
     if up.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC):
-        x_bits = _bits(xp, p_x, bl, seed, f"{prefix}.x_bits", call, device)
-        d_bits = _bits(xp, p_d, bl, seed, f"{prefix}.d_bits", call, device, first=lo)
-        # n_ij = Σ_k d_bits[i, k]·x_bits[j, k] (exact in float64: at most BL)
-        n_ij = xp.astype(d_bits @ xp.matrix_transpose(x_bits), xp.int32)
+        # the signs ride on the bits: −s_ij·n_ij = Σ_k (−sign(d_i)·d_bits[i, k])·(sign(x_j)·
+        # x_bits[j, k]), exact in float64 (at most BL terms of one sign), without (m, n) sign
+        # matrices
+        x_bits = _bits(xp, p_x, bl, seed, f"{prefix}.x_bits", call, device) * \
+            xp.astype(xp.reshape(sign_x, (-1, 1)), xp.float64)
+        d_bits = _bits(xp, p_d, bl, seed, f"{prefix}.d_bits", call, device, first=lo) * \
+            xp.astype(xp.reshape(sign_d, (-1, 1)), xp.float64)
+        counts = xp.astype(d_bits @ xp.matrix_transpose(x_bits), xp.int32)
     else:
         a_x, a_d = count_factors(xp, p_x, p_d, bl, implicit)
         n_ij = xp.astype(xp.round(xp.reshape(a_d, (-1, 1)) * xp.reshape(a_x, (1, -1))), xp.int32)
+        counts = xp.reshape(sign_d, (-1, 1)) * xp.reshape(sign_x, (1, -1)) * n_ij
     if (lo, hi) == (0, m):
-        return sign * n_ij, plan
-    return xp.concat([zero[:lo, :], sign * n_ij, zero[hi:, :]], axis=0), plan
+        return counts, plan
+    return xp.concat([xp.zeros((lo, n), dtype=xp.int32, device=device), counts,
+                      xp.zeros((m - hi, n), dtype=xp.int32, device=device)], axis=0), plan
 
 
 def resolution_implicit(res: float, dtype: Any = None) -> float:
