@@ -845,7 +845,7 @@ class DynamicTransferCompound(ChoppedTransferCompound):
 
     def _event(self, row: int, c: int, count_lr: float) -> "_Event":
         """§T7 steps 2 (the flag), 7 and 8, without data: the sign, q and σ_c of the event."""
-        ctx, xp, cell = self.ctx, self.ctx.xp, self.cell
+        xp, cell = self.ctx.xp, self.cell
         big_n = self.n_chop
         q = (self.sweep % big_n) + 1
         ev = _Event(row, c, count_lr, self.chop_elem * self.chop_line[c], self.sweep, q,
