@@ -489,15 +489,17 @@ def normal16(seed: int, stream: str, call: int, shape: Shape, *, start: int = 0,
 
 
 def normal16_rows(seed: int, stream: str, call: int, starts: Any, width: int, *, xp: Any = None,
-                  dtype: Any = None, device: Any = None) -> Any:
+                  dtype: Any = None, device: Any = None, calls: Any = None) -> Any:
     """(R, width) 16-bit normals of equal-length runs: row ``r`` holds numbers ``starts[r] ..
     starts[r] + width - 1`` of :func:`normal16`'s numbering (the per-pulse noise of rows of a
-    tile, each drawing only as many numbers as its pulses need)."""
+    tile, each drawing only as many numbers as its pulses need), of call ``call`` (of call
+    ``calls[r]`` when the integer array ``calls`` (R,) is given)."""
     xp = _namespace(xp)
     width = _check_int(width, "width", 0, MAX_INDEX)
     starts = xp.astype(starts, xp.int64)
     rows = starts.shape[0]
-    words = random_words_rows(seed, stream, call, starts >> 1, width // 2 + 1, xp=xp)
+    words = random_words_rows(seed, stream, call, starts >> 1, width // 2 + 1, xp=xp,
+                              calls=calls)
     halves = xp.reshape(xp.stack((words & 0xFFFF, words >> 16), axis=2),
                         (rows, 2 * (width // 2 + 1)))
     odd = starts & 1

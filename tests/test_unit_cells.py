@@ -583,3 +583,29 @@ def test_build_config_tiles_train(algorithm, kw):
             x = x_all[b:b + 4]
             t.update(x, x @ np.asarray(t.get_weights()).T - y_all[b:b + 4], 0.1)
     assert loss() < 0.3 * start
+
+
+@pytest.mark.parametrize("xp", [p for p in NAMESPACES if p.id in ("numpy", "array_api_strict")])
+@pytest.mark.parametrize("kind", ["mp-all-rows", "mp-two-rows", "single"])
+def test_reference_batches_cycles_on_different_rows(kind, xp, monkeypatch):
+    """The reference applies consecutive cycles that pulse different rows (the one-row writes of
+    a mixed-precision transfer) in one pass, with each row's own call, train length and noise:
+    the weights of applying them one after another (update_stage.BATCH_DISJOINT_ROWS = False),
+    bit for bit; dense gradient cycles overlap and go one by one either way."""
+    dev = C.SoftBoundsDevice(dw_min=0.01, w_max=0.3, w_min=-0.3, dw_min_std=0.3)
+    cfg = {"mp-all-rows": mixed(dev, n_rows_per_transfer=-1),
+           "mp-two-rows": mixed(dev, n_x_bins=7, n_d_bins=7, n_rows_per_transfer=2,
+                                random_row=True),
+           "single": C.SingleRPUConfig(device=dev)}[kind]
+    runs = []
+    for batched in (True, False):
+        monkeypatch.setattr(update_stage, "BATCH_DISJOINT_ROWS", batched)
+        t = tile(cfg, m=9, n=7, xp=xp)
+        for s in range(3):
+            x, d = data(40 + s, 4, m=9, n=7, scale_d=2.0)
+            t.update(t.xp.asarray(x), t.xp.asarray(d), 0.05)
+        runs.append([np.array(to_numpy(t.get_weights()))] +
+                    ([np.array(to_numpy(t.compound.chi))] if t.compound is not None else []))
+    for a, b in zip(*runs):
+        assert a.tobytes() == b.tobytes()
+    assert not np.array_equal(runs[0][0], np.array(to_numpy(tile(cfg, m=9, n=7).get_weights())))

@@ -454,7 +454,50 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     new = _pulse_rows(xp, xp.take(w, rows, axis=0), xp.take(counts, rows, axis=0),
                       _param_rows(xp, params, rows), cfg, bl, xp.take(row_max, rows, axis=0),
                       seed, call, device_index * m + rows, stream)
-    # put back: row i is row m + (its place in the order) of [w; new] when it was pulsed
+    return _put_rows(xp, w, order, live, new)
+
+
+def apply_pulses_rows(xp: Any, w: Any, rows: Any, counts: Any, params: DeviceParams,
+                      cfg: PulsedDevice, bls: Any, seed: int, calls: Any, device_index: int = 0,
+                      stream: str = "device.c2c") -> Any:
+    """:func:`apply_pulses` of several cycles that pulse different rows, at once: row
+    ``rows[r]`` (distinct) gets the counts ``counts[r, :]`` of its cycle, whose train length is
+    ``bls[r]`` and call ``calls[r]``; every other row is unchanged. Each element's pulses and
+    random numbers are those of its own cycle, so the result is the cycles' applied one after
+    another (spec/devices.md §V3: no pulse reads another row)."""
+    m, n = w.shape
+    if rows.shape[0] == 0:
+        return w
+    row_max = xp.max(xp.abs(counts), axis=1)
+    if bool(xp.any(row_max > bls)):
+        raise ValueError("counts: abs(counts) <= bls expected")
+    order = xp.argsort(-row_max, stable=True)
+    live = int(xp.sum(xp.astype(row_max > 0, xp.int64)))
+    if live == 0:
+        return w
+    picked = order[:live]
+    target = xp.take(rows, picked, axis=0)
+    new = _pulse_rows(xp, xp.take(w, target, axis=0), xp.take(counts, picked, axis=0),
+                      _param_rows(xp, params, target), cfg, xp.take(bls, picked, axis=0),
+                      xp.take(row_max, picked, axis=0), seed, xp.take(calls, picked, axis=0),
+                      device_index * m + target, stream)
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_torch_namespace(xp) or \
+            array_api_compat.is_cupy_namespace(xp):
+        out = xp.asarray(w, copy=True)
+        out[target] = new
+        return out
+    # the order of all m rows: the pulsed ones (in new's order) first, then the others
+    hit = xp.reshape(xp.arange(m, dtype=target.dtype, device=rng.device_of(w)), (-1, 1)) == \
+        xp.reshape(target, (1, -1))
+    rest = xp.nonzero(xp.logical_not(xp.any(hit, axis=1)))[0]
+    return _put_rows(xp, w, xp.concat([target, rest]), live, new)
+
+
+def _put_rows(xp: Any, w: Any, order: Any, live: int, new: Any) -> Any:
+    """``w`` with its rows ``order[:live]`` replaced by the rows of ``new`` (``order`` a
+    permutation of the rows): row i is row m + (its place in the order) of [w; new] when it was
+    pulsed."""
+    m = w.shape[0]
     place = xp.argsort(order)
     source = xp.where(place < live, m + place,
                       xp.arange(m, dtype=place.dtype, device=rng.device_of(w)))
@@ -485,11 +528,12 @@ def _clip(xp: Any, x: Any, lo: Any = None, hi: Any = None) -> Any:
     return xp.clip(x, min=lo, max=hi)
 
 
-def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: int,
-                row_max: Any, seed: int, call: int, row_numbers: Any, stream: str) -> Any:
+def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedDevice, bl: Any,
+                row_max: Any, seed: int, call: Any, row_numbers: Any, stream: str) -> Any:
     """:func:`apply_pulses` on some rows whose global row numbers (device_index·m + i, which
     address their random numbers) are ``row_numbers`` and whose largest pulse counts
-    ``row_max`` do not increase from row to row."""
+    ``row_max`` do not increase from row to row. ``bl`` and ``call`` are the cycle's train
+    length and call, or arrays of one per row (:func:`apply_pulses_rows`)."""
     m, n = w.shape
     name = _name(cfg)
     sigma = float(cfg.dw_min_std)
@@ -501,9 +545,12 @@ def _pulse_rows(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: PulsedD
         # each row's run starts at its row number times n·BL; only the numbers its pulses use
         # (as many as the largest row total) are drawn
         width = max(int(xp.max(xp.sum(wide, axis=1))), 1)
-        starts = xp.astype(row_numbers, xp.int64) * (n * bl)
-        run = rng.normal16_rows(seed, stream, call, starts, width, xp=xp, dtype=w.dtype,
-                                device=rng.device_of(w))
+        per_row = getattr(call, "ndim", 0) > 0
+        starts = xp.astype(row_numbers, xp.int64) * (n * (xp.astype(bl, xp.int64) if per_row
+                                                          else bl))
+        run = rng.normal16_rows(seed, stream, 0 if per_row else call, starts, width, xp=xp,
+                                dtype=w.dtype, device=rng.device_of(w),
+                                calls=call if per_row else None)
     ref = params.extra.get("reference")
     up = counts > 0
     if name in FROZEN_WITHOUT_RANGE:  # these models leave a device without range untouched

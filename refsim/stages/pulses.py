@@ -175,6 +175,22 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     cycle's number (the tile's ``update`` counter). ``prefix`` names the streams: ``update`` for
     the gradient update, ``transfer`` for the compounds' internal writes (spec/compounds.md).
     """
+    lo, block, plan = coincidence_rows(xp, x, d, lr, granularity, up, seed, call, prefix)
+    m, n = d.shape[0], x.shape[0]
+    hi = lo + block.shape[0]
+    if (lo, hi) == (0, m):
+        return block, plan
+    device = rng.device_of(x)
+    return xp.concat([xp.zeros((lo, n), dtype=xp.int32, device=device), block,
+                      xp.zeros((m - hi, n), dtype=xp.int32, device=device)], axis=0), plan
+
+
+def coincidence_rows(xp: Any, x: Any, d: Any, lr: float, granularity: float,
+                     up: UpdateParameters, seed: int, call: int,
+                     prefix: str = "update") -> Tuple[int, Any, PulsePlan]:
+    """:func:`coincidences` as ``(lo, block, plan)``: the counts of rows ``lo .. lo +
+    len(block) − 1`` (the rows between the first and the last one that can pulse), every other
+    row's counts being 0 (an empty block when none can pulse)."""
     if prefix not in PREFIXES:
         raise ValueError(f"prefix: expected one of {PREFIXES}, got {prefix!r}")
     if up.pulse_type not in PULSED:
@@ -185,7 +201,7 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     d_max = float(xp.max(xp.abs(d))) if m else 0.0
     plan = pulse_plan(lr, x_max, d_max, granularity, up, x.dtype)
     if plan.bl == 0:
-        return xp.zeros((m, n), dtype=xp.int32, device=device), plan
+        return 0, xp.zeros((0, n), dtype=xp.int32, device=device), plan
     implicit = up.pulse_type == PulseType.DETERMINISTIC_IMPLICIT
     steps = (resolution_implicit(up.x_res_implicit, x.dtype),
              resolution_implicit(up.d_res_implicit, x.dtype)) if implicit else \
@@ -202,7 +218,7 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
     # writes one row): the counts are formed for them, each row with its own random numbers
     live = xp.nonzero(p_d > 0)[0]
     if live.shape[0] == 0:
-        return xp.zeros((m, n), dtype=xp.int32, device=device), plan
+        return 0, xp.zeros((0, n), dtype=xp.int32, device=device), plan
     lo, hi = int(live[0]), int(live[-1]) + 1
     d, p_d = d[lo:hi], p_d[lo:hi]
     # direction: s = sign(x)·sign(d)·sign(lr) > 0 is a down pulse, so counts carry −s
@@ -222,10 +238,7 @@ def coincidences(xp: Any, x: Any, d: Any, lr: float, granularity: float, up: Upd
         a_x, a_d = count_factors(xp, p_x, p_d, bl, implicit)
         n_ij = xp.astype(xp.round(xp.reshape(a_d, (-1, 1)) * xp.reshape(a_x, (1, -1))), xp.int32)
         counts = xp.reshape(sign_d, (-1, 1)) * xp.reshape(sign_x, (1, -1)) * n_ij
-    if (lo, hi) == (0, m):
-        return counts, plan
-    return xp.concat([xp.zeros((lo, n), dtype=xp.int32, device=device), counts,
-                      xp.zeros((m - hi, n), dtype=xp.int32, device=device)], axis=0), plan
+    return lo, counts, plan
 
 
 def resolution_implicit(res: float, dtype: Any = None) -> float:

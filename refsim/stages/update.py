@@ -98,25 +98,97 @@ def _cycles(xp: Any, w: Any, xs: Any, ds: Any, lr: Any, cfg: PulsedDevice, up: U
     device = rng.device_of(w)
     last_touch = xp.full((m, n), -1, dtype=xp.int64, device=device) if track_touch else None
     pulses = xp.zeros((2, m, n), dtype=xp.int64, device=device) if count else None
-    taken = []
-    for k in range(xs.shape[0]):
-        call = first_call + k
-        counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :],
-                                                lr[k] if per_cycle else lr, g, up, seed, call,
-                                                prefix)
-        if plan.bl > 0:
-            w = device_stage.apply_pulses(xp, w, counts, params, cfg, plan.bl, seed, call,
-                                          device_index, pulse_stage.c2c_stream(prefix))
-            if track_touch:
-                last_touch = xp.where(counts != 0, xp.full_like(last_touch, call), last_touch)
-            if count:
-                pulses = pulses + device_stage.pulse_counts(xp, counts)
-        if lines is not None and lines[k] >= 0:
-            taken.append(xp.asarray(w[:, lines[k]] if columns else w[lines[k], :], copy=True))
+    taken: list = []
+    if not (track_touch or count):
+        w = _cycles_by_rows(xp, w, xs, ds, lr if per_cycle else [lr] * xs.shape[0], g, cfg, up,
+                            params, seed, first_call, device_index, prefix, lines, columns,
+                            taken)
+    else:
+        for k in range(xs.shape[0]):
+            call = first_call + k
+            counts, plan = pulse_stage.coincidences(xp, xs[k, :], ds[k, :],
+                                                    lr[k] if per_cycle else lr, g, up, seed,
+                                                    call, prefix)
+            if plan.bl > 0:
+                w = device_stage.apply_pulses(xp, w, counts, params, cfg, plan.bl, seed, call,
+                                              device_index, pulse_stage.c2c_stream(prefix))
+                if track_touch:
+                    last_touch = xp.where(counts != 0, xp.full_like(last_touch, call),
+                                          last_touch)
+                if count:
+                    pulses = pulses + device_stage.pulse_counts(xp, counts)
+            if lines is not None and lines[k] >= 0:
+                taken.append(xp.asarray(w[:, lines[k]] if columns else w[lines[k], :],
+                                        copy=True))
     snaps = None
     if lines is not None:
         snaps = xp.stack(taken) if taken else xp.zeros((0, size), dtype=w.dtype, device=device)
     return w, last_touch, pulses, snaps
 
 
-__all__ = ["pulsed_cycles", "pulsed_cycles_reading"]
+#: Cycles whose pulsed rows differ are applied together by the reference (False: one by one,
+#: the slow twin the tests compare with).
+BATCH_DISJOINT_ROWS = True
+
+
+def _cycles_by_rows(xp: Any, w: Any, xs: Any, ds: Any, lrs: List[float], g: float,
+                    cfg: PulsedDevice, up: UpdateParameters, params: device_stage.DeviceParams,
+                    seed: int, first_call: int, device_index: int, prefix: str,
+                    lines: Optional[List[int]], columns: bool, taken: list) -> Any:
+    """The reference's cycles, each cycle's pulses applied as soon as a later cycle's rows meet
+    them (or a line is read): consecutive cycles that pulse different rows (a compound's
+    transfer writes one row per cycle) are applied in one pass
+    (device_stage.apply_pulses_rows), which gives the numbers of applying them one after
+    another, since no pulse reads another row (spec/devices.md §V3). Appends the line copies
+    to ``taken``."""
+    m, n = w.shape
+    stream = pulse_stage.c2c_stream(prefix)
+    busy = bytearray(m)  # rows of the pending cycles
+    pending: list = []  # (lo, block, bl, call)
+
+    def flush(w: Any) -> Any:
+        if len(pending) == 1:
+            lo, block, bl, call = pending[0]
+            if block.shape[0] == m:
+                counts = block
+            else:
+                counts = xp.concat([xp.zeros((lo, n), dtype=block.dtype, device=device),
+                                    block, xp.zeros((m - lo - block.shape[0], n),
+                                                    dtype=block.dtype, device=device)], axis=0)
+            w = device_stage.apply_pulses(xp, w, counts, params, cfg, bl, seed, call,
+                                          device_index, stream)
+        elif pending:
+            rows = xp.concat([xp.arange(lo, lo + b.shape[0], dtype=xp.int64, device=device)
+                              for lo, b, _, _ in pending])
+            sizes = [b.shape[0] for _, b, _, _ in pending]
+            bls = xp.concat([xp.full((s,), bl, dtype=xp.int64, device=device)
+                             for s, (_, _, bl, _) in zip(sizes, pending)])
+            calls = xp.concat([xp.full((s,), c, dtype=xp.int64, device=device)
+                               for s, (_, _, _, c) in zip(sizes, pending)])
+            w = device_stage.apply_pulses_rows(xp, w, rows,
+                                               xp.concat([b for _, b, _, _ in pending]), params,
+                                               cfg, bls, seed, calls, device_index, stream)
+        pending.clear()
+        busy[:] = bytes(m)
+        return w
+
+    from refsim import rng
+
+    device = rng.device_of(w)
+    for k in range(xs.shape[0]):
+        call = first_call + k
+        lo, block, plan = pulse_stage.coincidence_rows(xp, xs[k, :], ds[k, :], lrs[k], g, up,
+                                                       seed, call, prefix)
+        hi = lo + block.shape[0]
+        if plan.bl > 0 and hi > lo:
+            if busy.find(1, lo, hi) != -1 or not BATCH_DISJOINT_ROWS:
+                w = flush(w)
+            pending.append((lo, block, plan.bl, call))
+            busy[lo:hi] = b"\x01" * (hi - lo)
+        if lines is not None and lines[k] >= 0:
+            w = flush(w)
+            taken.append(xp.asarray(w[:, lines[k]] if columns else w[lines[k], :], copy=True))
+    return flush(w)
+
+
+__all__ = ["BATCH_DISJOINT_ROWS", "pulsed_cycles", "pulsed_cycles_reading"]
