@@ -9,8 +9,8 @@ Examples
 >>> import numpy as np
 >>> from refsim_fast.pool import parallel, element_blocks
 >>> x = np.arange(10.0)
->>> parallel(lambda b: np.sqrt(x[b], out=x[b]), element_blocks(x.size, 4), threads=2)
->>> bool(np.array_equal(x * x, np.arange(10.0)))
+>>> parallel(lambda b: np.multiply(x[b], 2.0, out=x[b]), element_blocks(x.size, 4), threads=2)
+>>> bool(np.array_equal(x, 2.0 * np.arange(10.0)))
 True
 """
 
@@ -38,8 +38,10 @@ if hasattr(os, "register_at_fork"):
 
 
 def parallel(one: Callable[[slice], Any], blocks: List[slice], threads: int) -> None:
-    """``one(block)`` for every block, on up to ``threads`` Python threads (the calling one
-    among them waits); in order on the calling thread when one thread suffices."""
+    """``one(block)`` for every block, on up to ``threads`` Python threads: the calling thread
+    and ``threads − 1`` of the pool take the next block until none is left (in order on the
+    calling thread when one thread suffices). The first error is raised once all have
+    stopped."""
     global _POOL
     threads = min(threads, len(blocks))
     if threads <= 1:
@@ -47,14 +49,33 @@ def parallel(one: Callable[[slice], Any], blocks: List[slice], threads: int) -> 
             one(block)
         return
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < threads:  # more threads were asked for
+        if _POOL is None or _POOL._max_workers < threads - 1:  # more threads were asked for
             if _POOL is not None:
                 _POOL.shutdown(wait=False)
-            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=threads,
+            _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=threads - 1,
                                                          thread_name_prefix="refsim-pool")
         pool = _POOL
-    for future in [pool.submit(one, block) for block in blocks]:
-        future.result()
+    todo = iter(blocks)
+    take = threading.Lock()
+    failed: List[BaseException] = []
+
+    def work() -> None:
+        while not failed:
+            with take:
+                block = next(todo, None)
+            if block is None:
+                return
+            try:
+                one(block)
+            except BaseException as err:  # noqa: BLE001 (re-raised by the caller)
+                failed.append(err)
+
+    helpers = [pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for helper in helpers:
+        helper.result()
+    if failed:
+        raise failed[0]
 
 
 def element_blocks(count: int, size: int) -> List[slice]:

@@ -913,3 +913,33 @@ def test_freed_memory_setting_at_import(env, kept):
         assert allocator["mmap_threshold"] == 32 << 20 and faults < 50
     else:
         assert allocator["reason"] and faults > 500  # glibc's defaults: fresh pages every call
+
+
+def test_pool_runs_every_block_once_and_raises_the_first_error():
+    """refsim_fast.pool.parallel: the caller and the pool's threads take the blocks; each
+    block runs once; an error stops the others taking blocks and is raised by the caller."""
+    import doctest
+    import threading
+
+    import refsim_fast.inference
+    import refsim_fast.pool as pool
+
+    assert doctest.testmod(pool).failed == 0
+    assert doctest.testmod(refsim_fast.inference).failed == 0
+    seen, lock = [], threading.Lock()
+
+    def record(b):
+        with lock:
+            seen.append(b.start)
+
+    for threads in (1, 2, 3):
+        seen.clear()
+        pool.parallel(record, pool.element_blocks(1000, 64), threads)
+        assert sorted(seen) == list(range(0, 1000, 64))
+
+    def fail(b):
+        if b.start == 128:
+            raise KeyError("block 128")
+
+    with pytest.raises(KeyError, match="block 128"):
+        pool.parallel(fail, pool.element_blocks(1000, 64), 2)
