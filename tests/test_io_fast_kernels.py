@@ -879,7 +879,7 @@ def test_fortran_transposed_unaligned_and_broadcast_inputs(dtype):
 @pytest.mark.parametrize("env, kept", [({}, True), ({"REFSIM_KEEP_FREED_MEMORY": "0"}, False),
                                        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False),
                                        ({"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}, False)])
-def test_freed_memory_setting_at_import(env, kept):
+def test_freed_memory_setting_at_import(env, kept, tmp_path):
     """refsim_fast keeps freed memory for the next arrays (glibc's mallopt) unless told not to
     or the environment already sets malloc parameters; ``refsim info`` reports it, and a
     program+drift then faults in no fresh pages."""
@@ -905,8 +905,9 @@ def test_freed_memory_setting_at_import(env, kept):
     environ = {k: v for k, v in os.environ.items()
                if k != "REFSIM_KEEP_FREED_MEMORY" and not k.startswith("MALLOC_")
                and k != "GLIBC_TUNABLES"}
+    # (run outside the source tree, whose refsim_fast has no compiled extensions)
     out = subprocess.run([sys.executable, "-c", code], env={**environ, **env},
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=True, cwd=tmp_path)
     allocator, faults = json.loads(out.stdout)
     assert allocator["kept_freed_memory"] is kept
     if kept:
