@@ -75,9 +75,10 @@ def _keep_freed_memory() -> dict:
     except (OSError, AttributeError):
         return {"kept_freed_memory": False, "reason": "no mallopt"}
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    done = mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1 and \
-        mallopt(m_trim_threshold, TRIM_THRESHOLD) == 1
-    return {"kept_freed_memory": bool(done), "mmap_threshold": MMAP_THRESHOLD,
+    if mallopt(m_mmap_threshold, MMAP_THRESHOLD) != 1 or \
+            mallopt(m_trim_threshold, TRIM_THRESHOLD) != 1:  # another allocator (e.g. ASan's)
+        return {"kept_freed_memory": False, "reason": "mallopt refused"}
+    return {"kept_freed_memory": True, "mmap_threshold": MMAP_THRESHOLD,
             "trim_threshold": TRIM_THRESHOLD}
 
 

@@ -909,6 +909,8 @@ def test_freed_memory_setting_at_import(env, kept, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env={**environ, **env},
                          capture_output=True, text=True, check=True, cwd=tmp_path)
     allocator, faults = json.loads(out.stdout)
+    if kept and allocator.get("reason") == "mallopt refused":
+        pytest.skip("another allocator answers mallopt here (the sanitizer build's ASan)")
     assert allocator["kept_freed_memory"] is kept
     if kept:
         assert allocator["mmap_threshold"] == 32 << 20 and faults < 50
