@@ -17,6 +17,17 @@ def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> fl
     return statistics.median(times)
 
 
+def median_seconds_within(fn: Callable[[], object], budget: float, most: int = 5) -> float:
+    """Median wall time of ``fn()`` over as many runs (1 to ``most``) as fit in about
+    ``budget`` seconds, after one untimed run that sizes them: slow calls (a reference step of
+    seconds) are timed once, fast ones several times."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    repeat = max(1, min(most, int(budget / max(first, 1e-9))))
+    return median_seconds(fn, repeat, warmup=0)
+
+
 def print_table(header: Sequence[str], rows: List[Sequence[object]]) -> None:
     """A GitHub-markdown table (pasted into closing notes as is)."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
