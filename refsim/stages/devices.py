@@ -24,6 +24,7 @@ import array_api_compat
 
 from refsim import rng
 from refsim.configs import ConfigError, PulsedDevice
+from refsim.stages import io as io_stage
 
 #: Device classes whose stored weight is ``w = u − ref`` (pulses act on the conductance u).
 REFERENCE_DEVICES = ("SoftBoundsReferenceDevice", "PowStepReferenceDevice")
@@ -436,72 +437,48 @@ def apply_pulses(xp: Any, w: Any, counts: Any, params: DeviceParams, cfg: Pulsed
     order. ``stream`` is ``transfer.c2c`` for the compounds' internal writes. The pulses of an
     element are applied one after another, each followed by the clamp to the bounds.
     """
-    m, n = w.shape
-    n_max = int(xp.max(xp.abs(counts))) if m * n else 0
-    if n_max == 0:
-        return w
-    if n_max > bl:
-        raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got {n_max}")
-    # only the rows that receive pulses are computed (a transfer of a compound pulses one row, a
-    # one-pulse cycle a fraction of them), the rows with the most pulses first, so that pulse t
-    # touches a leading block of them (the rows with more than t pulses); the others keep their
-    # weights, and row i keeps its random numbers (addressed by its global row number
-    # device_index·m + i)
-    row_max = xp.max(xp.abs(counts), axis=1)
-    order = xp.argsort(-row_max, stable=True)
-    live = int(xp.sum(xp.astype(row_max > 0, xp.int64)))
-    rows = order[:live]
-    new = _pulse_rows(xp, xp.take(w, rows, axis=0), xp.take(counts, rows, axis=0),
-                      _param_rows(xp, params, rows), cfg, bl, xp.take(row_max, rows, axis=0),
-                      seed, call, device_index * m + rows, stream)
-    return _put_rows(xp, w, order, live, new)
+    m = w.shape[0]
+    return apply_pulses_rows(xp, w, xp.arange(m, dtype=xp.int64, device=rng.device_of(w)),
+                             counts, params, cfg, bl, seed, call, device_index, stream)
 
 
 def apply_pulses_rows(xp: Any, w: Any, rows: Any, counts: Any, params: DeviceParams,
-                      cfg: PulsedDevice, bls: Any, seed: int, calls: Any, device_index: int = 0,
+                      cfg: PulsedDevice, bl: Any, seed: int, call: Any, device_index: int = 0,
                       stream: str = "device.c2c") -> Any:
-    """:func:`apply_pulses` of several cycles that pulse different rows, at once: row
-    ``rows[r]`` (distinct) gets the counts ``counts[r, :]`` of its cycle, whose train length is
-    ``bls[r]`` and call ``calls[r]``; every other row is unchanged. Each element's pulses and
-    random numbers are those of its own cycle, so the result is the cycles' applied one after
-    another (spec/devices.md §V3: no pulse reads another row)."""
-    m, n = w.shape
-    if rows.shape[0] == 0:
+    """:func:`apply_pulses` on the rows ``rows`` (distinct) of ``w``: row ``rows[r]`` gets the
+    counts ``counts[r, :]``; the other rows are unchanged. ``bl`` and ``call`` are the cycle's
+    train length and call, or arrays of one per row: the rows of several cycles that pulse
+    different rows, applied at once, with each element's pulses and random numbers those of its
+    own cycle, so the cycles' result applied one after another (spec/devices.md §V3: no pulse
+    reads another row).
+
+    Only the rows that receive pulses are computed (a transfer of a compound pulses one row, a
+    one-pulse cycle a fraction of them), the rows with the most pulses first, so that pulse t
+    touches a leading block of them (the rows with more than t pulses); row i keeps its random
+    numbers (addressed by its global row number device_index·m + i)."""
+    m = w.shape[0]
+    if rows.shape[0] == 0 or counts.shape[1] == 0:
         return w
     row_max = xp.max(xp.abs(counts), axis=1)
-    if bool(xp.any(row_max > bls)):
-        raise ValueError("counts: abs(counts) <= bls expected")
+    if bool(xp.any(row_max > bl)):
+        raise ValueError(f"counts: abs(counts) <= bl = {bl} expected, got "
+                         f"{int(xp.max(row_max))}")
     order = xp.argsort(-row_max, stable=True)
     live = int(xp.sum(xp.astype(row_max > 0, xp.int64)))
     if live == 0:
         return w
     picked = order[:live]
     target = xp.take(rows, picked, axis=0)
+    per_row = getattr(call, "ndim", 0) > 0
+
+    def each(a: Any) -> Any:
+        return xp.take(a, picked, axis=0) if per_row else a
+
     new = _pulse_rows(xp, xp.take(w, target, axis=0), xp.take(counts, picked, axis=0),
-                      _param_rows(xp, params, target), cfg, xp.take(bls, picked, axis=0),
-                      xp.take(row_max, picked, axis=0), seed, xp.take(calls, picked, axis=0),
+                      _param_rows(xp, params, target), cfg, each(bl),
+                      xp.take(row_max, picked, axis=0), seed, each(call),
                       device_index * m + target, stream)
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_torch_namespace(xp) or \
-            array_api_compat.is_cupy_namespace(xp):
-        out = xp.asarray(w, copy=True)
-        out[target] = new
-        return out
-    # the order of all m rows: the pulsed ones (in new's order) first, then the others
-    hit = xp.reshape(xp.arange(m, dtype=target.dtype, device=rng.device_of(w)), (-1, 1)) == \
-        xp.reshape(target, (1, -1))
-    rest = xp.nonzero(xp.logical_not(xp.any(hit, axis=1)))[0]
-    return _put_rows(xp, w, xp.concat([target, rest]), live, new)
-
-
-def _put_rows(xp: Any, w: Any, order: Any, live: int, new: Any) -> Any:
-    """``w`` with its rows ``order[:live]`` replaced by the rows of ``new`` (``order`` a
-    permutation of the rows): row i is row m + (its place in the order) of [w; new] when it was
-    pulsed."""
-    m = w.shape[0]
-    place = xp.argsort(order)
-    source = xp.where(place < live, m + place,
-                      xp.arange(m, dtype=place.dtype, device=rng.device_of(w)))
-    return xp.take(xp.concat([w, new], axis=0), source, axis=0)
+    return io_stage.replace_rows(xp, xp.asarray(w, copy=True), target, new)
 
 
 def _param_rows(xp: Any, params: DeviceParams, rows: Any) -> DeviceParams:

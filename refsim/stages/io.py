@@ -577,7 +577,7 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
         else:
             if y is None:
                 y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
-            y = replace_rows(xp, y, rows, active, out)
+            y = replace_rows(xp, y, rows, out)
         if not bounded:
             break
         if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
@@ -617,15 +617,22 @@ def input_output_scales(xp: Any, alpha: Any, managed: bool, reduction: float, ou
     return scale, out_scale / scale
 
 
-def replace_rows(xp: Any, target: Any, rows: Any, mask: Any, values: Any) -> Any:
-    """``target`` (an array the caller owns) with its rows ``rows`` (the positions of the set
-    entries of ``mask``, in order) replaced by the rows of ``values``: in place for numpy, torch
-    and cupy arrays (an indexed assignment, O(len(rows)) rows), else :func:`scatter_rows`."""
+def replace_rows(xp: Any, target: Any, rows: Any, values: Any) -> Any:
+    """``target`` (an array the caller owns) with its rows ``rows`` (distinct, any order)
+    replaced by the rows of ``values``: in place for numpy, torch and cupy arrays (an indexed
+    assignment, O(len(rows)) rows), else by :func:`scatter_rows` (the array API has no
+    in-place scatter)."""
     if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_torch_namespace(xp) or \
             array_api_compat.is_cupy_namespace(xp):
         target[rows] = values
         return target
-    return scatter_rows(xp, target, mask, values)
+    order = xp.argsort(rows)
+    ordered = xp.take(rows, order, axis=0)
+    index = xp.arange(target.shape[0], dtype=ordered.dtype, device=rng.device_of(target))
+    found = xp.searchsorted(ordered, index)
+    mask = xp.take(ordered, xp.clip(found, max=max(ordered.shape[0] - 1, 0)), axis=0) == index \
+        if ordered.shape[0] else xp.zeros(index.shape, dtype=xp.bool, device=rng.device_of(target))
+    return scatter_rows(xp, target, mask, xp.take(values, order, axis=0))
 
 
 def scatter_rows(xp: Any, target: Any, mask: Any, values: Any) -> Any:

@@ -141,33 +141,27 @@ def _cycles_by_rows(xp: Any, w: Any, xs: Any, ds: Any, lrs: List[float], g: floa
     (device_stage.apply_pulses_rows), which gives the numbers of applying them one after
     another, since no pulse reads another row (spec/devices.md §V3). Appends the line copies
     to ``taken``."""
-    m, n = w.shape
+    m = w.shape[0]
     stream = pulse_stage.c2c_stream(prefix)
     busy = bytearray(m)  # rows of the pending cycles
     pending: list = []  # (lo, block, bl, call)
 
+    def each_row(k: int) -> Any:
+        """Field k of every pending cycle, repeated over the cycle's rows (int64)."""
+        return xp.concat([xp.full((entry[1].shape[0],), entry[k], dtype=xp.int64,
+                                  device=device) for entry in pending])
+
     def flush(w: Any) -> Any:
-        if len(pending) == 1:
-            lo, block, bl, call = pending[0]
-            if block.shape[0] == m:
-                counts = block
-            else:
-                counts = xp.concat([xp.zeros((lo, n), dtype=block.dtype, device=device),
-                                    block, xp.zeros((m - lo - block.shape[0], n),
-                                                    dtype=block.dtype, device=device)], axis=0)
-            w = device_stage.apply_pulses(xp, w, counts, params, cfg, bl, seed, call,
-                                          device_index, stream)
-        elif pending:
+        if pending:
             rows = xp.concat([xp.arange(lo, lo + b.shape[0], dtype=xp.int64, device=device)
                               for lo, b, _, _ in pending])
-            sizes = [b.shape[0] for _, b, _, _ in pending]
-            bls = xp.concat([xp.full((s,), bl, dtype=xp.int64, device=device)
-                             for s, (_, _, bl, _) in zip(sizes, pending)])
-            calls = xp.concat([xp.full((s,), c, dtype=xp.int64, device=device)
-                               for s, (_, _, _, c) in zip(sizes, pending)])
+            if len(pending) == 1:  # the cycle's train length and call
+                bl, call = pending[0][2], pending[0][3]
+            else:  # one of each per row
+                bl, call = each_row(2), each_row(3)
             w = device_stage.apply_pulses_rows(xp, w, rows,
                                                xp.concat([b for _, b, _, _ in pending]), params,
-                                               cfg, bls, seed, calls, device_index, stream)
+                                               cfg, bl, seed, call, device_index, stream)
         pending.clear()
         busy[:] = bytes(m)
         return w
