@@ -17,6 +17,7 @@ only, so numpy, torch, cupy and array-api-strict give bit-identical words and un
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -105,7 +106,16 @@ Shape = Union[int, Sequence[int]]
 
 def stream_id(name: str) -> int:
     """The 32-bit id of a stream: CRC-32 (zlib) of its UTF-8 name (spec/rng.md section 2)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str):
+        raise ValueError(f"stream: {name!r} is not a valid stream name (a str of dotted "
+                         f"lower-case words, e.g. 'io.out_noise')")
+    return _valid_stream_id(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_stream_id(name: str) -> int:
+    """stream_id of a str (remembered: a tile draws from a few dozen streams, many times)."""
+    if not _NAME.match(name):
         raise ValueError(
             f"stream: {name!r} is not a valid stream name (dotted lower-case words, "
             f"e.g. 'io.out_noise')"

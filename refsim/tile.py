@@ -17,6 +17,7 @@ import sys
 from typing import Any, Callable, Dict, Optional
 
 import array_api_compat
+import numpy as np
 
 from refsim import rng
 from refsim.configs import (
@@ -449,10 +450,10 @@ class AnalogTile:
         halves = 2 if io.mv_type in io_stage.POS_NEG else 1
         draws = io_stage.Draws(self.streams.seed, self.streams.next_call(f"io.{direction}"),
                                direction, rows.shape[0], halves)
-        y, self.nm_running = io_stage.mvm(xp, rows, w, io, periphery, draws,
-                                          backward=direction == "backward",
-                                          nm_running=self.nm_running, impl=self._impl(xp))
-        if not bool(xp.all(xp.isfinite(y))):  # spec/io.md §S9: no silent infinity or NaN
+        mvm = io_stage.driver(self._impl(xp))
+        y, self.nm_running = mvm(xp, rows, w, io, periphery, draws,
+                                 backward=direction == "backward", nm_running=self.nm_running)
+        if not _all_finite(xp, y):  # spec/io.md §S9: no silent infinity or NaN
             raise ValueError(f"{name}: the {direction} result overflows "
                              f"{_dtype_name(rows.dtype)} (max abs({name}) = "
                              f"{float(xp.max(xp.abs(rows)))!r}); scale {name} down")
@@ -837,10 +838,13 @@ class AnalogTile:
 
     # -- input checks -----------------------------------------------------------------------------
     def _check_array(self, a: Any, name: str, shape: tuple, exact: bool = False) -> Any:
-        try:
-            xp = array_api_compat.array_namespace(a)
-        except TypeError:
-            raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from None
+        if array_api_compat.is_numpy_array(a) and array_api_compat.is_numpy_namespace(self.xp):
+            xp = self.xp  # (the common case, without the namespace lookup)
+        else:
+            try:
+                xp = array_api_compat.array_namespace(a)
+            except TypeError:
+                raise TypeError(f"{name}: expected an array, got {type(a).__name__}") from None
         if xp.__name__ != self.xp.__name__:
             raise TypeError(f"{name}: array of {xp.__name__}, but the tile holds arrays of "
                             f"{self.xp.__name__} (convert it first)")
@@ -859,7 +863,7 @@ class AnalogTile:
         if not ok:
             want = f"{shape}" if exact else f"({shape[0]},) or (batch, {shape[0]})"
             raise ValueError(f"{name}: expected shape {want}, got {tuple(a.shape)}")
-        if not bool(xp.all(xp.isfinite(a))):
+        if not _all_finite(xp, a):
             raise ValueError(f"{name}: contains NaN or infinity (spec/io.md §S9: non-finite "
                              f"inputs are rejected)")
         return a
@@ -1089,7 +1093,21 @@ def _native_byte_order(a: Any) -> Any:
     return a.astype(dtype.newbyteorder("="))
 
 
+def _all_finite(xp: Any, a: Any) -> bool:
+    """Whether every element of ``a`` is finite (numpy's own reduction for a numpy array: the
+    same answer without the namespace wrappers)."""
+    if array_api_compat.is_numpy_array(a):
+        return bool(np.isfinite(a).all())
+    return bool(xp.all(xp.isfinite(a)))
+
+
 def _cast_periphery(xp: Any, periphery: io_stage.Periphery, dtype: Any) -> io_stage.Periphery:
+    """The periphery's arrays in ``dtype`` (the arrays themselves when they have it already)."""
+    arrays = (periphery.v_offset, periphery.nonlinearity, periphery.noise_std,
+              periphery.read_asymmetry)
+    if all(a is None or a.dtype == dtype for a in arrays):
+        return periphery
+
     def cast(a: Any) -> Any:
         return None if a is None else xp.astype(a, dtype)
 

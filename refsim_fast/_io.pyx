@@ -28,8 +28,10 @@ whatever they are given (spec/pulses.md, "Compiled kernels").
 import numpy as np
 
 from cython.parallel cimport prange, threadid
+from libc.float cimport DBL_MIN, FLT_MIN
 from libc.math cimport fabs, fabsf
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 
 cdef extern from *:
     """
@@ -616,6 +618,262 @@ def finalize(real_t[:, ::1] y0, real_t[:, ::1] ir_a0, real_t[:, ::1] ir_g0,
         _finalize_row(&p0, &p1, r, prow[r], m, po + r * m, pok + r, pt + tid * m, pv, pnl, pstd,
                       &args, &address, pw + tid * (m + 8), pd + tid * 2 * m,
                       pd + tid * 2 * m + m)
+
+
+# -- the driver's scales and the plain pass (refsim_fast.io.mvm) ------------------------------------
+
+# Noise-management types (refsim.stages.io.noise_management), as refsim_fast.io numbers them.
+cdef enum:
+    NM_NONE = 0
+    NM_CONSTANT = 1
+    NM_AVERAGE_ABS_MAX = 2
+    NM_MAX = 3
+    NM_ABS_MAX = 4
+    NM_ABS_MAX_NP_SUM = 5
+
+
+cdef inline int _finite(real_t v) noexcept nogil:
+    return v - v == 0  # false for inf and nan
+
+
+def noise_scales(const real_t[:, ::1] x not None, int nm, double theta, double bound,
+                 double step_in, double max_bm_res, double wmax, double decay, object running):
+    """α per row of refsim.stages.io.noise_management (spec/io.md §S3) for the noise-management
+    type ``nm`` (NM_* above), tiny scales counted as 0, in the dtype of ``x`` and the reference's
+    order; ``bound``, ``step_in``: the AbsMaxNPSum rule's ``out_bound`` (1 when off) and DAC step,
+    ``wmax``, ``decay``: NM_ASSUMED_WMAX and NM_DECAY, ``running``: the AverageAbsMax running
+    value (None before the first row). Returns ``(alpha, running, positive)`` (``positive``: the
+    number of rows with α > 0), or None when a row has no element or ``x`` a non-finite one (the
+    caller then takes the reference's path)."""
+    cdef int64_t B = x.shape[0]
+    cdef int64_t n = x.shape[1]
+    cdef int64_t b, k
+    if nm < NM_NONE or nm > NM_ABS_MAX_NP_SUM:
+        raise ValueError(f"nm: expected 0..5, got {nm}")
+    if n == 0:
+        return None
+    alpha = np.empty(B, dtype=np.float32 if real_t is float else np.float64)
+    cdef real_t[::1] al = alpha
+    cdef real_t v, a, q, amax, vmax, P, N
+    cdef real_t zero = 0
+    cdef real_t one = 1
+    cdef real_t rtheta = <real_t>theta
+    cdef real_t rbound = <real_t>bound
+    cdef real_t rstep = <real_t>step_in
+    cdef real_t rres = <real_t>max_bm_res
+    cdef real_t rwmax = <real_t>wmax
+    cdef real_t rdecay = <real_t>decay
+    cdef real_t keep = one - rdecay
+    cdef real_t tiny = <real_t>(FLT_MIN if real_t is float else DBL_MIN)
+    cdef int have_running = running is not None
+    cdef real_t run = <real_t>(<double>running) if have_running else 0
+    cdef int finite = 1
+    cdef int64_t positive = 0
+    with nogil:
+        for b in range(B):
+            amax = _abs(x[b, 0])
+            vmax = x[b, 0]
+            for k in range(n):
+                v = x[b, k]
+                finite = finite & _finite(v)
+                amax = amax if amax >= _abs(v) else _abs(v)
+                vmax = vmax if vmax >= v else v
+            if nm == NM_NONE:
+                a = one
+            elif nm == NM_CONSTANT:
+                a = rtheta if theta > 0 else one
+            elif nm == NM_AVERAGE_ABS_MAX:
+                run = run * keep + rdecay * amax if have_running else amax
+                have_running = 1
+                a = run
+            else:
+                a = vmax if nm == NM_MAX else amax
+                if theta > 0:  # clip(max=θ)
+                    a = rtheta if a > rtheta else a
+                if nm == NM_ABS_MAX_NP_SUM:  # left-to-right sums, as sequential_sum
+                    P = x[b, 0] if x[b, 0] > zero else zero
+                    N = x[b, 0] if x[b, 0] < zero else zero
+                    for k in range(1, n):
+                        v = x[b, k]
+                        P = P + (v if v > zero else zero)
+                        N = N + (v if v < zero else zero)
+                    q = (P if P >= -N else -N) * rwmax / rbound
+                    if step_in > 0:
+                        v = a / rstep * rres
+                        q = q if q <= v else v
+                    a = a if a >= q else q
+            a = zero if (a > zero and a < tiny) else a
+            al[b] = a
+            positive = positive + (a > zero)
+    if not finite:
+        return None
+    if nm == NM_AVERAGE_ABS_MAX and have_running:
+        running = float(run)
+    return alpha, running, positive
+
+
+cdef inline int64_t _align64(int64_t size) noexcept nogil:
+    return (size + 63) // 64 * 64
+
+
+cdef inline void _pass_scale(real_t a, bint managed, bint backward, double reduction,
+                             double out_scale, real_t* scale, real_t* rescale) noexcept nogil:
+    """One row of refsim.stages.io.input_output_scales, in real_t and the reference's order."""
+    cdef real_t one = 1
+    cdef real_t s = (one / a if a > 0 else one) if managed else one
+    if reduction != 1.0:
+        s = s / <real_t>reduction
+    scale[0] = s
+    rescale[0] = <real_t>out_scale * (a if a > 0 else one) if (backward and managed) else \
+        <real_t>out_scale / s
+
+
+def pass_scales(const real_t[::1] alpha not None, bint managed, bint backward, double reduction,
+                double out_scale):
+    """refsim.stages.io.input_output_scales: per row the input scale ``s`` of a pass and the
+    factor of its outputs, in the dtype of ``alpha`` and the reference's order."""
+    cdef int64_t R = alpha.shape[0]
+    cdef int64_t r
+    dtype = np.float32 if real_t is float else np.float64
+    scale = np.empty(R, dtype=dtype)
+    rescale = np.empty(R, dtype=dtype)
+    cdef real_t[::1] sc = scale
+    cdef real_t[::1] rs = rescale
+    for r in range(R):
+        _pass_scale(alpha[r], managed, backward, reduction, out_scale, &sc[r], &rs[r])
+    return scale, rescale
+
+
+cdef class PlainPass:
+    """The converted DAC and ADC arguments of a *plain* pass: no IR drop, voltage offsets,
+    series resistance, output nonlinearity, per-output noise sigmas or weight noise (the
+    configuration's and the periphery's effects that need more than the product x̃ Wᵀ).
+    refsim_fast.io keeps one per config, direction and dtype."""
+    cdef DacArgs dac
+    cdef AdcArgs adc
+
+    def __init__(self, DacArgs dac, AdcArgs adc):
+        if adc.ir or adc.voff != VOFF_NONE or adc.nonlinearity or adc.noise_std or \
+                adc.w_noise_on:
+            raise ValueError("adc: not a plain pass (IR drop, offsets, nonlinearity, noise "
+                             "sigmas or weight noise is on)")
+        if adc.mode < ONE_PASS or adc.mode > POS_NEG_DIGITAL_SUM:
+            raise ValueError(f"adc.mode: expected 0, 1 or 2, got {adc.mode}")
+        if (adc.mode != ONE_PASS) != (dac.pos_neg != 0):
+            raise ValueError("dac.pos_neg: expected 1 exactly for the pos/neg modes of adc.mode")
+        self.dac = dac
+        self.adc = adc
+
+
+def plain_pass(PlainPass plan not None, const real_t[:, ::1] x not None,
+               const real_t[::1] alpha not None, const int64_t[::1] rows not None,
+               object weights_t, bint managed, bint backward, double reduction, double out_scale, uint32_t seed,
+               uint64_t call, int64_t batch, int64_t halves, int64_t pass_index, bint row_calls,
+               int num_threads):
+    """One bound-management pass of refsim.stages.io.mvm for a plain configuration
+    (:class:`PlainPass`): the scales of the rows from their α (:func:`pass_scales`' with
+    ``managed``, ``backward``, ``reduction``, ``out_scale``), then analog_mv's DAC, product(s)
+    ``x̃ @ weights_t`` (numpy's matmul, the reference's call, so the same numbers; ``weights_t``
+    is Wᵀ, (n, m), of x's dtype), pos/neg combination and ADC, and the outputs times the rows'
+    factors. Returns the outputs (R, m) and the bound test (R,) bool; the random numbers are
+    addressed as in prepare / finalize (seed, call, batch, halves, pass_index, row_calls)."""
+    cdef int64_t R = x.shape[0]
+    cdef int64_t n = x.shape[1]
+    cdef int64_t m
+    cdef int64_t r, i
+    cdef int pos_neg = plan.dac.pos_neg
+    if alpha.shape[0] != R or rows.shape[0] != R:
+        raise ValueError(f"alpha, rows: expected {R} rows (those of x), got {alpha.shape[0]}, "
+                         f"{rows.shape[0]}")
+    dtype = np.float32 if real_t is float else np.float64
+    if not isinstance(weights_t, np.ndarray) or weights_t.dtype != dtype or \
+            weights_t.ndim != 2 or weights_t.shape[0] != n:
+        raise ValueError(f"weights_t: expected a {np.dtype(dtype).name} numpy array of shape "
+                         f"({n}, m)")
+    m = weights_t.shape[1]
+    result = np.empty((R, m), dtype=dtype)
+    passed = np.empty((R,), dtype=np.bool_)
+    cdef real_t[:, ::1] out = result
+    cdef uint8_t[::1] ok = passed.view(np.uint8)
+    cdef Address ad
+    ad.seed = seed
+    ad.call = call
+    ad.batch = batch
+    ad.halves = halves
+    ad.pass_index = pass_index
+    ad.row_calls = row_calls
+    _check_address(&ad, rows, 0, n)
+    _check_address(&ad, rows, 0 if plan.adc.mode == ONE_PASS else 1, m)
+    if R == 0:
+        return result, passed
+    if m == 0:
+        passed[:] = True
+        return result, passed
+    cdef int nt = max(1, num_threads)
+    cdef int64_t w = max(n, m)
+    # per row: its scale and factor; per thread: words, uniforms + normals, the second half
+    # (each part at a multiple of 64 bytes)
+    cdef int64_t words_size = _align64((w + 8) * sizeof(uint32_t))
+    cdef int64_t dbl_size = _align64(2 * w * sizeof(double))
+    cdef int64_t per_thread = words_size + dbl_size + _align64(m * sizeof(real_t))
+    cdef int64_t rows_size = _align64(2 * R * sizeof(real_t))
+    cdef char* scratch = <char*>malloc(<size_t>(rows_size + nt * per_thread + 64))
+    if scratch == NULL:
+        raise MemoryError()
+    cdef char* base = scratch + (64 - (<uintptr_t>scratch) % 64) % 64
+    cdef real_t* sc = <real_t*>base
+    cdef real_t* rs = sc + R
+    cdef char* threads_at = base + rows_size
+    cdef char* mine
+    cdef const real_t* px = &x[0, 0]
+    cdef const int64_t* prow = &rows[0]
+    cdef real_t* p0
+    cdef real_t* p1 = NULL
+    cdef real_t[:, ::1] v0
+    cdef real_t[:, ::1] v1
+    cdef real_t[:, ::1] y0
+    cdef real_t[:, ::1] y1
+    cdef Product q0
+    cdef Product q1
+    cdef real_t* po = &out[0, 0]
+    cdef uint8_t* pok = &ok[0]
+    try:
+        for r in range(R):
+            _pass_scale(alpha[r], managed, backward, reduction, out_scale, sc + r, rs + r)
+        first = np.empty((R, n), dtype=dtype)           # x̃, or its negative part
+        second = np.empty((R if pos_neg else 0, n), dtype=dtype)  # its positive part
+        if n:
+            v0 = first
+            p0 = &v0[0, 0]
+            if pos_neg:
+                v1 = second
+                p1 = &v1[0, 0]
+            for r in prange(R, nogil=True, schedule="static", num_threads=nt):
+                mine = threads_at + threadid() * per_thread
+                _prepare_row(px + r * n, sc[r], prow[r], n, (p1 + r * n) if pos_neg else
+                             (p0 + r * n), (p0 + r * n) if pos_neg else NULL, &plan.dac, &ad,
+                             <uint32_t*>mine, <double*>(mine + words_size),
+                             <double*>(mine + words_size) + w)
+        # the products (analog_mv's: the negative part first), on the caller's BLAS setting
+        y0 = np.matmul(first, weights_t)
+        q0.y = &y0[0, 0]
+        q0.ir_a = q0.ir_g = q0.row_sum = q0.spread = NULL
+        q0.spread_cols = 1
+        q1 = q0
+        if pos_neg:
+            y1 = np.matmul(second, weights_t)
+            q1.y = &y1[0, 0]
+        for r in prange(R, nogil=True, schedule="static", num_threads=nt):
+            mine = threads_at + threadid() * per_thread
+            _finalize_row(&q0, &q1, r, prow[r], m, po + r * m, pok + r,
+                          <real_t*>(mine + words_size + dbl_size), NULL, NULL, NULL, &plan.adc,
+                          &ad, <uint32_t*>mine, <double*>(mine + words_size),
+                          <double*>(mine + words_size) + w)
+            for i in range(m):
+                po[r * m + i] = po[r * m + i] * rs[r]
+    finally:
+        free(scratch)
+    return result, passed
 
 
 def normals_row(uint32_t seed, uint32_t sid, uint64_t call, uint64_t start,

@@ -25,14 +25,21 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 
 from refsim import rng as _rng_ref
-from refsim.configs import AnalogMVType, IOParameters, WeightNoiseType
+from refsim.configs import (
+    AnalogMVType,
+    BoundManagementType,
+    IOParameters,
+    NoiseManagementType,
+    WeightNoiseType,
+)
+from refsim.precision import real
 from refsim.stages import io as _ref
 
 from . import _io
 from .pool import parallel
 from .rng import resolve_threads
 
-__all__ = ["analog_mv", "num_threads"]
+__all__ = ["analog_mv", "mvm", "num_threads"]
 
 #: Threads of the kernels when ``analog_mv`` gets no ``num_threads`` (OpenMP's default: the
 #: OMP_NUM_THREADS variable, else the core count). Set this attribute to change it for calls made
@@ -48,6 +55,13 @@ _EMPTY = {dt: (np.empty((0,), dtype=dt), np.empty((0, 0), dtype=dt)) for dt in (
 #: The kernels specialized per dtype (skips Cython's fused-type dispatch).
 _PREPARE = {_F32: _io.prepare["float"], _F64: _io.prepare["double"]}
 _FINALIZE = {_F32: _io.finalize["float"], _F64: _io.finalize["double"]}
+_NOISE_SCALES = {_F32: _io.noise_scales["float"], _F64: _io.noise_scales["double"]}
+_PASS_SCALES = {_F32: _io.pass_scales["float"], _F64: _io.pass_scales["double"]}
+_PLAIN_PASS = {_F32: _io.plain_pass["float"], _F64: _io.plain_pass["double"]}
+#: The noise-management types as _io.noise_scales numbers them.
+_NM_CODE = {NoiseManagementType.NONE: 0, NoiseManagementType.CONSTANT: 1,
+            NoiseManagementType.AVERAGE_ABS_MAX: 2, NoiseManagementType.MAX: 3,
+            NoiseManagementType.ABS_MAX: 4, NoiseManagementType.ABS_MAX_NP_SUM: 5}
 
 #: Below this many input + output elements a pass runs on one thread.
 _SERIAL_WORK = 16384
@@ -88,7 +102,46 @@ def _settings(io: IOParameters, direction: str, dt: np.dtype = _F64) -> Tuple[di
     return dac, adc
 
 
+class _Setup:
+    """What the passes of one config need in one direction and dtype, derived once: the DAC and
+    ADC arguments (``dac``, ``adc``), their converted copy for plain passes (``plain``: None
+    when the config has IR drop or weight noise; see _io.PlainPass), and the scalars of the
+    driver (refsim.stages.io.mvm) and of noise management."""
+
+    def __init__(self, io: IOParameters, direction: str, dt: np.dtype) -> None:
+        R = real(dt)
+        self.dac, self.adc = _settings(io, direction, dt)
+        plain = io.ir_drop <= 0 and not self.adc["w_noise_on"]
+        self.plain = _io.PlainPass(self.dac, self.adc) if plain else None
+        self.step_in = _ref.resolution_step(io.inp_res, io.inp_bound, dt)
+        self.bm_res_limit = float(R(io.max_bm_res) / R(self.step_in)) if self.step_in > 0 else 0.0
+        self.out_scale = float(R(io.out_scale))
+        self.nm_args = (float(io.nm_thres), float(R(io.out_bound)) if io.out_bound > 0 else 1.0,
+                        self.step_in, float(R(io.max_bm_res)), float(R(_ref.NM_ASSUMED_WMAX)),
+                        float(R(_ref.NM_DECAY)))
+
+
+#: _Setup per (config, direction, dtype), for read-only configs only (a tile's; a config that
+#: may still change is derived at every call). Keyed by id, the config kept for an identity test.
+_SETUPS: dict = {}
+
+
+def _setup(io: IOParameters, direction: str, dt: np.dtype) -> _Setup:
+    key = (id(io), direction, dt)
+    hit = _SETUPS.get(key)
+    if hit is not None and hit[0] is io:
+        return hit[1]
+    setup = _Setup(io, direction, dt)
+    if io.is_frozen:
+        if len(_SETUPS) >= 512:
+            _SETUPS.clear()
+        _SETUPS[key] = (io, setup)
+    return setup
+
+
 def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
+    if type(value) is int and lo <= value <= hi:  # (the common case first)
+        return value
     if type(value) is not int and (isinstance(value, bool) or
                                    not isinstance(value, numbers.Integral)):
         raise ValueError(f"{name}: expected an integer in [{lo}, {hi}], got {value!r}")
@@ -99,6 +152,13 @@ def _int_in(value: Any, name: str, lo: int, hi: int) -> int:
 
 def _address(draws: Any, pass_index: Any, rows: np.ndarray, width: int) -> dict:
     """The draws' address, checked: every number the pass draws has a valid index."""
+    if rows.size:
+        return _address_of_rows(draws, pass_index, int(rows.min()), int(rows.max()), width)
+    return _address_of_rows(draws, pass_index, 0, -1, width)
+
+
+def _address_of_rows(draws: Any, pass_index: Any, lo: int, hi: int, width: int) -> dict:
+    """:func:`_address` for batch rows ``lo`` .. ``hi`` (none when ``hi < lo``)."""
     if not isinstance(draws, _ref.Draws):
         raise TypeError(f"draws: expected refsim.stages.io.Draws, got {type(draws).__name__}")
     if draws.direction not in _SIDS:
@@ -110,16 +170,15 @@ def _address(draws: Any, pass_index: Any, rows: np.ndarray, width: int) -> dict:
     halves = _int_in(draws.halves, "draws.halves", 0, _rng_ref.MAX_INDEX)
     pass_index = _int_in(pass_index, "pass_index", 0, _rng_ref.MAX_INDEX)
     row_calls = bool(getattr(draws, "row_calls", False))
-    if rows.size:
-        if int(rows.min()) < 0:
+    if hi >= lo:
+        if lo < 0:
             raise ValueError("rows: expected non-negative batch-row indices")
         if row_calls:
             last = (pass_index * halves + halves) * width
-            if call + int(rows.max()) > _rng_ref.MAX_CALL:
-                raise ValueError(f"rows: call {call} + row {int(rows.max())} exceeds "
-                                 f"{_rng_ref.MAX_CALL}")
+            if call + hi > _rng_ref.MAX_CALL:
+                raise ValueError(f"rows: call {call} + row {hi} exceeds {_rng_ref.MAX_CALL}")
         else:
-            last = ((pass_index * batch + int(rows.max())) * halves + halves) * width
+            last = ((pass_index * batch + hi) * halves + halves) * width
         if last > _rng_ref.MAX_INDEX:
             raise ValueError(f"rows: random-number index {last} exceeds {_rng_ref.MAX_INDEX}")
     return dict(seed=seed, call=call, batch=batch, halves=halves, pass_index=pass_index,
@@ -196,7 +255,8 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
             raise ValueError(f"periphery.read_asymmetry: expected shape ({m}, {n}), got "
                              f"{read_asymmetry.shape}")
         read_asymmetry = read_asymmetry.astype(dt, copy=False)
-    dac, adc = _settings(io, draws.direction, dt)
+    setup = _setup(io, draws.direction, dt)
+    dac, adc = setup.dac, setup.adc
     pos_neg = bool(dac["pos_neg"])
     w_noise_type = io.w_noise_type if adc["w_noise_on"] else None
     row_sums = periphery.v_offset is not None and io.v_offset_w_min != 0.0
@@ -264,6 +324,130 @@ def analog_mv(xp: Any, x: Any, scale: Any, weights: Any, io: IOParameters, perip
     return out, ok
 
 
+def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: Any, *,
+        backward: bool = False, nm_running: Optional[float] = None,
+        impl: Any = None) -> Tuple[np.ndarray, Optional[float]]:
+    """:func:`refsim.stages.io.mvm` for numpy arrays: the same passes, rows and numbers (spec/io.md
+    §S3, §S7), with less Python around them. The per-row scales of noise management are one
+    compiled call (``_io.noise_scales``), and so is a pass of at most ``PRODUCT_ROWS`` rows of a
+    plain configuration (no IR drop, weight noise or periphery variation: ``_io.plain_pass``, the
+    reference's product inside); other passes are :func:`analog_mv`'s. Everything else (other
+    arrays, perfect and ideal passes, inputs with a non-finite element or no columns) is the
+    reference driver's, with :func:`analog_mv`. ``impl``: an object whose ``analog_mv`` takes every
+    pass (a test's recorder, say).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from refsim.configs import IOParameters
+    >>> from refsim.stages import io as ref
+    >>> import refsim_fast.io as fast_io
+    >>> io = IOParameters().validate()
+    >>> x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    >>> w = np.full((3, 4), 0.25, dtype=np.float32)
+    >>> draws = ref.Draws(seed=1, call=0, direction="forward", batch=2)
+    >>> y, _ = fast_io.mvm(np, x, w, io, ref.Periphery(), draws)
+    >>> y_ref, _ = ref.mvm(np, x, w, io, ref.Periphery(), draws, impl=fast_io)
+    >>> bool(np.array_equal(y, y_ref))
+    True
+    """
+    dt = getattr(x, "dtype", None)
+    if type(x) is not np.ndarray or type(weights) is not np.ndarray or dt not in _NOISE_SCALES \
+            or x.ndim != 2 or weights.ndim != 2 or weights.shape[1] != x.shape[1] \
+            or io.is_perfect or io.mv_type == AnalogMVType.IDEAL \
+            or not isinstance(draws, _ref.Draws) or draws.direction not in _SIDS:
+        return _reference_mvm(xp, x, weights, io, periphery, draws, backward, nm_running, impl)
+    setup = _setup(io, draws.direction, dt)
+    batch, n = x.shape
+    m = weights.shape[0]
+    x = np.ascontiguousarray(x)
+    nm_type = io.noise_management
+    bm_type = BoundManagementType.NONE if backward else io.bound_management
+    managed = nm_type != NoiseManagementType.NONE
+    bounded = bm_type != BoundManagementType.NONE
+    found = _NOISE_SCALES[dt](x, _NM_CODE[nm_type], *setup.nm_args, nm_running)
+    if found is None:  # no columns, or a non-finite input
+        return _reference_mvm(xp, x, weights, io, periphery, draws, backward, nm_running, impl)
+    alpha, new_running, positive = found
+    every_row = np.arange(batch, dtype=np.int64)
+    address = _address_of_rows(draws, 0, 0, batch - 1, max(n, m))  # (later passes: _io checks)
+    if weights.dtype != dt:
+        weights = weights.astype(dt)
+    plain = setup.plain if impl is None and _no_variation(periphery) else None
+    weights_t = weights.T
+    threads = resolve_threads(globals()["num_threads"])
+    active = None  # (every row)
+    if managed and (backward or io.inp_noise <= 0) and positive < batch:
+        active = alpha > 0  # the other rows are exactly zero, and draw nothing
+    y = None
+    red, pass_index = 1.0, 0
+    with _ref.one_blas_thread:
+        while True:
+            rows = every_row if active is None else np.flatnonzero(active)
+            R = rows.shape[0]
+            if R == 0:
+                break
+            every = R == batch
+            xr = x if every else x[rows]
+            a = alpha if every else alpha[rows]
+            reduction = red if bounded else 1.0
+            if plain is not None and R <= _ref.PRODUCT_ROWS and not (R == n and n >= 2):
+                # (a square x̃ may be diagonal: refsim.stages.io.product's shortcut, analog_mv's)
+                out, ok = _PLAIN_PASS[dt](
+                    plain, xr, a, rows, weights_t, managed, backward, reduction, setup.out_scale,
+                    address["seed"], address["call"], address["batch"], address["halves"],
+                    pass_index, address["row_calls"],
+                    1 if R * (n + m) < _SERIAL_WORK else min(threads, R))
+            else:
+                scale, rescale = _PASS_SCALES[dt](a, managed, backward, reduction,
+                                                  setup.out_scale)
+                out, ok = (impl or _THIS).analog_mv(xp, xr, scale, weights, io, periphery, draws,
+                                                    pass_index, rows)
+                out *= rescale.reshape(-1, 1)
+            if every:
+                y = out
+            else:
+                if y is None:
+                    y = np.zeros((batch, m), dtype=dt)
+                y[rows] = out
+            if not bounded:
+                break
+            if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
+                if pass_index == 1:
+                    break
+                if managed and nm_type != NoiseManagementType.ABS_MAX_NP_SUM:
+                    # the second and last pass: the worst-case (AbsMaxNPSum) scale
+                    alpha = _NOISE_SCALES[dt](x, _NM_CODE[NoiseManagementType.ABS_MAX_NP_SUM],
+                                              *setup.nm_args, None)[0]  # (x is finite)
+                else:
+                    red = 2.0
+            elif int(red) > io.max_bm_factor or (setup.step_in > 0 and red > setup.bm_res_limit):
+                break
+            else:
+                red *= 2.0
+            if every:  # the rows whose outputs left the bound go again
+                active = np.logical_not(ok)
+            else:
+                active = np.zeros((batch,), dtype=np.bool_)
+                active[rows] = np.logical_not(ok)
+            pass_index += 1
+    if y is None:  # no active row: every output is 0
+        y = np.zeros((batch, m), dtype=dt)
+    return y, new_running
+
+
+def _reference_mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: Any,
+                   backward: bool, nm_running: Optional[float], impl: Any) -> tuple:
+    return _ref.mvm(xp, x, weights, io, periphery, draws, backward=backward,
+                    nm_running=nm_running, impl=impl or _THIS)
+
+
+def _no_variation(periphery: Any) -> bool:
+    return periphery is None or (periphery.v_offset is None and periphery.nonlinearity is None
+                                 and periphery.noise_std is None
+                                 and periphery.read_asymmetry is None)
+
+
 def _adc_call(adc: dict, io: IOParameters, periphery: Any, nonlinearity: np.ndarray, n: int,
               m: int, dt: np.dtype) -> dict:
     """The ADC kernel's arguments for this pass: ``adc`` with the periphery's effects."""
@@ -282,3 +466,8 @@ def _adc_call(adc: dict, io: IOParameters, periphery: Any, nonlinearity: np.ndar
                 np, io, _ref.Periphery(nonlinearity=nonlinearity)))
     call_adc["noise_std"] = int(periphery.noise_std is not None)
     return call_adc
+
+
+import sys as _sys  # noqa: E402
+
+_THIS = _sys.modules[__name__]

@@ -428,6 +428,138 @@ def test_mvm_random_configs_agree(fields, dtype, batch, n, m, seed, backward):
     assert_mvm_agree(y_ref, rec_ref, y_fast, rec_fast, io)
 
 
+# -- the fast driver (refsim_fast.io.mvm) against the reference driver with the fast passes ---------
+#    Both run on the same kernels, so they agree bit for bit on any machine: what differs is who
+#    computes the scales and how a plain pass is called.
+
+DRIVER_SHAPES = [(1, 1, 1), (1, 9, 7), (5, 1, 3), (4, 6, 1), (3, 3, 5), (6, 6, 4), (23, 31, 17),
+                 (130, 20, 9)]
+
+
+def _both_drivers(io, dtype, shape, backward, running=None, seed=0):
+    batch, n, m = shape
+    x, w = make_inputs(dtype, batch, n, m, seed)
+    if backward:
+        w = np.ascontiguousarray(w.T).T
+    direction = "backward" if backward else "forward"
+    periphery = make_periphery(io, m, n, dtype, direction)
+    draws = make_draws(io, batch, direction)
+    want = ref.mvm(XP, x, w, io, periphery, draws, backward=backward, nm_running=running,
+                   impl=fast_io)
+    got = fast_io.mvm(XP, x, w, io, periphery, draws, backward=backward, nm_running=running)
+    return want, got
+
+
+# (AbsMaxNPSum's q exceeds the abs-max only with a small out_bound; its cap needs a small
+# max_bm_res)
+DRIVER_CONFIGS = dict(TOGGLES, np_sum_small_bound=dict(noise_management="AbsMaxNPSum",
+                                                       out_bound=0.7),
+                      np_sum_capped=dict(noise_management="AbsMaxNPSum", out_bound=0.7,
+                                         max_bm_res=0.01),
+                      np_sum_worst_case=dict(bound_management="IterativeWorstCase",
+                                             out_bound=0.7, nm_thres=0.5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("name", list(DRIVER_CONFIGS))
+def test_fast_driver_equals_the_reference_driver(name, dtype):
+    io = make_io(**DRIVER_CONFIGS[name])
+    for shape in DRIVER_SHAPES:
+        for backward in (False, True):
+            for running in (None, 0.3):
+                (y_ref, run_ref), (y, run) = _both_drivers(io, dtype, shape, backward, running)
+                assert y.dtype == np.dtype(dtype) and y.shape == (shape[0], shape[2])
+                np.testing.assert_array_equal(y, y_ref, err_msg=f"{shape} {backward}")
+                assert run == run_ref
+
+
+@settings(deadline=None)
+@given(fields=io_fields, dtype=st.sampled_from(DTYPES), batch=st.integers(1, 12),
+       n=st.integers(1, 20), m=st.integers(1, 20), seed=st.integers(0, 2**16),
+       backward=st.booleans(), running=st.sampled_from([None, 0.05, 2.0]))
+def test_fast_driver_random_configs(fields, dtype, batch, n, m, seed, backward, running):
+    io = make_io(**fields)
+    (y_ref, run_ref), (y, run) = _both_drivers(io, dtype, (batch, n, m), backward, running, seed)
+    np.testing.assert_array_equal(y, y_ref)
+    assert run == run_ref
+
+
+def test_fast_driver_takes_the_reference_path_for_what_it_does_not_compile():
+    """A non-finite input, an input without columns, a recorder's passes: the reference
+    driver's result (which raises or propagates as the reference does)."""
+    io = make_io(out_bound=1.5)
+    x, w = make_inputs(np.float64, 4, 6, 3)
+    x[2, 1] = np.nan
+    draws = make_draws(io, 4)
+    y_ref, _ = ref.mvm(XP, x, w, io, ref.Periphery(), draws, impl=fast_io)
+    y, _ = fast_io.mvm(XP, x, w, io, ref.Periphery(), draws)
+    np.testing.assert_array_equal(y, y_ref)  # (row 2: α is NaN, not > 0, so the row is 0)
+    empty = np.empty((4, 0))  # (noise management has no abs-max of an empty row: both raise)
+    for driver in (fast_io.mvm, lambda *a: ref.mvm(*a, impl=fast_io)):
+        with pytest.raises(ValueError, match="zero-size"):
+            driver(XP, empty, np.empty((3, 0)), io, ref.Periphery(), draws)
+    rec = Recorder(fast_io)
+    x, w = make_inputs(np.float32, 23, 31, 17)
+    y, _ = fast_io.mvm(XP, x, w, io, ref.Periphery(), make_draws(io, 23), impl=rec)
+    rec_ref = Recorder(fast_io)
+    y_ref, _ = ref.mvm(XP, x, w, io, ref.Periphery(), make_draws(io, 23), impl=rec_ref)
+    np.testing.assert_array_equal(y, y_ref)
+    assert len(rec.passes) == len(rec_ref.passes) >= 2
+    for (p, rows, scale), (q, rows_r, scale_r) in zip(rec.passes, rec_ref.passes):
+        assert p == q and np.array_equal(rows, rows_r) and np.array_equal(scale, scale_r)
+
+
+def test_plain_pass_is_taken_and_is_bit_identical_for_any_thread_count(monkeypatch):
+    io = make_io(out_bound=1.0, inp_noise=0.02)
+    x, w = make_inputs(np.float32, 100, 64, 48, seed=3)
+    calls = []
+    kernel = fast_io._PLAIN_PASS[np.dtype(np.float32)]
+
+    def counted(*args):
+        calls.append(args[2].shape[0])
+        return kernel(*args)
+
+    monkeypatch.setitem(fast_io._PLAIN_PASS, np.dtype(np.float32), counted)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(fast_io, "num_threads", threads)
+        results.append(fast_io.mvm(XP, x, w, io, ref.Periphery(), make_draws(io, 100))[0])
+    assert calls and calls[0] == 100 and len(calls) > 3  # the first pass and its repeats
+    for y in results[1:]:
+        np.testing.assert_array_equal(y, results[0])
+
+
+def test_noise_scales_and_plain_pass_refuse_inconsistent_arguments():
+    io = make_io()
+    plan = fast_io._setup(io, "forward", np.dtype(np.float64)).plain
+    x = np.ones((3, 4))
+    alpha = np.ones(3)
+    rows = np.arange(3, dtype=np.int64)
+    w_t = np.ones((4, 2))
+    good = (plan, x, alpha, rows, w_t, True, False, 1.0, 1.0, 1, 0, 3, 1, 0, False, 1)
+    out, ok = _io.plain_pass(*good)
+    assert out.shape == (3, 2) and ok.dtype == np.bool_
+    for i, bad, error in [(2, np.ones(2), ValueError), (3, np.arange(2, dtype=np.int64),
+                                                         ValueError),
+                          (4, np.ones((5, 2)), ValueError), (4, np.ones((4, 2), np.float32),
+                                                             ValueError),
+                          (4, [[1.0, 2.0]] * 4, ValueError), (3, -rows, ValueError),
+                          (13, 2**62, ValueError), (12, 2**62, ValueError)]:
+        args = list(good)
+        args[i] = bad
+        with pytest.raises(error):
+            _io.plain_pass(*args)
+    with pytest.raises(ValueError, match="not a plain pass"):
+        dac, adc = fast_io._settings(make_io(ir_drop=1.0), "forward")
+        _io.PlainPass(dac, dict(adc, ir=1))
+    with pytest.raises(ValueError, match="pos_neg"):
+        dac, adc = fast_io._settings(make_io(mv_type="PosNegSeparate"), "forward")
+        _io.PlainPass(dict(dac, pos_neg=0), adc)
+    with pytest.raises(ValueError, match="nm"):
+        _io.noise_scales(x, 6, 0.0, 1.0, 0.0, 0.25, 0.6, 1e-3, None)
+    assert _io.noise_scales(np.empty((2, 0)), 4, 0.0, 1.0, 0.0, 0.25, 0.6, 1e-3, None) is None
+
+
 # -- analog_mv: one pass, with the rule-4 explanation of flips ------------------------------------
 
 

@@ -66,9 +66,13 @@ class Context:
         halves = 2 if io.mv_type in io_stage.POS_NEG else 1
         draws = io_stage.Draws(self.seed, self.streams.next_call(f"io.{direction}"), direction,
                                x.shape[0], halves)
-        y, _ = io_stage.mvm(self.xp, x, w, io, io_stage.Periphery(), draws, backward=False,
-                            nm_running=None, impl=self.fast_io)
+        y, _ = self._mvm(self.xp, x, w, io, io_stage.Periphery(), draws, backward=False)
         return y
+
+    @property
+    def _mvm(self) -> Any:
+        """The IO driver: refsim.stages.io.mvm, or its compiled twin on the fast backend."""
+        return io_stage.driver(self.fast_io)
 
     def read_each(self, w: Any, io: IOParameters, direction: str) -> Any:
         """The reads of ``w`` (m, R) column by column, as R calls of :meth:`read` with the one
@@ -83,8 +87,7 @@ class Context:
         draws = io_stage.Draws(self.seed, self.streams.next_calls(f"io.{direction}", count),
                                direction, count, halves, row_calls=True)
         eye = xp.eye(count, dtype=w.dtype, device=self.device)
-        y, _ = io_stage.mvm(xp, eye, w, io, io_stage.Periphery(), draws, backward=False,
-                            nm_running=None, impl=self.fast_io)
+        y, _ = self._mvm(xp, eye, w, io, io_stage.Periphery(), draws, backward=False)
         return y
 
     # pickle / copy.deepcopy of a tile: its modules (namespace, compiled kernels) by name

@@ -15,6 +15,7 @@ The pipeline of one pass (spec/io.md §S3-§S7):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -599,6 +600,14 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
     if y is None:  # no active row: every output is 0
         y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
     return y, nm_running
+
+
+def driver(impl: Any) -> Callable[..., Tuple[Any, Optional[float]]]:
+    """The driver for the passes of ``impl`` (a module or object with :func:`analog_mv`'s
+    signature, or None): its own ``mvm`` when it has one (refsim_fast.io's compiled twin of
+    :func:`mvm`, same signature and numbers), else :func:`mvm` with ``impl`` for the passes."""
+    own = getattr(impl, "mvm", None)
+    return own if own is not None else functools.partial(mvm, impl=impl)
 
 
 def input_output_scales(xp: Any, alpha: Any, managed: bool, reduction: float, out_scale: float,
