@@ -767,15 +767,15 @@ cdef class PlainPass:
 
 def plain_pass(PlainPass plan not None, const real_t[:, ::1] x not None,
                const real_t[::1] alpha not None, const int64_t[::1] rows not None,
-               object weights_t, bint managed, bint backward, double reduction, double out_scale, uint32_t seed,
+               object weights_t, object product, bint managed, bint backward, double reduction, double out_scale, uint32_t seed,
                uint64_t call, int64_t batch, int64_t halves, int64_t pass_index, bint row_calls,
                int num_threads):
     """One bound-management pass of refsim.stages.io.mvm for a plain configuration
     (:class:`PlainPass`): the scales of the rows from their α (:func:`pass_scales`' with
     ``managed``, ``backward``, ``reduction``, ``out_scale``), then analog_mv's DAC, product(s)
-    ``x̃ @ weights_t`` (numpy's matmul, the reference's call, so the same numbers; ``weights_t``
-    is Wᵀ, (n, m), of x's dtype), pos/neg combination and ADC, and the outputs times the rows'
-    factors. Returns the outputs (R, m) and the bound test (R,) bool; the random numbers are
+    ``product(x̃, weights_t)`` (refsim.stages.io.product, or numpy's matmul where that is what
+    it calls, so the same numbers; ``weights_t`` is Wᵀ, (n, m), of x's dtype), pos/neg
+    combination and ADC, and the outputs times the rows' factors. Returns the outputs (R, m) and the bound test (R,) bool; the random numbers are
     addressed as in prepare / finalize (seed, call, batch, halves, pass_index, row_calls)."""
     cdef int64_t R = x.shape[0]
     cdef int64_t n = x.shape[1]
@@ -855,13 +855,17 @@ def plain_pass(PlainPass plan not None, const real_t[:, ::1] x not None,
                              <uint32_t*>mine, <double*>(mine + words_size),
                              <double*>(mine + words_size) + w)
         # the products (analog_mv's: the negative part first), on the caller's BLAS setting
-        y0 = np.matmul(first, weights_t)
+        y0 = np.ascontiguousarray(product(first, weights_t))
+        if y0.shape[0] != R or y0.shape[1] != m:
+            raise ValueError(f"product: expected a result of shape ({R}, {m})")
         q0.y = &y0[0, 0]
         q0.ir_a = q0.ir_g = q0.row_sum = q0.spread = NULL
         q0.spread_cols = 1
         q1 = q0
         if pos_neg:
-            y1 = np.matmul(second, weights_t)
+            y1 = np.ascontiguousarray(product(second, weights_t))
+            if y1.shape[0] != R or y1.shape[1] != m:
+                raise ValueError(f"product: expected a result of shape ({R}, {m})")
             q1.y = &y1[0, 0]
         for r in prange(R, nogil=True, schedule="static", num_threads=nt):
             mine = threads_at + threadid() * per_thread

@@ -391,10 +391,13 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: 
             xr = x if every else x[rows]
             a = alpha if every else alpha[rows]
             reduction = red if bounded else 1.0
-            if plain is not None and R <= _ref.PRODUCT_ROWS and not (R == n and n >= 2):
-                # (a square x̃ may be diagonal: refsim.stages.io.product's shortcut, analog_mv's)
+            if plain is not None and (R <= _ref.PRODUCT_ROWS or threads == 1):
+                # (numpy's matmul is refsim.stages.io.product for a few rows not square: those
+                # may be a diagonal eye(n) after the DAC, more than PRODUCT_ROWS are blocks)
+                product = np.matmul if R <= _ref.PRODUCT_ROWS and R != n else _ref.product
                 out, ok = _PLAIN_PASS[dt](
-                    plain, xr, a, rows, weights_t, managed, backward, reduction, setup.out_scale,
+                    plain, xr, a, rows, weights_t, product, managed, backward, reduction,
+                    setup.out_scale,
                     address["seed"], address["call"], address["batch"], address["halves"],
                     pass_index, address["row_calls"],
                     1 if R * (n + m) < _SERIAL_WORK else min(threads, R))

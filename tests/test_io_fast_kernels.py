@@ -536,7 +536,7 @@ def test_noise_scales_and_plain_pass_refuse_inconsistent_arguments():
     alpha = np.ones(3)
     rows = np.arange(3, dtype=np.int64)
     w_t = np.ones((4, 2))
-    good = (plan, x, alpha, rows, w_t, True, False, 1.0, 1.0, 1, 0, 3, 1, 0, False, 1)
+    good = (plan, x, alpha, rows, w_t, np.matmul, True, False, 1.0, 1.0, 1, 0, 3, 1, 0, False, 1)
     out, ok = _io.plain_pass(*good)
     assert out.shape == (3, 2) and ok.dtype == np.bool_
     for i, bad, error in [(2, np.ones(2), ValueError), (3, np.arange(2, dtype=np.int64),
@@ -544,7 +544,8 @@ def test_noise_scales_and_plain_pass_refuse_inconsistent_arguments():
                           (4, np.ones((5, 2)), ValueError), (4, np.ones((4, 2), np.float32),
                                                              ValueError),
                           (4, [[1.0, 2.0]] * 4, ValueError), (3, -rows, ValueError),
-                          (13, 2**62, ValueError), (12, 2**62, ValueError)]:
+                          (14, 2**62, ValueError), (13, 2**62, ValueError),
+                          (5, lambda a, b: np.ones((3, 3)), ValueError)]:
         args = list(good)
         args[i] = bad
         with pytest.raises(error):

@@ -142,7 +142,7 @@ class TransferCompound(Compound):
         self.n_reads = min(int(cell.n_reads_per_transfer), self.L)
         self.io = dataclasses.replace(cell.transfer_forward,
                                       noise_management=NoiseManagementType.NONE,
-                                      bound_management=BoundManagementType.NONE)
+                                      bound_management=BoundManagementType.NONE).frozen()
         io_stage.check_supported(self.io, "device.transfer_forward")
         self.sliced = sliceable(self.io)
         self.tu = cell.transfer_update
