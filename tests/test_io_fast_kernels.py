@@ -509,6 +509,37 @@ def test_fast_driver_takes_the_reference_path_for_what_it_does_not_compile():
         assert p == q and np.array_equal(rows, rows_r) and np.array_equal(scale, scale_r)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("nm", ["None", "Constant", "AverageAbsMax", "Max", "AbsMax",
+                                "AbsMaxNPSum"])
+def test_noise_scales_equal_the_reference_on_awkward_rows(nm, dtype):
+    """Zeros of both signs, subnormals (flushed to 0 as scales), the largest finite values,
+    rows of one element, long rows (the vectorized abs-max), with and without θ and the
+    AbsMaxNPSum cap; a non-finite element anywhere makes the kernel decline."""
+    info = np.finfo(dtype)
+    g = np.random.default_rng(8)
+    rows = [np.zeros(7), -np.zeros(7), np.full(7, info.smallest_subnormal),
+            np.full(7, -info.smallest_normal / 4), np.array([info.max / 8, -info.max / 8, 1.0]),
+            np.array([-3.0]), g.normal(0, 1, 1000), -np.abs(g.normal(0, 1, 33))]
+    for theta, bound, res in [(0.0, 12.0, 0.25), (0.5, 0.7, 0.01)]:
+        io = make_io(noise_management=nm, nm_thres=theta, out_bound=bound, max_bm_res=res)
+        setup = fast_io._setup(io, "forward", np.dtype(dtype))
+        for row in rows:
+            x = np.stack([row, row[::-1] * 0.5]).astype(dtype)
+            for running in (None, 0.25):
+                with np.errstate(over="ignore"):  # (the cap of max/8 overflows to inf)
+                    want, want_running = ref.noise_management(XP, x, io, io.noise_management,
+                                                              running)
+                alpha, got_running, positive = _io.noise_scales(
+                    x, fast_io._NM_CODE[io.noise_management], *setup.nm_args, running)
+                np.testing.assert_array_equal(alpha, want)
+                assert got_running == want_running and positive == int(np.sum(want > 0))
+            for bad in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                y[-1, -1] = bad
+                assert _io.noise_scales(y, 4, *setup.nm_args, None) is None
+
+
 def test_plain_pass_is_taken_and_is_bit_identical_for_any_thread_count(monkeypatch):
     io = make_io(out_bound=1.0, inp_noise=0.02)
     x, w = make_inputs(np.float32, 100, 64, 48, seed=3)
