@@ -5,12 +5,19 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 
-def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` over ``repeat`` runs after ``warmup`` untimed runs."""
-    for _ in range(warmup):
+def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1,
+                   least: float = 0.05) -> float:
+    """Median wall time of ``fn()`` over at least ``repeat`` runs, after ``warmup`` untimed runs:
+    a short call is timed until the timed runs add up to ``least`` seconds (at most 10 000 runs)
+    and warmed up for a tenth of that, so that a call of tens of microseconds is not judged by
+    its first few, cold runs."""
+    start = time.perf_counter()
+    done = 0
+    while done < warmup or (warmup and time.perf_counter() - start < least / 10 and done < 1000):
         fn()
-    times = []
-    for _ in range(repeat):
+        done += 1
+    times: List[float] = []
+    while len(times) < repeat or (sum(times) < least and len(times) < 10_000):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

@@ -27,11 +27,16 @@ def _worker(spec: dict) -> list:
     from refsim import configs, rng
     from refsim.tile import AnalogTile
 
-    out = []
-    for case in spec["cases"]:
-        size, batch, kind = case["size"], case["batch"], case["kind"]
+    def operands(case: dict) -> tuple:
+        size, batch = case["size"], case["batch"]
         weights = (rng.uniform(1, "test.a", 0, (size, size)) - 0.5).astype(np.float32)
         inputs = (rng.uniform(1, "test.b", 0, (batch, size)) * 2 - 1).astype(np.float32)
+        return weights, inputs
+
+    out = []
+    for case in spec["cases"]:
+        size, kind = case["size"], case["kind"]
+        weights, inputs = operands(case)
         config = configs.InferenceRPUConfig() if kind == "forward" else configs.SingleRPUConfig()
         row = dict(case)
         for backend in ("fast", "reference"):
@@ -45,9 +50,13 @@ def _worker(spec: dict) -> list:
             call = tile.forward if kind == "forward" else tile.backward
             repeat = spec["repeat"] if backend == "fast" else max(3, spec["repeat"] // 2)
             row[backend] = median_seconds(lambda: call(inputs), repeat)
+        out.append(row)
+    # The floors last: after a product on several BLAS threads, OpenBLAS's worker threads
+    # busy-wait for about 0.1 s and would take a core from the next case's timing.
+    for case, row in zip(spec["cases"], out):
+        weights, inputs = operands(case)
         wt = np.ascontiguousarray(weights.T)
         row["gemm"] = median_seconds(lambda: inputs @ wt, spec["repeat"] * 3)
-        out.append(row)
     return out
 
 
