@@ -119,35 +119,25 @@ cdef extern from *:
     #else
     #define REFSIM_HAVE_ABSMAX_COPIES 0
     #endif
-    static float refsim_io_absmax_f(const float* x, int64_t n, int* bad) {
-        int32_t m;
-        float r;
     #if REFSIM_HAVE_ABSMAX_COPIES
-        if (refsim_has_avx512)
-            m = refsim_io_absmax_bits_f_avx512(x, n);
-        else if (__builtin_cpu_supports("avx2"))
-            m = refsim_io_absmax_bits_f_avx2(x, n);
-        else
+    #define REFSIM_ABSMAX_BITS(S, x, n)                                  \
+        (refsim_has_avx512 ? refsim_io_absmax_bits_##S##_avx512(x, n) :  \
+         __builtin_cpu_supports("avx2") ? refsim_io_absmax_bits_##S##_avx2(x, n) : \
+         refsim_io_absmax_bits_##S(x, n))
+    #else
+    #define REFSIM_ABSMAX_BITS(S, x, n) refsim_io_absmax_bits_##S(x, n)
     #endif
-            m = refsim_io_absmax_bits_f(x, n);
-        *bad |= m >= 0x7f800000;
-        memcpy(&r, &m, 4);
+    #define REFSIM_ABSMAX(T, BITS, S, EXPONENT)                          \
+        BITS m = REFSIM_ABSMAX_BITS(S, x, n);                            \
+        T r;                                                             \
+        *bad |= m >= EXPONENT;                                           \
+        memcpy(&r, &m, sizeof(T));                                       \
         return r;
+    static float refsim_io_absmax_f(const float* x, int64_t n, int* bad) {
+        REFSIM_ABSMAX(float, int32_t, f, 0x7f800000)
     }
     static double refsim_io_absmax_d(const double* x, int64_t n, int* bad) {
-        int64_t m;
-        double r;
-    #if REFSIM_HAVE_ABSMAX_COPIES
-        if (refsim_has_avx512)
-            m = refsim_io_absmax_bits_d_avx512(x, n);
-        else if (__builtin_cpu_supports("avx2"))
-            m = refsim_io_absmax_bits_d_avx2(x, n);
-        else
-    #endif
-            m = refsim_io_absmax_bits_d(x, n);
-        *bad |= m >= 0x7ff0000000000000ll;
-        memcpy(&r, &m, 8);
-        return r;
+        REFSIM_ABSMAX(double, int64_t, d, 0x7ff0000000000000ll)
     }
     """
     double refsim_io_rint_d(double x) noexcept nogil

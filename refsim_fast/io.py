@@ -114,7 +114,8 @@ class _Setup:
         plain = io.ir_drop <= 0 and not self.adc["w_noise_on"]
         self.plain = _io.PlainPass(self.dac, self.adc) if plain else None
         self.step_in = _ref.resolution_step(io.inp_res, io.inp_bound, dt)
-        self.bm_res_limit = float(R(io.max_bm_res) / R(self.step_in)) if self.step_in > 0 else 0.0
+        self.bm_res_limit = float(R(io.max_bm_res) / R(self.step_in)) if self.step_in > 0 \
+            else None
         self.out_scale = float(R(io.out_scale))
         self.nm_args = (float(io.nm_thres), float(R(io.out_bound)) if io.out_bound > 0 else 1.0,
                         self.step_in, float(R(io.max_bm_res)), float(R(_ref.NM_ASSUMED_WMAX)),
@@ -413,21 +414,14 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: 
                 if y is None:
                     y = np.zeros((batch, m), dtype=dt)
                 y[rows] = out
-            if not bounded:
+            step = _ref.next_reduction(io, bm_type, managed, pass_index, red,
+                                       setup.bm_res_limit) if bounded else None
+            if step is None:
                 break
-            if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
-                if pass_index == 1:
-                    break
-                if managed and nm_type != NoiseManagementType.ABS_MAX_NP_SUM:
-                    # the second and last pass: the worst-case (AbsMaxNPSum) scale
-                    alpha = _NOISE_SCALES[dt](x, _NM_CODE[NoiseManagementType.ABS_MAX_NP_SUM],
-                                              *setup.nm_args, None)[0]  # (x is finite)
-                else:
-                    red = 2.0
-            elif int(red) > io.max_bm_factor or (setup.step_in > 0 and red > setup.bm_res_limit):
-                break
-            else:
-                red *= 2.0
+            red, worst_case = step
+            if worst_case:  # (x is finite)
+                alpha = _NOISE_SCALES[dt](x, _NM_CODE[NoiseManagementType.ABS_MAX_NP_SUM],
+                                          *setup.nm_args, None)[0]
             if every:  # the rows whose outputs left the bound go again
                 active = np.logical_not(ok)
             else:

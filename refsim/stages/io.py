@@ -561,7 +561,7 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
         active = xp.ones((batch,), dtype=xp.bool, device=rng.device_of(x))
     R = real(x.dtype)
     step_in = resolution_step(io.inp_res, io.inp_bound, x.dtype)
-    bm_res_limit = float(R(io.max_bm_res) / R(step_in)) if step_in > 0 else 0.0
+    bm_res_limit = float(R(io.max_bm_res) / R(step_in)) if step_in > 0 else None
     out_scale = float(R(io.out_scale))
     red, pass_index = 1.0, 0
     while bool(xp.any(active)):
@@ -579,20 +579,13 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
             if y is None:
                 y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
             y = replace_rows(xp, y, rows, out)
-        if not bounded:
+        step = next_reduction(io, bm_type, managed, pass_index, red, bm_res_limit) \
+            if bounded else None
+        if step is None:
             break
-        if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
-            if pass_index == 1:
-                break
-            if managed and nm_type != NoiseManagementType.ABS_MAX_NP_SUM:
-                # second and last pass: the worst-case (AbsMaxNPSum) scale
-                alpha, _ = noise_management(xp, x, io, NoiseManagementType.ABS_MAX_NP_SUM)
-            else:  # already the worst-case scale, or no scale at all: halve the inputs
-                red = 2.0
-        elif int(red) > io.max_bm_factor or (step_in > 0 and red > bm_res_limit):
-            break
-        else:
-            red *= 2.0
+        red, worst_case = step
+        if worst_case:  # the second and last pass: the worst-case (AbsMaxNPSum) scale
+            alpha, _ = noise_management(xp, x, io, NoiseManagementType.ABS_MAX_NP_SUM)
         # the rows whose outputs left the bound go again (all rows computed: ok's own order)
         active = xp.logical_not(ok) if every else \
             scatter_rows(xp, xp.zeros_like(active), active, xp.logical_not(ok))
@@ -600,6 +593,24 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Periphery, d
     if y is None:  # no active row: every output is 0
         y = xp.zeros((batch, m), dtype=x.dtype, device=rng.device_of(x))
     return y, nm_running
+
+
+def next_reduction(io: IOParameters, bm_type: BoundManagementType, managed: bool,
+                   pass_index: int, red: float,
+                   bm_res_limit: Optional[float]) -> Optional[Tuple[float, bool]]:
+    """Bound management after pass ``pass_index`` with reduction ``red`` (spec/io.md §S7, step
+    4): None to stop, else the next pass's reduction and whether α is first recomputed by the
+    AbsMaxNPSum rule. ``bm_res_limit`` is max_bm_res/step_in in the call's dtype, None without
+    input quantization."""
+    if bm_type == BoundManagementType.ITERATIVE_WORST_CASE:
+        if pass_index == 1:
+            return None
+        if managed and io.noise_management != NoiseManagementType.ABS_MAX_NP_SUM:
+            return red, True
+        return 2.0, False  # already the worst-case scale, or no scale at all: halve the inputs
+    if int(red) > io.max_bm_factor or (bm_res_limit is not None and red > bm_res_limit):
+        return None
+    return 2.0 * red, False
 
 
 def driver(impl: Any) -> Callable[..., Tuple[Any, Optional[float]]]:
