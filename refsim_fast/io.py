@@ -330,9 +330,10 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: 
         impl: Any = None) -> Tuple[np.ndarray, Optional[float]]:
     """:func:`refsim.stages.io.mvm` for numpy arrays: the same passes, rows and numbers (spec/io.md
     §S3, §S7), with less Python around them. The per-row scales of noise management are one
-    compiled call (``_io.noise_scales``), and so is a pass of at most ``PRODUCT_ROWS`` rows of a
-    plain configuration (no IR drop, weight noise or periphery variation: ``_io.plain_pass``, the
-    reference's product inside); other passes are :func:`analog_mv`'s. Everything else (other
+    compiled call (``_io.noise_scales``), and so is a pass of a plain configuration (no IR drop,
+    weight noise or periphery variation: ``_io.plain_pass``, the reference's product inside) of
+    at most ``PRODUCT_ROWS`` rows, or of any number on one thread; other passes are
+    :func:`analog_mv`'s (whose row blocks run on the threads). Everything else (other
     arrays, perfect and ideal passes, inputs with a non-finite element or no columns) is the
     reference driver's, with :func:`analog_mv`. ``impl``: an object whose ``analog_mv`` takes every
     pass (a test's recorder, say).

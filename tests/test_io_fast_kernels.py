@@ -1093,6 +1093,7 @@ def test_pool_runs_every_block_once_and_raises_the_first_error():
 
     assert doctest.testmod(pool).failed == 0
     assert doctest.testmod(refsim_fast.inference).failed == 0
+    assert doctest.testmod(fast_io).attempted > 0 and doctest.testmod(fast_io).failed == 0
     seen, lock = [], threading.Lock()
 
     def record(b):
