@@ -89,18 +89,12 @@ def _atomic(compound: bool = True) -> Callable[[Callable], Callable]:
         def guarded(self: "AnalogTile", *args: Any, **kwargs: Any) -> Any:
             if self.__dict__.get("_in_call"):  # nested in a guarded call: that one restores
                 return method(self, *args, **kwargs)
-            attributes, streams = dict(self.__dict__), self.streams.state_dict()
-            inner = self.compound.state_dict() if compound and self.compound is not None \
-                else None
+            saved = self.snapshot(compound=compound)
             self._in_call = True
             try:
                 return method(self, *args, **kwargs)
             except BaseException:
-                self.__dict__.clear()
-                self.__dict__.update(attributes)
-                self.streams.load_state_dict(streams)
-                if inner is not None:
-                    self.compound.load_state_dict(inner)
+                self.restore(saved)
                 raise
             finally:
                 self.__dict__.pop("_in_call", None)
@@ -108,6 +102,15 @@ def _atomic(compound: bool = True) -> Callable[[Callable], Callable]:
         return guarded
 
     return wrap
+
+
+@dataclasses.dataclass(frozen=True)
+class _Snapshot:
+    """AnalogTile.snapshot()'s value: attribute references, random state, compound state."""
+
+    attributes: Dict[str, Any]
+    streams: Dict[str, Any]
+    compound: Optional[Dict[str, Any]]
 
 
 class AnalogTile:
@@ -869,6 +872,38 @@ class AnalogTile:
         return a
 
     # -- state --------------------------------------------------------------------------------------
+    def snapshot(self, *, compound: bool = True) -> Any:
+        """The tile as it is now, for :meth:`restore` (spec/README.md, "Failed calls"): the
+        references of its attributes (calls replace arrays, they do not change them), its
+        random counters and, unless ``compound`` is False, its compound's state (copied, as
+        a compound updates its devices in place). Nothing is serialized and the weights are
+        not copied, so it is cheap; it is not a checkpoint (:meth:`state_dict` is one).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from refsim.tile import AnalogTile
+        >>> tile = AnalogTile(3, 4, seed=1)
+        >>> before = tile.snapshot()
+        >>> tile.update(np.ones(4), np.ones(3), 0.01)
+        >>> tile.restore(before)
+        >>> bool(np.all(tile.get_weights() == 0))
+        True
+        """
+        inner = self.compound.state_dict() if compound and self.compound is not None else None
+        return _Snapshot(dict(self.__dict__), self.streams.state_dict(), inner)
+
+    def restore(self, snapshot: Any) -> None:
+        """Put the tile back as it was when :meth:`snapshot` took ``snapshot``."""
+        if not isinstance(snapshot, _Snapshot):
+            raise TypeError(f"snapshot: expected AnalogTile.snapshot()'s value, got "
+                            f"{type(snapshot).__name__}")
+        self.__dict__.clear()
+        self.__dict__.update(snapshot.attributes)
+        self.streams.load_state_dict(snapshot.streams)
+        if snapshot.compound is not None:
+            self.compound.load_state_dict(snapshot.compound)
+
     def state_dict(self) -> Dict[str, Any]:
         """Everything a resumed run needs: the config, the seeds, the weights, the random state and
         the noise-management state (arrays stay in the tile's namespace)."""

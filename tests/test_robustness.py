@@ -428,6 +428,46 @@ def test_nn_training_step_completes_or_changes_nothing(algorithm, x, lr):
     attempt(model, step, ("x", "y", "lr", "labels", "inputs", "targets", "batch"))
 
 
+@pytest.mark.parametrize("backend", ["reference", "fast"])
+@pytest.mark.parametrize("algorithm", ["sgd", "c-ttv2"])
+def test_a_model_update_that_fails_in_a_later_layer_leaves_every_layer_as_it_was(algorithm,
+                                                                                backend):
+    """The rollback of refsim.nn (Module.snapshot / restore, AnalogTile.snapshot): the first
+    layer's tiles have updated (a compound's devices in place) when the last layer's tile
+    fails; afterwards the model's state, and its next step, are those of a model that never
+    tried."""
+    if backend == "fast":
+        pytest.importorskip("refsim_fast.update")
+
+    def model():
+        return nn.mlp([8, 6, 3], C.build_config(algorithm, C.ConstantStepDevice), seed=1,
+                      backend=backend)
+
+    g = np.random.default_rng(2)
+    x, grad = g.uniform(-1, 1, (4, 8)), g.uniform(-1, 1, (4, 3))
+    tried, fresh = model(), model()
+    for m in (tried, fresh):
+        m(x)
+        m.backward(grad)
+    before = tried.state_dict()
+    last = tried.modules[-1].tiles[0][0]
+    first_weights = tried.modules[0].tiles[0][0].get_weights()
+
+    def fail(*args, **kwargs):
+        assert not same(tried.modules[0].tiles[0][0].get_weights(), first_weights)
+        raise KeyboardInterrupt
+
+    last.update = fail
+    with pytest.raises(KeyboardInterrupt):
+        tried.update(0.1)
+    del last.update
+    assert same(tried.state_dict(), before)
+    tried.update(0.1)
+    fresh.update(0.1)
+    assert same(tried.state_dict(), fresh.state_dict())
+    assert same(tried(x), fresh(x))
+
+
 # -- the command line ----------------------------------------------------------------------------------
 
 

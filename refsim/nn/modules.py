@@ -71,13 +71,13 @@ def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
 @contextlib.contextmanager
 def unchanged_on_error(module: "Module") -> Iterator[None]:
     """Run the block as one call that completes or changes nothing (spec/README.md, "Failed
-    calls"): on any exception (KeyboardInterrupt included) the module's :meth:`Module.state_dict`
-    taken before the block is loaded back, then the error propagates."""
-    saved = module.state_dict()
+    calls"): on any exception (KeyboardInterrupt included) the module is put back as
+    :meth:`Module.snapshot` found it before the block, then the error propagates."""
+    saved = module.snapshot()
     try:
         yield
     except BaseException:
-        module.load_state_dict(saved)
+        module.restore(saved)
         raise
 
 
@@ -141,6 +141,28 @@ class Module:
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self._check_state_type(state)
+
+    def snapshot(self) -> Any:
+        """This module as it is now, for :meth:`restore` (what a failed update or epoch rolls
+        back to): the references of its attributes (the layers replace their arrays, they do not
+        change them) and the snapshots of its tiles and children (``AnalogTile.snapshot``:
+        nothing serialized, no weights copied). Not a checkpoint: :meth:`state_dict` is one."""
+        return (dict(self.__dict__), [tile.snapshot() for tile in self._own_tiles()],
+                [child.snapshot() for child in self.children()])
+
+    def restore(self, snapshot: Any) -> None:
+        """Put the module back as it was when :meth:`snapshot` took ``snapshot``."""
+        attributes, tiles, children = snapshot
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+        for tile, saved in zip(self._own_tiles(), tiles):
+            tile.restore(saved)
+        for child, saved in zip(self.children(), children):
+            child.restore(saved)
+
+    def _own_tiles(self) -> List[Any]:
+        """The tiles of this module itself, not of its children (none here)."""
+        return []
 
     def _check_state_type(self, state: Any) -> None:
         if not isinstance(state, dict):
@@ -379,6 +401,9 @@ class AnalogLinear(Module):
                 self.tiles[j][i].set_weights(block, clip=True)
         if self.digital_bias:
             self.bias = b
+
+    def _own_tiles(self) -> List[Any]:
+        return [tile for row in self.tiles for tile in row]
 
     def get_weights(self) -> Tuple[Any, Any]:
         """``(weight, bias)``: copies of the weights and of the bias (None without bias)."""

@@ -20,7 +20,7 @@ Examples
 >>> loss = ((model(x) - target) ** 2).sum()
 >>> loss.backward()
 >>> opt.step()
->>> float(((model(x) - target) ** 2).sum()) < float(loss)
+>>> float(((model(x) - target) ** 2).sum().detach()) < float(loss.detach())
 True
 """
 
