@@ -84,38 +84,25 @@ cdef extern from *:
        pattern at least the exponent mask's, which *bad reports. Integer operations only, so
        the copies compiled for AVX2 / AVX-512 (picked at run time; baseline x86-64 has no packed
        32-bit maximum) give the same result. */
-    #define REFSIM_ABSMAX_LOOP(T, MASK)                                  \
-        T m = 0, u;                                                      \
-        for (int64_t k = 0; k < n; k++) {                                \
-            memcpy(&u, (const char*)x + k * sizeof(T), sizeof(T));       \
-            u &= MASK;                                                   \
-            m = m > u ? m : u;                                           \
-        }                                                                \
-        return m;
-    static int32_t refsim_io_absmax_bits_f(const float* x, int64_t n) {
-        REFSIM_ABSMAX_LOOP(int32_t, 0x7fffffff)
-    }
-    static int64_t refsim_io_absmax_bits_d(const double* x, int64_t n) {
-        REFSIM_ABSMAX_LOOP(int64_t, 0x7fffffffffffffffll)
-    }
+    #define REFSIM_ABSMAX_BITS_FN(ATTR, NAME, R, T, MASK)                 \
+        ATTR static T NAME(const R* x, int64_t n) {                      \
+            T m = 0, u;                                                  \
+            for (int64_t k = 0; k < n; k++) {                            \
+                memcpy(&u, x + k, sizeof(T));                            \
+                u &= MASK;                                               \
+                m = m > u ? m : u;                                       \
+            }                                                            \
+            return m;                                                    \
+        }
+    #define REFSIM_ABSMAX_BITS_FNS(ATTR, SUFFIX)                                                 \
+        REFSIM_ABSMAX_BITS_FN(ATTR, refsim_io_absmax_bits_f##SUFFIX, float, int32_t, 0x7fffffff) \
+        REFSIM_ABSMAX_BITS_FN(ATTR, refsim_io_absmax_bits_d##SUFFIX, double, int64_t,            \
+                              0x7fffffffffffffffll)
+    REFSIM_ABSMAX_BITS_FNS(, )
     #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__AVX2__)
     #define REFSIM_HAVE_ABSMAX_COPIES 1
-    __attribute__((target("avx2"))) static int32_t refsim_io_absmax_bits_f_avx2(
-            const float* x, int64_t n) {
-        REFSIM_ABSMAX_LOOP(int32_t, 0x7fffffff)
-    }
-    __attribute__((target("avx2"))) static int64_t refsim_io_absmax_bits_d_avx2(
-            const double* x, int64_t n) {
-        REFSIM_ABSMAX_LOOP(int64_t, 0x7fffffffffffffffll)
-    }
-    __attribute__((target("avx512f"))) static int32_t refsim_io_absmax_bits_f_avx512(
-            const float* x, int64_t n) {
-        REFSIM_ABSMAX_LOOP(int32_t, 0x7fffffff)
-    }
-    __attribute__((target("avx512f"))) static int64_t refsim_io_absmax_bits_d_avx512(
-            const double* x, int64_t n) {
-        REFSIM_ABSMAX_LOOP(int64_t, 0x7fffffffffffffffll)
-    }
+    REFSIM_ABSMAX_BITS_FNS(__attribute__((target("avx2"))), _avx2)
+    REFSIM_ABSMAX_BITS_FNS(__attribute__((target("avx512f"))), _avx512)
     #else
     #define REFSIM_HAVE_ABSMAX_COPIES 0
     #endif
