@@ -65,6 +65,12 @@ _NM_CODE = {NoiseManagementType.NONE: 0, NoiseManagementType.CONSTANT: 1,
 
 #: Below this many input + output elements a pass runs on one thread.
 _SERIAL_WORK = 16384
+#: A plain pass of more rows than a product block runs as one compiled call (rows on the OpenMP
+#: threads, the blocks' products one after another) when W has at most this many elements; a
+#: larger W's blocks run DAC to ADC on the pool's threads (analog_mv). Measured crossover
+#: (2 threads, 512 and 4096 rows): n·m = 64² gains 2-14 %, 128² loses 14-30 %, a 9→8
+#: convolution's 2.3×.
+_SMALL_PRODUCT = 4096
 
 _POS_NEG_MODE = {AnalogMVType.POS_NEG_SEPARATE: 1, AnalogMVType.POS_NEG_SEPARATE_DIGITAL_SUM: 2}
 
@@ -332,8 +338,9 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: 
     §S3, §S7), with less Python around them. The per-row scales of noise management are one
     compiled call (``_io.noise_scales``), and so is a pass of a plain configuration (no IR drop,
     weight noise or periphery variation: ``_io.plain_pass``, the reference's product inside) of
-    at most ``PRODUCT_ROWS`` rows, or of any number on one thread; other passes are
-    :func:`analog_mv`'s (whose row blocks run on the threads). Everything else (other
+    at most ``PRODUCT_ROWS`` rows, of any number on one thread, or of any number with a small W
+    (``_SMALL_PRODUCT``); other passes are :func:`analog_mv`'s (whose row blocks run on the
+    threads). Everything else (other
     arrays, perfect and ideal passes, inputs with a non-finite element or no columns) is the
     reference driver's, with :func:`analog_mv`. ``impl``: an object whose ``analog_mv`` takes every
     pass (a test's recorder, say).
@@ -393,7 +400,8 @@ def mvm(xp: Any, x: Any, weights: Any, io: IOParameters, periphery: Any, draws: 
             xr = x if every else x[rows]
             a = alpha if every else alpha[rows]
             reduction = red if bounded else 1.0
-            if plain is not None and (R <= _ref.PRODUCT_ROWS or threads == 1):
+            if plain is not None and (R <= _ref.PRODUCT_ROWS or threads == 1 or
+                                      n * m <= _SMALL_PRODUCT):
                 # (numpy's matmul is refsim.stages.io.product for a few rows not square: those
                 # may be a diagonal eye(n) after the DAC, more than PRODUCT_ROWS are blocks)
                 product = np.matmul if R <= _ref.PRODUCT_ROWS and R != n else _ref.product

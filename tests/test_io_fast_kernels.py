@@ -540,9 +540,14 @@ def test_noise_scales_equal_the_reference_on_awkward_rows(nm, dtype):
                 assert _io.noise_scales(y, 4, *setup.nm_args, None) is None
 
 
-def test_plain_pass_is_taken_and_is_bit_identical_for_any_thread_count(monkeypatch):
+@pytest.mark.parametrize("shape", [(100, 64, 48), (300, 12, 10)])
+def test_plain_pass_is_taken_and_is_bit_identical_for_any_thread_count(shape, monkeypatch):
+    """A few rows, or many rows with a small W (a convolution's: its blocks' products one after
+    another, the rows on the threads): one compiled call per pass, the same numbers for 1, 2
+    and 3 threads and as the reference driver's."""
+    batch, n, m = shape
     io = make_io(out_bound=1.0, inp_noise=0.02)
-    x, w = make_inputs(np.float32, 100, 64, 48, seed=3)
+    x, w = make_inputs(np.float32, batch, n, m, seed=3)
     calls = []
     kernel = fast_io._PLAIN_PASS[np.dtype(np.float32)]
 
@@ -554,10 +559,13 @@ def test_plain_pass_is_taken_and_is_bit_identical_for_any_thread_count(monkeypat
     results = []
     for threads in (1, 2, 3):
         monkeypatch.setattr(fast_io, "num_threads", threads)
-        results.append(fast_io.mvm(XP, x, w, io, ref.Periphery(), make_draws(io, 100))[0])
-    assert calls and calls[0] == 100 and len(calls) > 3  # the first pass and its repeats
+        calls.clear()
+        results.append(fast_io.mvm(XP, x, w, io, ref.Periphery(), make_draws(io, batch))[0])
+        assert calls and calls[0] == batch and len(calls) > 1  # the first pass and repeats
     for y in results[1:]:
         np.testing.assert_array_equal(y, results[0])
+    want, _ = ref.mvm(XP, x, w, io, ref.Periphery(), make_draws(io, batch), impl=fast_io)
+    np.testing.assert_array_equal(results[0], want)
 
 
 def test_noise_scales_and_plain_pass_refuse_inconsistent_arguments():
