@@ -11,11 +11,11 @@ def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1,
     a short call is timed until the timed runs add up to ``least`` seconds (at most 10 000 runs)
     and warmed up for a tenth of that, so that a call of tens of microseconds is not judged by
     its first few, cold runs."""
-    start = time.perf_counter()
-    done = 0
-    while done < warmup or (warmup and time.perf_counter() - start < least / 10 and done < 1000):
-        fn()
-        done += 1
+    if warmup:
+        start, done = time.perf_counter(), 0
+        while done < warmup or (time.perf_counter() - start < least / 10 and done < 1000):
+            fn()
+            done += 1
     times: List[float] = []
     while len(times) < repeat or (sum(times) < least and len(times) < 10_000):
         start = time.perf_counter()
@@ -71,3 +71,15 @@ def median_of(values: Sequence[object]) -> Optional[float]:
     alternating rounds."""
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
+
+
+def pass_operands(size: int, batch: int) -> tuple:
+    """The weights (size, size), uniform in ±0.5, and inputs (batch, size), uniform in ±1, of
+    bench_io's and bench_inference's passes: float32, from refsim.rng's test streams."""
+    import numpy as np
+
+    from refsim import rng
+
+    weights = (rng.uniform(1, "test.a", 0, (size, size)) - 0.5).astype(np.float32)
+    inputs = (rng.uniform(1, "test.b", 0, (batch, size)) * 2 - 1).astype(np.float32)
+    return weights, inputs

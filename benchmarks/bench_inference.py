@@ -46,15 +46,14 @@ def _worker(spec: dict) -> list:
     import numpy as np
 
     sys.path.insert(0, str(HERE))
-    from _timing import median_seconds
-    from refsim import configs, rng
+    from _timing import median_seconds, pass_operands
+    from refsim import configs
     from refsim.tile import AnalogTile
 
     out = []
     for case in spec["cases"]:
         size, batch = case["size"], case["batch"]
-        weights = (rng.uniform(1, "test.a", 0, (size, size)) - 0.5).astype(np.float32)
-        inputs = (rng.uniform(1, "test.b", 0, (batch, size)) * 2 - 1).astype(np.float32)
+        weights, inputs = pass_operands(size, batch)
         row = dict(case)
         for backend in ("fast", "reference"):
             try:
@@ -79,9 +78,7 @@ def _worker(spec: dict) -> list:
     # the floor of the forward pass, the bare float32 GEMM it contains, after every refsim
     # timing: OpenBLAS's worker threads busy-wait for about 0.1 s after a threaded product
     for case, row in zip(spec["cases"], out):
-        size, batch = case["size"], case["batch"]
-        weights = (rng.uniform(1, "test.a", 0, (size, size)) - 0.5).astype(np.float32)
-        inputs = (rng.uniform(1, "test.b", 0, (batch, size)) * 2 - 1).astype(np.float32)
+        weights, inputs = pass_operands(case["size"], case["batch"])
         wt = np.ascontiguousarray(weights.T)
         row["floor"] = {"program+drift": None,
                         "forward (eval)": median_seconds(lambda: inputs @ wt, spec["repeat"] * 3)}

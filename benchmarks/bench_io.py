@@ -23,20 +23,14 @@ def _worker(spec: dict) -> list:
     import numpy as np
 
     sys.path.insert(0, str(HERE))
-    from _timing import median_seconds
-    from refsim import configs, rng
+    from _timing import median_seconds, pass_operands
+    from refsim import configs
     from refsim.tile import AnalogTile
-
-    def operands(case: dict) -> tuple:
-        size, batch = case["size"], case["batch"]
-        weights = (rng.uniform(1, "test.a", 0, (size, size)) - 0.5).astype(np.float32)
-        inputs = (rng.uniform(1, "test.b", 0, (batch, size)) * 2 - 1).astype(np.float32)
-        return weights, inputs
 
     out = []
     for case in spec["cases"]:
         size, kind = case["size"], case["kind"]
-        weights, inputs = operands(case)
+        weights, inputs = pass_operands(size, case["batch"])
         config = configs.InferenceRPUConfig() if kind == "forward" else configs.SingleRPUConfig()
         row = dict(case)
         for backend in ("fast", "reference"):
@@ -54,7 +48,7 @@ def _worker(spec: dict) -> list:
     # The floors last: after a product on several BLAS threads, OpenBLAS's worker threads
     # busy-wait for about 0.1 s and would take a core from the next case's timing.
     for case, row in zip(spec["cases"], out):
-        weights, inputs = operands(case)
+        weights, inputs = pass_operands(case["size"], case["batch"])
         wt = np.ascontiguousarray(weights.T)
         row["gemm"] = median_seconds(lambda: inputs @ wt, spec["repeat"] * 3)
     return out

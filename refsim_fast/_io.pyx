@@ -573,15 +573,21 @@ cdef void _finalize_row(const Product* P0, const Product* P1, int64_t r, int64_t
     ok[0] = good
 
 
-cdef Product _product(real_t[:, ::1] y, real_t[:, ::1] ir_a, real_t[:, ::1] ir_g,
-                      real_t[::1] row_sum, real_t[:, ::1] spread):
+cdef inline Product _product_alone(const void* y) noexcept nogil:
+    """A product without extra terms (IR drop, row sums, weight-noise spread off)."""
     cdef Product p
-    p.y = NULL
+    p.y = y
     p.ir_a = NULL
     p.ir_g = NULL
     p.row_sum = NULL
     p.spread = NULL
     p.spread_cols = 1
+    return p
+
+
+cdef Product _product(real_t[:, ::1] y, real_t[:, ::1] ir_a, real_t[:, ::1] ir_g,
+                      real_t[::1] row_sum, real_t[:, ::1] spread):
+    cdef Product p = _product_alone(NULL)
     if y.shape[0] * y.shape[1] > 0:
         p.y = &y[0, 0]
     if ir_a.shape[0] * ir_a.shape[1] > 0:
@@ -908,9 +914,7 @@ def plain_pass(PlainPass plan not None, const real_t[:, ::1] x not None,
         y0 = np.ascontiguousarray(product(first, weights_t))
         if y0.shape[0] != R or y0.shape[1] != m:
             raise ValueError(f"product: expected a result of shape ({R}, {m})")
-        q0.y = &y0[0, 0]
-        q0.ir_a = q0.ir_g = q0.row_sum = q0.spread = NULL
-        q0.spread_cols = 1
+        q0 = _product_alone(&y0[0, 0])
         q1 = q0
         if pos_neg:
             y1 = np.ascontiguousarray(product(second, weights_t))

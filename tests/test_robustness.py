@@ -468,6 +468,16 @@ def test_a_model_update_that_fails_in_a_later_layer_leaves_every_layer_as_it_was
     assert same(tried(x), fresh(x))
 
 
+def test_restore_refuses_what_snapshot_did_not_make():
+    model = nn.mlp([4, 3, 2], seed=1)
+    tile = model.modules[0].tiles[0][0]
+    for obj, bad in ((model, model.state_dict()), (tile, tile.state_dict()), (tile, None)):
+        before = obj.state_dict()
+        with pytest.raises(TypeError, match="^snapshot: "):
+            obj.restore(bad)
+        assert same(obj.state_dict(), before)
+
+
 # -- the command line ----------------------------------------------------------------------------------
 
 

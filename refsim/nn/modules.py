@@ -68,6 +68,16 @@ def _offsets(sizes: Sequence[int]) -> List[Tuple[int, int]]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _ModuleSnapshot:
+    """Module.snapshot()'s value: attribute references, the own tiles' and the children's
+    snapshots."""
+
+    attributes: Dict[str, Any]
+    tiles: List[Any]
+    children: List[Any]
+
+
 @contextlib.contextmanager
 def unchanged_on_error(module: "Module") -> Iterator[None]:
     """Run the block as one call that completes or changes nothing (spec/README.md, "Failed
@@ -147,17 +157,20 @@ class Module:
         back to): the references of its attributes (the layers replace their arrays, they do not
         change them) and the snapshots of its tiles and children (``AnalogTile.snapshot``:
         nothing serialized, no weights copied). Not a checkpoint: :meth:`state_dict` is one."""
-        return (dict(self.__dict__), [tile.snapshot() for tile in self._own_tiles()],
-                [child.snapshot() for child in self.children()])
+        return _ModuleSnapshot(dict(self.__dict__),
+                               [tile.snapshot() for tile in self._own_tiles()],
+                               [child.snapshot() for child in self.children()])
 
     def restore(self, snapshot: Any) -> None:
         """Put the module back as it was when :meth:`snapshot` took ``snapshot``."""
-        attributes, tiles, children = snapshot
+        if not isinstance(snapshot, _ModuleSnapshot):
+            raise TypeError(f"snapshot: expected Module.snapshot()'s value, got "
+                            f"{type(snapshot).__name__}")
         self.__dict__.clear()
-        self.__dict__.update(attributes)
-        for tile, saved in zip(self._own_tiles(), tiles):
+        self.__dict__.update(snapshot.attributes)
+        for tile, saved in zip(self._own_tiles(), snapshot.tiles):
             tile.restore(saved)
-        for child, saved in zip(self.children(), children):
+        for child, saved in zip(self.children(), snapshot.children):
             child.restore(saved)
 
     def _own_tiles(self) -> List[Any]:
